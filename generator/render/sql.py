@@ -1,0 +1,57 @@
+"""SQL target: the schema as a migration, from the intermediate model."""
+
+from __future__ import annotations
+
+from generator.ir import FunctionIR, SchemaIR
+from generator.render import GeneratedFile, header
+from generator.templating import render
+
+INITIAL_MIGRATION = "migrations/0001_initial.sql"
+
+
+def function_identity(schema: SchemaIR, function: FunctionIR) -> str:
+    """``schema.name(argtype, …)``: how grants and comments name a function."""
+    types = ", ".join(arg.type.sql(schema.schema) for arg in function.args)
+    return f"{schema.schema}.{function.name}({types})"
+
+
+def function_returns(schema: SchemaIR, function: FunctionIR) -> str:
+    """The RETURNS clause of a function."""
+    returns = function.returns
+    if returns.table is not None:
+        columns = ", ".join(f"{a.name} {a.type.sql(schema.schema)}" for a in returns.table)
+        return f"table ({columns})"
+    assert returns.type is not None
+    text = returns.type.sql(schema.schema)
+    return f"setof {text}" if returns.setof else text
+
+
+def search_path_clause(value: str) -> str:
+    """``set search_path = …`` with an empty path spelled as ''."""
+    return "set search_path = ''" if value == "" else f"set search_path = {value}"
+
+
+def summary(schema: SchemaIR) -> str:
+    """One line a reviewer reads first: what the migration creates."""
+    parts = [
+        f"{len(schema.tables)} tables",
+        f"{len(schema.types)} types",
+        f"{len(schema.all_functions)} functions",
+        f"{len(schema.state_machines)} state machines",
+        f"{len(schema.roles)} roles",
+    ]
+    return f"creates schema {schema.schema}: " + ", ".join(parts)
+
+
+def render_initial_migration(schema: SchemaIR, source: str) -> GeneratedFile:
+    """The first migration: everything the spec holds, created from nothing."""
+    content = render(
+        "sql/initial_migration.sql.j2",
+        header=header("--", source),
+        summary=summary(schema),
+        s=schema,
+        identity=lambda f: function_identity(schema, f),
+        returns=lambda f: function_returns(schema, f),
+        search_path=search_path_clause,
+    )
+    return GeneratedFile(INITIAL_MIGRATION, content)

@@ -1,0 +1,346 @@
+"""Pydantic models of the spec file format (the *input*, kept apart from the IR).
+
+Shorthands accepted by the YAML/JSON file (a column written as a bare type string, a
+function returning ``"setof runs"`` …) are normalised in ``mode="before"`` validators, so
+every error location stays a plain path of mapping keys and list indexes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]*$"
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN, max_length=63)]
+EventName = Annotated[str, StringConstraints(pattern=r"^[a-z_]+:[a-z_]+$")]
+ErrorName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+SqlText = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _sql_literal_text(value: Any) -> Any:
+    """Accept YAML scalars (0, true, …) where SQL text is expected and turn them into text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueSettings(SpecModel):
+    """Which message queue the engine uses and the oldest version it accepts."""
+
+    provider: Literal["pgmq"] = "pgmq"
+    min_version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")] = "1.5"
+
+
+class Settings(SpecModel):
+    """Project-wide settings."""
+
+    schema_name: Identifier = Field(alias="schema")
+    min_postgres: Annotated[int, Field(ge=13)] = 15
+    queue: QueueSettings = QueueSettings()
+    install_command: str = Field(
+        default="pgweave install-pgmq --dsn <DSN>",
+        description="Command named by the migration's pgmq check when pgmq is missing.",
+    )
+
+
+class Column(SpecModel):
+    """One table column. Written as a bare type string or as a mapping."""
+
+    type: str
+    nullable: bool = True
+    default: SqlText | None = None
+    check: SqlText | None = Field(
+        default=None,
+        description="Column CHECK; gets PostgreSQL's default name <table>_<column>_check.",
+    )
+    doc: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        return data
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default_as_sql(cls, value: Any) -> Any:
+        return _sql_literal_text(value)
+
+
+class PrimaryKey(SpecModel):
+    """Primary key; named <table>_pkey unless a name is given."""
+
+    name: Identifier | None = None
+    columns: list[Identifier] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"columns": data}
+        return data
+
+
+class UniqueKey(SpecModel):
+    """UNIQUE constraint; named <table>_<columns>_key unless a name is given."""
+
+    name: Identifier | None = None
+    columns: list[Identifier] = Field(min_length=1)
+
+
+FkAction = Literal["no action", "restrict", "cascade", "set null", "set default"]
+
+
+class ForeignKey(SpecModel):
+    """FOREIGN KEY constraint; named <table>_<columns>_fkey unless a name is given."""
+
+    name: Identifier | None = None
+    columns: list[Identifier] = Field(min_length=1)
+    references: Identifier
+    ref_columns: list[Identifier] | None = Field(
+        default=None, description="Referenced columns; default: the referenced primary key."
+    )
+    on_delete: FkAction = "no action"
+    on_update: FkAction = "no action"
+
+
+class Check(SpecModel):
+    """A named table CHECK constraint."""
+
+    name: Identifier
+    expression: SqlText
+    doc: str | None = None
+
+
+class Index(SpecModel):
+    """A (possibly partial, possibly unique) btree index."""
+
+    name: Identifier
+    columns: list[Identifier] = Field(min_length=1)
+    unique: bool = False
+    where: SqlText | None = None
+    doc: str | None = None
+
+
+class Table(SpecModel):
+    """A table of the schema."""
+
+    doc: str
+    columns: dict[Identifier, Column] = Field(min_length=1)
+    primary_key: PrimaryKey | None = None
+    unique: list[UniqueKey] = []
+    foreign_keys: list[ForeignKey] = []
+    checks: list[Check] = []
+    indexes: list[Index] = []
+
+
+class CompositeType(SpecModel):
+    """A composite type (``create type … as (…)``)."""
+
+    doc: str
+    attributes: dict[Identifier, str] = Field(min_length=1)
+
+
+class State(SpecModel):
+    """One state of a state machine."""
+
+    doc: str | None = None
+    timestamp: Identifier | None = Field(
+        default=None, description="Timestamp column set when the row enters this state."
+    )
+    after: list[Identifier] = Field(
+        default=[],
+        description=(
+            "States whose timestamps this state's timestamp may not precede; each derives the "
+            "check <timestamp>_is_after_<other timestamp>."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        return data
+
+
+class Transition(SpecModel):
+    """A transition between states, performed by one or more functions."""
+
+    from_: list[Identifier] = Field(
+        alias="from", description="Source states; empty for the insert that creates a row."
+    )
+    to: Identifier
+    by: list[Identifier] = Field(min_length=1, description="Functions that perform it.")
+    doc: str | None = None
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        return value
+
+
+class StateMachine(SpecModel):
+    """A status column governed by a state machine; checks, enums and diagrams derive from it."""
+
+    doc: str
+    table: Identifier
+    column: Identifier = "status"
+    check_name: Identifier = Field(description="Name of the derived status CHECK constraint.")
+    exclusive_timestamps_check: Identifier | None = Field(
+        default=None,
+        description=(
+            "Name of the derived CHECK that at most one terminal timestamp is set "
+            "(none derived when omitted)."
+        ),
+    )
+    initial: Identifier
+    terminal: list[Identifier] = Field(min_length=1)
+    states: dict[Identifier, State] = Field(min_length=2)
+    transitions: list[Transition] = Field(min_length=1)
+
+
+class Argument(SpecModel):
+    """A function argument. Written as a bare type string or as a mapping."""
+
+    type: str
+    default: SqlText | None = Field(default=None, description="SQL default expression.")
+    doc: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        return data
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default_as_sql(cls, value: Any) -> Any:
+        return _sql_literal_text(value)
+
+
+class Returns(SpecModel):
+    """A function's result: a type, a set of a type, a table of columns, or void."""
+
+    type: str | None = None
+    setof: bool = False
+    table: dict[Identifier, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            text = data.strip()
+            if text.lower().startswith("setof "):
+                return {"type": text[6:].strip(), "setof": True}
+            return {"type": text}
+        return data
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Returns:
+        if (self.type is None) == (self.table is None):
+            raise ValueError("give exactly one of 'type' or 'table'")
+        if self.table is not None and self.setof:
+            raise ValueError("'table' results are already sets; drop 'setof'")
+        return self
+
+
+class Function(SpecModel):
+    """A SQL function: signature here, body in the SQL file named by ``body``."""
+
+    doc: str
+    args: dict[Identifier, Argument] = {}
+    returns: Returns
+    language: Literal["sql", "plpgsql"]
+    volatility: Literal["immutable", "stable", "volatile"] = "volatile"
+    parallel: Literal["safe", "restricted", "unsafe"] = "unsafe"
+    security: Literal["invoker", "definer"] = "invoker"
+    search_path: str | None = Field(
+        default=None, description="Fixed search_path ('' for none); omitted: not set."
+    )
+    strict: bool = False
+    body: str = Field(description="Path of the body's SQL file, relative to the spec file.")
+    internal: bool = Field(
+        default=False, description="Engine-internal: left out of the generated client."
+    )
+    raises: list[ErrorName] = []
+    emits: list[EventName] = []
+
+
+class ErrorDef(SpecModel):
+    """An error the engine raises: its SQLSTATE and message (or the constraint it names)."""
+
+    doc: str
+    sqlstate: Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{5}$")]
+    message: str | None = Field(
+        default=None, description="Message template; {placeholders} stand for variable parts."
+    )
+    constraint: Identifier | None = Field(
+        default=None, description="For constraint violations: the constraint's name."
+    )
+
+    @model_validator(mode="after")
+    def _message_or_constraint(self) -> ErrorDef:
+        if (self.message is None) == (self.constraint is None):
+            raise ValueError("give exactly one of 'message' or 'constraint'")
+        return self
+
+
+class EventDef(SpecModel):
+    """A realtime event: its broadcast name, topic and payload keys."""
+
+    doc: str
+    event: str = Field(description="Broadcast event name; {placeholders} stand for payload values.")
+    topic: str
+    payload: list[Identifier] = Field(min_length=1)
+
+
+TablePrivilege = Literal["select", "insert", "update", "delete", "truncate", "references"]
+
+
+class ExternalGrant(SpecModel):
+    """Privileges on an object outside the schema (e.g. pgmq), needed by a role."""
+
+    schema_name: Identifier = Field(alias="schema")
+    usage: bool = True
+    execute_all_functions: bool = False
+    table_privileges_all: list[TablePrivilege] = []
+
+
+class Role(SpecModel):
+    """A database role created by the migrations, with what it may do."""
+
+    doc: str
+    login: bool = False
+    execute: list[Identifier] = Field(default=[], description="Functions it may call.")
+    tables: dict[Identifier, list[TablePrivilege]] = {}
+    external: list[ExternalGrant] = []
+
+
+class Spec(SpecModel):
+    """The whole spec file."""
+
+    version: Literal[1]
+    settings: Settings
+    types: dict[Identifier, CompositeType] = {}
+    tables: dict[Identifier, Table] = Field(min_length=1)
+    state_machines: dict[Identifier, StateMachine] = {}
+    errors: dict[ErrorName, ErrorDef] = {}
+    events: dict[EventName, EventDef] = {}
+    functions: dict[Identifier, Function] = {}
+    roles: dict[Identifier, Role] = {}

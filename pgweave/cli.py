@@ -1,0 +1,129 @@
+"""The ``pgweave`` command line: generate/check the database layer, install it, run a smoke test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import psycopg
+
+from pgweave import PROJECT_ROOT
+
+DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
+DEFAULT_OUT = PROJECT_ROOT / "generated"
+
+
+@click.group()
+def main() -> None:
+    """pgweave: a PostgreSQL-native DAG workflow engine, generated from one spec."""
+
+
+def _files(spec: Path, out: Path) -> list:  # type: ignore[type-arg]
+    from generator.diagnostics import SpecError
+    from generator.pipeline import generate_files
+
+    try:
+        return generate_files(spec, out)
+    except SpecError as exc:
+        for issue in exc.issues:
+            click.secho(str(issue), fg="red", err=True)
+        click.secho(f"{len(exc.issues)} problem(s) in the spec; nothing written.", err=True)
+        sys.exit(1)
+
+
+spec_option = click.option(
+    "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
+    help="The spec's entry file (YAML or JSON).",
+)  # fmt: skip
+out_option = click.option(
+    "--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+    help="Directory of the generated files.",
+)  # fmt: skip
+
+
+@main.command()
+@spec_option
+@out_option
+def generate(spec: Path, out: Path) -> None:
+    """Generate every output from the spec into the output directory."""
+    from generator.pipeline import write
+
+    drift = write(_files(spec, out), out)
+    if drift.clean:
+        click.echo(f"{out}: up to date")
+        return
+    for label, paths in (("wrote", drift.changed + drift.missing), ("removed", drift.stale)):
+        for path in sorted(paths):
+            click.echo(f"{label} {out / path}")
+
+
+@main.command()
+@spec_option
+@out_option
+def check(spec: Path, out: Path) -> None:
+    """Fail (exit 1, with a unified diff) when the output directory is not what the spec produces."""
+    from generator.pipeline import diff
+
+    drift = diff(_files(spec, out), out)
+    if drift.clean:
+        click.echo(f"{out}: up to date with {spec}")
+        return
+    click.echo(drift.diff, nl=False)
+    summary = ", ".join(
+        f"{len(paths)} {label}"
+        for label, paths in (("changed", drift.changed), ("missing", drift.missing), ("stale", drift.stale))
+        if paths
+    )
+    click.secho(f"{out} is stale ({summary}): run `pgweave generate`.", fg="red", err=True)
+    sys.exit(1)
+
+
+dsn_option = click.option(
+    "--dsn", envvar="PGWEAVE_DSN", required=True, help="libpq connection string (or $PGWEAVE_DSN)."
+)
+
+
+@main.command("install-pgmq")
+@dsn_option
+def install_pgmq_command(dsn: str) -> None:
+    """Install pgmq: CREATE EXTENSION when available, else the SQL shipped in the pgmq PyPI package."""
+    from pgweave.install import install_pgmq
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        click.echo(f"pgmq: {install_pgmq(conn)}")
+
+
+@main.command()
+@dsn_option
+@click.option("--with-pgmq/--without-pgmq", default=True, show_default=True, help="Install pgmq first when missing.")
+@click.option("--migrations", type=click.Path(path_type=Path, file_okay=False), default=None, help="Migrations directory.")
+def migrate(dsn: str, with_pgmq: bool, migrations: Path | None) -> None:
+    """Apply the generated migrations that the database has not applied yet."""
+    from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if with_pgmq:
+            click.echo(f"pgmq: {install_pgmq(conn)}")
+        applied = apply_migrations(conn, migrations or MIGRATIONS_DIR)
+    click.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+@main.command()
+@spec_option
+@out_option
+def smoke(spec: Path, out: Path) -> None:
+    """Generate, then install everything into a throwaway PostgreSQL and run a flow there."""
+    from generator.pipeline import write
+    from pgweave.embedded import EmbeddedPostgres
+    from pgweave.install import apply_migrations, install_pgmq
+    from pgweave.smoke import run_smoke
+
+    drift = write(_files(spec, out), out)
+    click.echo(f"generated {out} ({len(drift.changed) + len(drift.missing)} files changed)")
+    with EmbeddedPostgres() as cluster, psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        click.echo(f"throwaway PostgreSQL at {cluster.socket_dir} port {cluster.port}")
+        click.echo(f"pgmq: {install_pgmq(conn)}")
+        click.echo("applied: " + ", ".join(apply_migrations(conn, out / "migrations")))
+        run_smoke(conn, click.echo)
+    click.echo("smoke run passed; the throwaway cluster is removed")

@@ -1,0 +1,2 @@
+-- placeholder: the engine issue writes the real body
+select '{"steps": []}'::jsonb
