@@ -138,7 +138,9 @@ class _Builder:
             if fk.references != name and fk.references not in references:
                 references.append(fk.references)
         for index, check in enumerate(table.checks):
-            self.check_state_literals(name, check.expression, (*path, "checks", index, "expression"))
+            self.check_state_literals(
+                name, check.expression, (*path, "checks", index, "expression")
+            )
             constraints.append(
                 ConstraintIR(
                     check.name,
@@ -164,7 +166,9 @@ class _Builder:
                     spec_index.doc,
                 )
             )
-        return TableIR(name, table.doc, tuple(columns), tuple(constraints), tuple(indexes), tuple(references))
+        return TableIR(
+            name, table.doc, tuple(columns), tuple(constraints), tuple(indexes), tuple(references)
+        )
 
     def build_foreign_key(self, table: str, fk: sm.ForeignKey, path: Path_) -> ConstraintIR:
         self.known_columns(table, fk.columns, (*path, "columns"))
@@ -221,7 +225,9 @@ class _Builder:
             literals: list[str] = []
             for match in re.finditer(rf"\b{column}\s*(?:=|<>|!=)\s*'([^']*)'", expression):
                 literals.append(match.group(1))
-            for match in re.finditer(rf"\b{column}\s+(?:not\s+)?in\s*\(([^)]*)\)", expression, re.I):
+            for match in re.finditer(
+                rf"\b{column}\s+(?:not\s+)?in\s*\(([^)]*)\)", expression, re.I
+            ):
                 literals.extend(re.findall(r"'([^']*)'", match.group(1)))
             for literal in literals:
                 if literal not in machine.states:
@@ -230,13 +236,17 @@ class _Builder:
                     )
 
     # -- state machines ------------------------------------------------------------------
-    def build_machine(self, name: str, machine: sm.StateMachine) -> tuple[StateMachineIR, list[ConstraintIR]]:
+    def build_machine(
+        self, name: str, machine: sm.StateMachine
+    ) -> tuple[StateMachineIR, list[ConstraintIR]]:
         path: Path_ = ("state_machines", name)
         table = self.spec.tables.get(machine.table)
         if table is None:
             self.error((*path, "table"), f"unknown table '{machine.table}'")
         elif machine.column not in table.columns:
-            self.error((*path, "column"), f"unknown column '{machine.column}' in table '{machine.table}'")
+            self.error(
+                (*path, "column"), f"unknown column '{machine.column}' in table '{machine.table}'"
+            )
         else:
             column = table.columns[machine.column]
             if parse_type(column.type, set(), set()) != TypeRef("text", "base") or column.nullable:
@@ -251,8 +261,15 @@ class _Builder:
                 self.error((*path, "terminal", index), f"unknown state '{terminal}'")
         for state_name, state in machine.states.items():
             state_path = (*path, "states", state_name)
-            if state.timestamp is not None and table is not None and state.timestamp not in table.columns:
-                self.error((*state_path, "timestamp"), f"unknown column '{state.timestamp}' in table '{machine.table}'")
+            if (
+                state.timestamp is not None
+                and table is not None
+                and state.timestamp not in table.columns
+            ):
+                self.error(
+                    (*state_path, "timestamp"),
+                    f"unknown column '{state.timestamp}' in table '{machine.table}'",
+                )
             for index, other in enumerate(state.after):
                 other_state = machine.states.get(other)
                 if other_state is None:
@@ -266,21 +283,29 @@ class _Builder:
                 if source not in machine.states:
                     self.error((*t_path, "from", s_index), f"unknown state '{source}'")
                 elif source in machine.terminal:
-                    self.error((*t_path, "from", s_index), f"terminal state '{source}' cannot be left")
+                    self.error(
+                        (*t_path, "from", s_index), f"terminal state '{source}' cannot be left"
+                    )
             if transition.to not in machine.states:
                 self.error((*t_path, "to"), f"unknown state '{transition.to}'")
             if not transition.from_ and transition.to != machine.initial:
-                self.error((*t_path, "to"), f"rows are created in the initial state '{machine.initial}'")
+                self.error(
+                    (*t_path, "to"), f"rows are created in the initial state '{machine.initial}'"
+                )
             for f_index, function in enumerate(transition.by):
                 if function not in self.spec.functions:
                     self.error((*t_path, "by", f_index), f"unknown function '{function}'")
             transitions.append(
-                TransitionIR(tuple(transition.from_), transition.to, tuple(transition.by), transition.doc)
+                TransitionIR(
+                    tuple(transition.from_), transition.to, tuple(transition.by), transition.doc
+                )
             )
         reachable = {machine.initial} | {t.to for t in machine.transitions}
         for state_name in machine.states:
             if state_name not in reachable:
-                self.error((*path, "states", state_name), "state is never entered by any transition")
+                self.error(
+                    (*path, "states", state_name), "state is never entered by any transition"
+                )
         states = tuple(
             StateIR(
                 state_name,
@@ -291,7 +316,9 @@ class _Builder:
             )
             for state_name, state in machine.states.items()
         )
-        ir = StateMachineIR(name, machine.doc, machine.table, machine.column, states, tuple(transitions))
+        ir = StateMachineIR(
+            name, machine.doc, machine.table, machine.column, states, tuple(transitions)
+        )
         return ir, self.derived_checks(ir, machine)
 
     def derived_checks(self, ir: StateMachineIR, machine: sm.StateMachine) -> list[ConstraintIR]:
@@ -308,7 +335,9 @@ class _Builder:
             )
         ]
         if machine.exclusive_timestamps_check is not None:
-            stamps = list(dict.fromkeys(s.timestamp for s in ir.states if s.terminal and s.timestamp))
+            stamps = list(
+                dict.fromkeys(s.timestamp for s in ir.states if s.terminal and s.timestamp)
+            )
             checks.append(
                 ConstraintIR(
                     machine.exclusive_timestamps_check,
@@ -353,7 +382,9 @@ class _Builder:
             if arg.default is not None:
                 seen_default = True
             elif seen_default:
-                self.error((*path, "args", arg_name), "argument without default follows one with a default")
+                self.error(
+                    (*path, "args", arg_name), "argument without default follows one with a default"
+                )
         returns = function.returns
         table = None
         if returns.table is not None:
@@ -370,7 +401,9 @@ class _Builder:
             body_path.relative_to(self.root.resolve())
             body = body_path.read_text(encoding="utf-8").strip("\n")
         except ValueError:
-            self.error((*path, "body"), f"body file '{function.body}' lies outside the spec directory")
+            self.error(
+                (*path, "body"), f"body file '{function.body}' lies outside the spec directory"
+            )
         except OSError:
             self.error((*path, "body"), f"body file '{function.body}' not found")
         if BODY_DELIMITER in body:
@@ -422,7 +455,9 @@ class _Builder:
             if table not in self.spec.tables:
                 self.error((*path, "tables", table), f"unknown table '{table}'")
         external = tuple(
-            ExternalGrantIR(g.schema_name, g.usage, g.execute_all_functions, tuple(g.table_privileges_all))
+            ExternalGrantIR(
+                g.schema_name, g.usage, g.execute_all_functions, tuple(g.table_privileges_all)
+            )
             for g in role.external
         )
         return RoleIR(
@@ -442,7 +477,12 @@ class _Builder:
                 name,
                 composite.doc,
                 tuple(
-                    AttributeIR(attr, self.resolve_type(text, ("types", name, "attributes", attr), allow_rows=False))
+                    AttributeIR(
+                        attr,
+                        self.resolve_type(
+                            text, ("types", name, "attributes", attr), allow_rows=False
+                        ),
+                    )
                     for attr, text in composite.attributes.items()
                 ),
             )
@@ -457,8 +497,18 @@ class _Builder:
             ir, checks = self.build_machine(name, machine)
             machines.append(ir)
             derived.setdefault(machine.table, []).extend(checks)
-            if sum(1 for m in spec.state_machines.values() if (m.table, m.column) == (machine.table, machine.column)) > 1:
-                self.error(("state_machines", name, "column"), "column is governed by another state machine")
+            if (
+                sum(
+                    1
+                    for m in spec.state_machines.values()
+                    if (m.table, m.column) == (machine.table, machine.column)
+                )
+                > 1
+            ):
+                self.error(
+                    ("state_machines", name, "column"),
+                    "column is governed by another state machine",
+                )
         tables: list[TableIR] = []
         for name, table in spec.tables.items():
             built = self.build_table(name, table)
@@ -478,11 +528,15 @@ class _Builder:
             if error.constraint is not None and not any(
                 c.name == error.constraint for t in tables for c in t.constraints
             ):
-                self.error(("errors", name, "constraint"), f"unknown constraint '{error.constraint}'")
+                self.error(
+                    ("errors", name, "constraint"), f"unknown constraint '{error.constraint}'"
+                )
         roles = tuple(self.build_role(name, role) for name, role in spec.roles.items())
         check_text = " ".join(c.definition for t in tables for c in t.constraints)
         check_names = [
-            name for name in functions if re.search(rf"\b{self.schema}\.{re.escape(name)}\s*\(", check_text)
+            name
+            for name in functions
+            if re.search(rf"\b{self.schema}\.{re.escape(name)}\s*\(", check_text)
         ]
         check_functions = self.call_order([functions[n] for n in check_names])
         others = self.call_order([f for n, f in functions.items() if n not in check_names])
@@ -501,10 +555,12 @@ class _Builder:
             functions=tuple(others),
             state_machines=tuple(machines),
             errors=tuple(
-                ErrorIR(n, e.doc, e.sqlstate, e.message, e.constraint) for n, e in spec.errors.items()
+                ErrorIR(n, e.doc, e.sqlstate, e.message, e.constraint)
+                for n, e in spec.errors.items()
             ),
             events=tuple(
-                EventIR(n, e.doc, e.event, e.topic, tuple(e.payload)) for n, e in spec.events.items()
+                EventIR(n, e.doc, e.event, e.topic, tuple(e.payload))
+                for n, e in spec.events.items()
             ),
             roles=roles,
         )
@@ -517,7 +573,9 @@ class _Builder:
             seen: set[str] = set()
             for constraint in table.constraints:
                 if constraint.name in seen:
-                    self.error(("tables", table.name), f"duplicate constraint name '{constraint.name}'")
+                    self.error(
+                        ("tables", table.name), f"duplicate constraint name '{constraint.name}'"
+                    )
                 seen.add(constraint.name)
             indexed = [c.name for c in table.constraints if c.kind in ("primary key", "unique")]
             indexed += [i.name for i in table.indexes]
@@ -532,9 +590,15 @@ class _Builder:
     def table_order(self, tables: Sequence[TableIR]) -> list[TableIR]:
         """Tables ordered so that foreign keys point at tables created before them."""
         by_name = {t.name: t for t in tables}
-        return [by_name[n] for n in self._topological([t.name for t in tables], {
-            t.name: [r for r in t.references if r in by_name] for t in tables
-        }, "tables", "foreign keys form a cycle")]
+        return [
+            by_name[n]
+            for n in self._topological(
+                [t.name for t in tables],
+                {t.name: [r for r in t.references if r in by_name] for t in tables},
+                "tables",
+                "foreign keys form a cycle",
+            )
+        ]
 
     def call_order(self, functions: Sequence[FunctionIR]) -> list[FunctionIR]:
         """Functions ordered callees first (SQL-language bodies are checked at creation)."""
@@ -543,9 +607,16 @@ class _Builder:
             f.name: [c for c in f.calls if c in by_name] if f.language == "sql" else []
             for f in functions
         }
-        return [by_name[n] for n in self._topological(list(by_name), edges, "functions", "SQL functions call each other in a cycle")]
+        return [
+            by_name[n]
+            for n in self._topological(
+                list(by_name), edges, "functions", "SQL functions call each other in a cycle"
+            )
+        ]
 
-    def _topological(self, names: list[str], edges: dict[str, list[str]], section: str, message: str) -> list[str]:
+    def _topological(
+        self, names: list[str], edges: dict[str, list[str]], section: str, message: str
+    ) -> list[str]:
         done: list[str] = []
         placed: set[str] = set()
         remaining = list(names)

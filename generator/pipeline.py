@@ -81,7 +81,9 @@ def diff(files: list[GeneratedFile], out_dir: Path) -> Drift:
         )
     stale = sorted(_existing(out_dir) - set(wanted))
     for path in stale:
-        chunks.append(f"--- a/{path}\n+++ /dev/null\n(stale file: the spec no longer produces it)\n")
+        chunks.append(
+            f"--- a/{path}\n+++ /dev/null\n(stale file: the spec no longer produces it)\n"
+        )
     return Drift(changed, missing, stale, "".join(chunks))
 
 

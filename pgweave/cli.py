@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import psycopg
 
+from generator.render import GeneratedFile
 from pgweave import PROJECT_ROOT
 
 DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
@@ -19,7 +20,7 @@ def main() -> None:
     """pgweave: a PostgreSQL-native DAG workflow engine, generated from one spec."""
 
 
-def _files(spec: Path, out: Path) -> list:  # type: ignore[type-arg]
+def _files(spec: Path, out: Path) -> list[GeneratedFile]:
     from generator.diagnostics import SpecError
     from generator.pipeline import generate_files
 
@@ -72,7 +73,11 @@ def check(spec: Path, out: Path) -> None:
     click.echo(drift.diff, nl=False)
     summary = ", ".join(
         f"{len(paths)} {label}"
-        for label, paths in (("changed", drift.changed), ("missing", drift.missing), ("stale", drift.stale))
+        for label, paths in (
+            ("changed", drift.changed),
+            ("missing", drift.missing),
+            ("stale", drift.stale),
+        )
         if paths
     )
     click.secho(f"{out} is stale ({summary}): run `pgweave generate`.", fg="red", err=True)
@@ -96,8 +101,18 @@ def install_pgmq_command(dsn: str) -> None:
 
 @main.command()
 @dsn_option
-@click.option("--with-pgmq/--without-pgmq", default=True, show_default=True, help="Install pgmq first when missing.")
-@click.option("--migrations", type=click.Path(path_type=Path, file_okay=False), default=None, help="Migrations directory.")
+@click.option(
+    "--with-pgmq/--without-pgmq",
+    default=True,
+    show_default=True,
+    help="Install pgmq first when missing.",
+)
+@click.option(
+    "--migrations",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Migrations directory.",
+)
 def migrate(dsn: str, with_pgmq: bool, migrations: Path | None) -> None:
     """Apply the generated migrations that the database has not applied yet."""
     from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq

@@ -31,7 +31,9 @@ def find_bindir() -> Path:
         candidates.append(os.environ["PGWEAVE_PG_BINDIR"])
     pg_config = shutil.which("pg_config")
     if pg_config:
-        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
         if result.returncode == 0:
             candidates.append(result.stdout.strip())
     debian = sorted(
@@ -146,7 +148,15 @@ class EmbeddedPostgres:
             return
         try:
             if (self.data_dir / "postmaster.pid").exists():
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+                self._run(
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None

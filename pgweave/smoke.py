@@ -20,7 +20,9 @@ def run_smoke(conn: psycopg.Connection, echo: Callable[[str], object]) -> None:
     conn.execute("select pgflow.add_step('smoke', 'double')")
     conn.execute("select pgflow.add_step('smoke', 'report', array['double'])")
     conn.execute("select pgflow.register_worker(%s, 'smoke', 'smoke')", (SMOKE_WORKER,))
-    run = conn.execute("select run_id from pgflow.start_flow('smoke', %s)", (Jsonb({"n": 21}),)).fetchone()
+    run = conn.execute(
+        "select run_id from pgflow.start_flow('smoke', %s)", (Jsonb({"n": 21}),)
+    ).fetchone()
     assert run is not None
     run_id = run[0]
     echo(f"started run {run_id}")
@@ -35,10 +37,19 @@ def run_smoke(conn: psycopg.Connection, echo: Callable[[str], object]) -> None:
             (messages[0], SMOKE_WORKER),
         ).fetchall()
         for task_run, step, index, task_input in tasks:
-            output = {"n": task_input["n"] * 2} if step == "double" else {"text": f"got {task_input['double']['n']}"}
-            conn.execute("select pgflow.complete_task(%s, %s, %s, %s)", (task_run, step, index, Jsonb(output)))
+            output = (
+                {"n": task_input["n"] * 2}
+                if step == "double"
+                else {"text": f"got {task_input['double']['n']}"}
+            )
+            conn.execute(
+                "select pgflow.complete_task(%s, %s, %s, %s)",
+                (task_run, step, index, Jsonb(output)),
+            )
             echo(f"  completed {step}[{index}] -> {output}")
-    row = conn.execute("select status, output from pgflow.runs where run_id = %s", (run_id,)).fetchone()
+    row = conn.execute(
+        "select status, output from pgflow.runs where run_id = %s", (run_id,)
+    ).fetchone()
     assert row is not None
     echo(f"run {run_id}: {row[0]}, output {row[1]}")
     if row[0] != "completed" or row[1] != {"report": {"text": "got 42"}}:

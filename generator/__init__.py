@@ -1,0 +1,1 @@
+"""The generator: spec → validated model → intermediate model → generated files."""
