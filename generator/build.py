@@ -567,25 +567,26 @@ class _Builder:
 
     def check_unique_names(self, tables: Sequence[TableIR]) -> None:
         """Constraint names are unique per table; index-backed names across the schema."""
-        relation_names: dict[str, str] = {t.name: f"table '{t.name}'" for t in tables}
-        relation_names.update({name: f"type '{name}'" for name in self.spec.types})
+        owners: dict[str, str] = {t.name: f"table '{t.name}'" for t in tables}
+        owners.update({name: f"type '{name}'" for name in self.spec.types})
         for table in tables:
+            spec_table = self.spec.tables[table.name]
+            path: Path_ = ("tables", table.name)
             seen: set[str] = set()
             for constraint in table.constraints:
                 if constraint.name in seen:
-                    self.error(
-                        ("tables", table.name), f"duplicate constraint name '{constraint.name}'"
-                    )
+                    self.error(path, f"duplicate constraint name '{constraint.name}'")
                 seen.add(constraint.name)
-            indexed = [c.name for c in table.constraints if c.kind in ("primary key", "unique")]
-            indexed += [i.name for i in table.indexes]
-            for index_name in indexed:
-                if index_name in relation_names:
-                    self.error(
-                        ("tables", table.name),
-                        f"index name '{index_name}' clashes with {relation_names[index_name]}",
-                    )
-                relation_names[index_name] = f"an index of table '{table.name}'"
+            named: list[tuple[str, Path_]] = []
+            if spec_table.primary_key is not None:
+                named.append((table.constraints[0].name, (*path, "primary_key")))
+            unique_names = [c.name for c in table.constraints if c.kind == "unique"]
+            named += [(n, (*path, "unique", i)) for i, n in enumerate(unique_names)]
+            named += [(ix.name, (*path, "indexes", i, "name")) for i, ix in enumerate(table.indexes)]
+            for name, name_path in named:
+                if name in owners:
+                    self.error(name_path, f"index name '{name}' clashes with {owners[name]}")
+                owners[name] = f"an index of table '{table.name}'"
 
     def table_order(self, tables: Sequence[TableIR]) -> list[TableIR]:
         """Tables ordered so that foreign keys point at tables created before them."""

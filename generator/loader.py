@@ -96,7 +96,10 @@ def load_spec(file: Path) -> LoadedSpec:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(
-            [source.issue(tuple(err["loc"]), _pydantic_message(err)) for err in exc.errors()]
+            [
+                source.issue(tuple(p for p in err["loc"] if p != "[key]"), _pydantic_message(err))
+                for err in exc.errors()
+            ]
         ) from exc
     return LoadedSpec(spec, source)
 
@@ -106,6 +109,9 @@ def _pydantic_message(err: Any) -> str:
         return "unknown key"
     if err["type"] == "missing":
         return "required key is missing"
+    if err["type"] == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        return f"{json.dumps(err.get('input'))} is not a valid name (must match {pattern})"
     if err["type"] == "literal_error":
         return f"{err['msg'].lower()}, got {json.dumps(err.get('input'))}"
     message = str(err["msg"])

@@ -1,0 +1,52 @@
+# Sourced by scripts/test and scripts/demo: prepares a fresh machine.
+# - a virtualenv in .venv with pgweave and its dev dependencies (re-installed when pyproject changes)
+# - PostgreSQL server binaries for the embedded throwaway cluster, unless PGFLOW_TEST_DSN is set
+#   (installed from Debian's packages when missing and running as root)
+set -euo pipefail
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  echo "installing Debian packages: $*" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "pgweave needs Python >= 3.11 (set PYTHON=/path/to/python3.11+)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PYTHON" -m venv .venv
+  fi
+fi
+
+stamp=.venv/.pgweave-installed
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  echo "installing Python dependencies into .venv" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$wanted" > "$stamp"
+fi
+
+have_server() {
+  local bindir
+  bindir=$(pg_config --bindir 2>/dev/null || true)
+  [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+if [ -z "${PGFLOW_TEST_DSN:-}" ] && ! have_server; then
+  apt_install postgresql
+fi
+if [ -z "${PGFLOW_TEST_DSN:-}" ] && [ "$(id -u)" = 0 ] && ! command -v runuser >/dev/null; then
+  apt_install util-linux
+fi

@@ -1,0 +1,176 @@
+"""A malformed spec fails with a message naming the offending path, file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from generator.build import load_ir
+from generator.diagnostics import SpecError
+from tests.generator.conftest import SpecCopy
+
+CASES = [
+    pytest.param(
+        "status: {type: text, nullable: false}",
+        "status: {type: txt, nullable: false}",
+        "tables.orders.columns.status.type: unknown type 'txt'",
+        id="unknown-column-type",
+    ),
+    pytest.param(
+        "primary_key: [order_id]",
+        "primary_key: [order_ident]",
+        "tables.orders.primary_key.columns[0]: unknown column 'order_ident' in table 'orders'",
+        id="unknown-key-column",
+    ),
+    pytest.param(
+        "references: customers,",
+        "references: clients,",
+        "tables.orders.foreign_keys[0].references: unknown table 'clients'",
+        id="fk-unknown-table",
+    ),
+    pytest.param(
+        "{name: idx_orders_open, columns: [customer_id]",
+        "{name: idx_orders_open, columns: [client_id]",
+        "tables.orders.indexes[0].columns[0]: unknown column 'client_id' in table 'orders'",
+        id="index-unknown-column",
+    ),
+    pytest.param(
+        "where: \"status = 'placed'\"",
+        "where: \"status = 'open'\"",
+        "tables.orders.indexes[0].where: 'open' is not a state of state machine 'order'",
+        id="index-unknown-state-literal",
+    ),
+    pytest.param(
+        "- {from: placed, to: shipped, by: [ship_order]}",
+        "- {from: placed, to: delivered, by: [ship_order]}",
+        "state_machines.order.transitions[1].to: unknown state 'delivered'",
+        id="transition-unknown-state",
+    ),
+    pytest.param(
+        "- {from: placed, to: shipped, by: [ship_order]}",
+        "- {from: placed, to: shipped, by: [ship_it]}",
+        "state_machines.order.transitions[1].by[0]: unknown function 'ship_it'",
+        id="transition-unknown-function",
+    ),
+    pytest.param(
+        "    table: orders\n",
+        "    table: purchases\n",
+        "state_machines.order.table: unknown table 'purchases'",
+        id="machine-unknown-table",
+    ),
+    pytest.param(
+        "terminal: [shipped, cancelled]",
+        "terminal: [shipped, lost]",
+        "state_machines.order.terminal[1]: unknown state 'lost'",
+        id="machine-unknown-terminal",
+    ),
+    pytest.param(
+        "      name: {type: text, nullable: false, check: shop.is_valid_name(name)}\n",
+        "      name: {type: text, nullable: false, check: shop.is_valid_name(name)}\n"
+        "      name: text\n",
+        "tables.customers.columns.name: duplicate key",
+        id="duplicate-column",
+    ),
+    pytest.param(
+        "placed_at: {type: timestamptz, nullable: false, default: now()}",
+        "placed_at: {type: timestamptz, nullable: false, default: now(), colour: red}",
+        "tables.orders.columns.placed_at.colour: unknown key",
+        id="unknown-key",
+    ),
+    pytest.param(
+        "execute: [place_order, ship_order, is_valid_name]",
+        "execute: [place_order, ship_order, is_valid_name, refund]",
+        "roles.shop_clerk.execute[3]: unknown function 'refund'",
+        id="grant-unknown-function",
+    ),
+    pytest.param(
+        "customers: [select]}",
+        "clients: [select]}",
+        "roles.shop_clerk.tables.clients: unknown table 'clients'",
+        id="grant-unknown-table",
+    ),
+    pytest.param(
+        "raises: [order_not_found]",
+        "raises: [order_lost]",
+        "functions.ship_order.raises[0]: unknown error 'order_lost'",
+        id="unknown-error",
+    ),
+    pytest.param(
+        "emits: [order:shipped]",
+        "emits: [order:lost]",
+        "functions.ship_order.emits[0]: unknown event 'order:lost'",
+        id="unknown-event",
+    ),
+    pytest.param(
+        "body: functions/place_order.sql",
+        "body: functions/no_such_file.sql",
+        "functions.place_order.body: body file 'functions/no_such_file.sql' not found",
+        id="missing-body",
+    ),
+    pytest.param(
+        "status: {type: text, nullable: false}",
+        "status: {type: text, nullable: false, default: \"'placed'\"}",
+        "tables.orders.columns.status.default: status column default is derived from state machine 'order'",
+        id="status-default-written-twice",
+    ),
+    pytest.param(
+        "      order_id: bigint\n      customer_id: uuid\n",
+        "      order_id: bigint\n      customer_id: uuidd\n",
+        "functions.place_order.args.customer_id.type: unknown type 'uuidd'",
+        id="unknown-argument-type",
+    ),
+    pytest.param(
+        "indexes:\n      - {name: idx_orders_open",
+        "indexes:\n      - {name: customers_pkey",
+        "tables.orders.indexes[0].name: index name 'customers_pkey' clashes with an index of table 'customers'",
+        id="duplicate-index-name",
+    ),
+    pytest.param(
+        "  orders:\n    doc: An order",
+        "  Orders:\n    doc: An order",
+        'tables.Orders: "Orders" is not a valid name (must match ^[a-z_][a-z0-9_]*$)',
+        id="bad-identifier",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), CASES)
+def test_malformed_spec_names_path_file_and_line(
+    mini: SpecCopy, old: str, new: str, expected: str
+) -> None:
+    line = mini.replace(old, new)
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    messages = [str(issue) for issue in caught.value.issues]
+    matching = [m for m in messages if expected in m]
+    assert matching, f"no issue contains {expected!r}: {messages}"
+    issue = next(i for i in caught.value.issues if expected in str(i))
+    assert issue.file == mini.file
+    assert issue.line is not None
+    # The issue points at the edited line, or at the mapping/list that holds it.
+    assert abs(issue.line - line) <= 3, f"line {issue.line} is far from the edit at {line}"
+
+
+def test_every_issue_is_reported_not_just_the_first(mini: SpecCopy) -> None:
+    mini.replace("status: {type: text, nullable: false}", "status: {type: txt, nullable: false}")
+    mini.replace("emits: [order:shipped]", "emits: [order:lost]")
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    text = str(caught.value)
+    assert "unknown type 'txt'" in text
+    assert "unknown event 'order:lost'" in text
+
+
+def test_yaml_syntax_error_has_a_line(mini: SpecCopy) -> None:
+    line = mini.replace("    doc: People who order.\n", "    doc: [People who order.\n")
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    (issue,) = caught.value.issues
+    assert "not valid YAML/JSON" in issue.message
+    assert issue.line is not None
+    assert issue.line >= line
+
+
+def test_missing_required_section(mini: SpecCopy) -> None:
+    mini.replace("version: 1\n", "")
+    with pytest.raises(SpecError, match="version: required key is missing"):
+        load_ir(mini.file)
