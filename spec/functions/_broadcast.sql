@@ -1,4 +1,40 @@
+declare
+  -- NOTIFY refuses payloads of 8000 bytes or more.
+  max_notify_bytes constant integer := 7999;
+  message text;
+  slim jsonb;
 begin
-  -- placeholder: the engine issue writes the real body
-  raise exception 'not implemented yet';
+  -- Supabase: exactly one realtime.send call per event, as pgflow makes it. Looked up at
+  -- call time, so installing or dropping the realtime schema later needs no migration.
+  if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null then
+    perform realtime.send(_broadcast.payload, _broadcast.event, _broadcast.topic, false);
+    return;
+  end if;
+
+  -- Plain PostgreSQL: the same event on the topic's NOTIFY channel.
+  message := jsonb_build_object('event', _broadcast.event, 'payload', _broadcast.payload)::text;
+
+  if octet_length(message) > max_notify_bytes then
+    -- Too large: drop the big values (listeners re-read them from the tables).
+    slim := (_broadcast.payload - 'output' - 'input') || jsonb_build_object('truncated', true);
+    if octet_length(slim ->> 'error_message') > 1000 then
+      slim := jsonb_set(slim, '{error_message}', to_jsonb(left(slim ->> 'error_message', 1000)));
+    end if;
+    message := jsonb_build_object('event', _broadcast.event, 'payload', slim)::text;
+  end if;
+
+  if octet_length(message) > max_notify_bytes then
+    -- Still too large (pathological keys): keep only what identifies the event.
+    slim := jsonb_strip_nulls(jsonb_build_object(
+      'event_type', _broadcast.payload -> 'event_type',
+      'run_id', _broadcast.payload -> 'run_id',
+      'flow_slug', _broadcast.payload -> 'flow_slug',
+      'step_slug', _broadcast.payload -> 'step_slug',
+      'status', _broadcast.payload -> 'status',
+      'truncated', true
+    ));
+    message := jsonb_build_object('event', _broadcast.event, 'payload', slim)::text;
+  end if;
+
+  perform pg_notify(_broadcast.topic, message);
 end;

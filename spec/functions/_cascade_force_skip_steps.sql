@@ -1,4 +1,89 @@
+declare
+  run_flow_slug text;
+  skipped_slugs text[];
+  step record;
 begin
-  -- placeholder: the engine issue writes the real body
-  raise exception 'not implemented yet';
+  select r.flow_slug into run_flow_slug
+  from pgflow.runs as r
+  where r.run_id = _cascade_force_skip_steps.run_id;
+  if not found then
+    raise exception 'Run not found: %', _cascade_force_skip_steps.run_id;
+  end if;
+
+  -- The step and everything downstream of it that has not finished yet.
+  with recursive downstream (step_slug) as (
+    select _cascade_force_skip_steps.step_slug
+    union
+    select d.step_slug
+    from pgflow.deps as d
+    join downstream on d.dep_slug = downstream.step_slug
+    where d.flow_slug = run_flow_slug
+  ),
+  skipped as (
+    update pgflow.step_states as ss
+    set status = 'skipped',
+        skip_reason = case
+          when ss.step_slug = _cascade_force_skip_steps.step_slug
+            then _cascade_force_skip_steps.skip_reason
+          else 'dependency_skipped'
+        end,
+        skipped_at = now(),
+        remaining_tasks = null
+    from downstream
+    where ss.run_id = _cascade_force_skip_steps.run_id
+      and ss.step_slug = downstream.step_slug
+      and ss.status in ('created', 'started')
+    returning ss.step_slug
+  )
+  select array_agg(skipped.step_slug) into skipped_slugs
+  from skipped;
+
+  if skipped_slugs is null then
+    return 0;
+  end if;
+
+  -- Their unfinished tasks will never run: archive the messages, mark the tasks skipped.
+  perform pgmq.archive(run_flow_slug, array_agg(t.message_id))
+  from pgflow.step_tasks as t
+  where t.run_id = _cascade_force_skip_steps.run_id
+    and t.step_slug = any(skipped_slugs)
+    and t.status in ('queued', 'started')
+    and t.message_id is not null
+  having count(*) > 0;
+
+  update pgflow.step_tasks as t
+  set status = 'skipped'
+  where t.run_id = _cascade_force_skip_steps.run_id
+    and t.step_slug = any(skipped_slugs)
+    and t.status in ('queued', 'started');
+
+  -- One event per skipped step; step_index order puts parents before their children.
+  for step in
+    select ss.*
+    from pgflow.step_states as ss
+    join pgflow.steps as s on s.flow_slug = ss.flow_slug and s.step_slug = ss.step_slug
+    where ss.run_id = _cascade_force_skip_steps.run_id
+      and ss.step_slug = any(skipped_slugs)
+    order by s.step_index
+  loop
+    perform pgflow._broadcast(
+      jsonb_build_object(
+        'event_type', 'step:skipped',
+        'run_id', step.run_id,
+        'flow_slug', step.flow_slug,
+        'step_slug', step.step_slug,
+        'status', step.status,
+        'skip_reason', step.skip_reason,
+        'skipped_at', step.skipped_at
+      ),
+      concat('step:', step.step_slug, ':skipped'),
+      concat('pgflow:run:', step.run_id)
+    );
+  end loop;
+
+  update pgflow.runs as r
+  set remaining_steps = r.remaining_steps - cardinality(skipped_slugs)
+  where r.run_id = _cascade_force_skip_steps.run_id;
+
+  return cardinality(skipped_slugs);
 end;
