@@ -1,0 +1,223 @@
+"""fail_task: requeue with attempts left, step and run failure with cancelled siblings,
+calls under a failed run or a finished step, queued and replayed calls."""
+
+from __future__ import annotations
+
+import psycopg
+
+from tests.engine.helpers import complete, fail, queue_messages, read_and_start, start_flow
+from tests.engine.task_helpers import (
+    RUN_FAILED_KEYS,
+    STEP_FAILED_KEYS,
+    Events,
+    add_step,
+    archive_ids,
+    create_flow,
+    make_visible,
+    queue_ids,
+    run_row,
+    step_row,
+    task_row,
+    tasks,
+    ts,
+)
+
+
+def test_failure_with_attempts_left_requeues_the_task(conn: psycopg.Connection) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=3, base_delay=1)
+    add_step(conn, "f", "a")
+    run = start_flow(conn, "f", {})
+    [task] = read_and_start(conn, "f")
+    events.take()
+
+    returned = fail(conn, task, "oops")
+
+    assert returned == task_row(conn, run["run_id"], "a")
+    assert returned["status"] == "queued"
+    assert returned["error_message"] == "oops"
+    assert returned["attempts_count"] == 1
+    assert returned["started_at"] is None
+    assert returned["failed_at"] is None
+    state = step_row(conn, run["run_id"], "a")
+    assert (state["status"], state["error_message"], state["failed_at"]) == ("started", None, None)
+    assert state["remaining_tasks"] == 1
+    assert run_row(conn, run["run_id"])["status"] == "started"
+    # The message stays in the queue, invisible until the backoff elapses.
+    assert task["msg_id"] in queue_ids(conn, "f")
+    assert task["msg_id"] not in archive_ids(conn, "f")
+    assert read_and_start(conn, "f") == []
+    assert events.take() == []
+
+
+def test_retry_then_success_completes_the_run(conn: psycopg.Connection) -> None:
+    create_flow(conn, "f", max_attempts=2)
+    add_step(conn, "f", "a")
+    run = start_flow(conn, "f", {"n": 1})
+    [task] = read_and_start(conn, "f")
+    fail(conn, task, "transient")
+    make_visible(conn, "f")
+
+    [again] = read_and_start(conn, "f")
+    assert again["msg_id"] == task["msg_id"]
+    assert task_row(conn, run["run_id"], "a")["attempts_count"] == 2
+    done = complete(conn, again, {"ok": True})
+
+    assert done["status"] == "completed"
+    assert run_row(conn, run["run_id"])["output"] == {"a": {"ok": True}}
+    assert run_row(conn, run["run_id"])["status"] == "completed"
+
+
+def test_retry_of_one_map_task_leaves_its_siblings(conn: psycopg.Connection) -> None:
+    create_flow(conn, "f", max_attempts=3)
+    add_step(conn, "f", "m", step_type="map")
+    run = start_flow(conn, "f", ["p", "q"])
+    started = {t["task_index"]: t for t in read_and_start(conn, "f", qty=2)}
+
+    fail(conn, started[0], "flaky")
+
+    assert task_row(conn, run["run_id"], "m", 0)["status"] == "queued"
+    assert task_row(conn, run["run_id"], "m", 1)["status"] == "started"
+    assert step_row(conn, run["run_id"], "m")["remaining_tasks"] == 2
+    assert queue_ids(conn, "f") == {started[0]["msg_id"], started[1]["msg_id"]}
+
+
+def test_exhausted_failure_fails_step_and_run_and_cancels_the_rest(
+    conn: psycopg.Connection,
+) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=1)
+    add_step(conn, "f", "m", step_type="map")
+    add_step(conn, "f", "z")
+    run = start_flow(conn, "f", [1, 2, 3])
+    # Lowest message ids first: m's tasks 0 and 1 start, m's task 2 and z stay queued.
+    started = {t["task_index"]: t for t in read_and_start(conn, "f", qty=2)}
+    assert {t["step_slug"] for t in started.values()} == {"m"}
+    all_messages = queue_ids(conn, "f")
+    events.take()
+
+    returned = fail(conn, started[0], "boom")
+
+    assert returned["status"] == "failed"
+    assert returned["error_message"] == "boom"
+    assert returned["failed_at"] is not None
+    statuses = {(t["step_slug"], t["task_index"]): t["status"] for t in tasks(conn, run["run_id"])}
+    assert statuses == {
+        ("m", 0): "failed",
+        ("m", 1): "cancelled",
+        ("m", 2): "cancelled",
+        ("z", 0): "cancelled",
+    }
+    assert queue_ids(conn, "f") == set()
+    assert archive_ids(conn, "f") == all_messages
+
+    state = step_row(conn, run["run_id"], "m")
+    assert (state["status"], state["error_message"]) == ("failed", "boom")
+    failed_run = run_row(conn, run["run_id"])
+    assert failed_run["status"] == "failed"
+    # Failing never decrements remaining_steps.
+    assert failed_run["remaining_steps"] == 2
+
+    step_event, run_event = events.take()
+    assert step_event["event"] == "step:m:failed"
+    assert set(step_event["payload"]) == STEP_FAILED_KEYS
+    assert step_event["payload"]["event_type"] == "step:failed"
+    assert step_event["payload"]["step_slug"] == "m"
+    assert step_event["payload"]["status"] == "failed"
+    assert step_event["payload"]["error_message"] == "boom"
+    assert ts(step_event["payload"]["failed_at"]) == state["failed_at"]
+    assert run_event["event"] == "run:failed"
+    assert set(run_event["payload"]) == RUN_FAILED_KEYS
+    assert run_event["payload"]["event_type"] == "run:failed"
+    assert run_event["payload"]["flow_slug"] == "f"
+    assert run_event["payload"]["status"] == "failed"
+    assert run_event["payload"]["error_message"] == "boom"
+    assert ts(run_event["payload"]["failed_at"]) == failed_run["failed_at"]
+
+
+def test_replayed_exhausted_failure_sends_nothing(conn: psycopg.Connection) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=1)
+    add_step(conn, "f", "a")
+    run = start_flow(conn, "f", {})
+    [task] = read_and_start(conn, "f")
+    first = fail(conn, task, "boom")
+    events.take()
+
+    again = fail(conn, task, "boom again")
+
+    assert again == first
+    assert step_row(conn, run["run_id"], "a")["error_message"] == "boom"
+    assert events.take() == []
+
+
+def test_failure_under_a_failed_run_fails_a_started_task(conn: psycopg.Connection) -> None:
+    events = Events(conn)
+    create_flow(conn, "f")
+    add_step(conn, "f", "m", step_type="map")
+    run = start_flow(conn, "f", [1, 2])
+    [first] = read_and_start(conn, "f", qty=1)
+    queued = task_row(conn, run["run_id"], "m", 1)
+    conn.execute(
+        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s",
+        (run["run_id"],),
+    )
+    events.take()
+
+    returned = fail(conn, first, "worker died")
+
+    assert (returned["status"], returned["error_message"]) == ("failed", "worker died")
+    assert returned["failed_at"] is not None
+    assert first["msg_id"] in archive_ids(conn, "f")
+    # The step itself is not touched.
+    assert step_row(conn, run["run_id"], "m")["status"] == "started"
+
+    # A queued task of the failed run keeps its status, but its message is archived.
+    unchanged = fail(conn, {**first, "task_index": 1}, "never ran")
+    assert unchanged == queued
+    assert queued["message_id"] not in queue_ids(conn, "f")
+    assert queued["message_id"] in archive_ids(conn, "f")
+    assert events.take() == []
+
+
+def test_late_failure_on_a_finished_step_only_archives(conn: psycopg.Connection) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=1)
+    add_step(conn, "f", "a")
+    run = start_flow(conn, "f", {})
+    [task] = read_and_start(conn, "f")
+    conn.execute(
+        "update pgflow.step_states set status = 'failed', failed_at = now()"
+        " where run_id = %s and step_slug = 'a'",
+        (run["run_id"],),
+    )
+    before = task_row(conn, run["run_id"], "a")
+    events.take()
+
+    returned = fail(conn, task, "late")
+
+    assert returned == before
+    assert returned["status"] == "started"
+    assert task["msg_id"] in archive_ids(conn, "f")
+    assert run_row(conn, run["run_id"])["status"] == "started"
+    assert events.take() == []
+
+
+def test_failure_of_a_queued_task_changes_nothing(conn: psycopg.Connection) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=1)
+    add_step(conn, "f", "m", step_type="map")
+    run = start_flow(conn, "f", [1, 2])
+    [first] = read_and_start(conn, "f", qty=1)
+    queued = task_row(conn, run["run_id"], "m", 1)
+    before = {m["msg_id"]: m["vt"] for m in queue_messages(conn, "f")}
+    events.take()
+
+    returned = fail(conn, {**first, "task_index": 1}, "not started")
+
+    assert returned == queued
+    assert {m["msg_id"]: m["vt"] for m in queue_messages(conn, "f")} == before
+    state = step_row(conn, run["run_id"], "m")
+    assert (state["status"], state["remaining_tasks"]) == ("started", 2)
+    assert run_row(conn, run["run_id"])["status"] == "started"
+    assert events.take() == []
