@@ -43,15 +43,26 @@ def summary(schema: SchemaIR) -> str:
     return f"creates schema {schema.schema}: " + ", ".join(parts)
 
 
-def render_initial_migration(schema: SchemaIR, source: str) -> GeneratedFile:
+def template_context(schema: SchemaIR) -> dict[str, object]:
+    """What the SQL templates (and their object macros) need to render ``schema``."""
+    return {
+        "s": schema,
+        "identity": lambda f: function_identity(schema, f),
+        "returns": lambda f: function_returns(schema, f),
+        "search_path": search_path_clause,
+    }
+
+
+def render_initial_migration(
+    schema: SchemaIR, source: str, name: str = "initial"
+) -> GeneratedFile:
     """The first migration: everything the spec holds, created from nothing."""
+    migration = f"0001_{name}"
     content = render(
         "sql/initial_migration.sql.j2",
         header=header("--", source),
         summary=summary(schema),
-        s=schema,
-        identity=lambda f: function_identity(schema, f),
-        returns=lambda f: function_returns(schema, f),
-        search_path=search_path_clause,
+        migration=migration,
+        **template_context(schema),
     )
-    return GeneratedFile(INITIAL_MIGRATION, content)
+    return GeneratedFile(f"migrations/{migration}.sql", content)
