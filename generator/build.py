@@ -99,8 +99,21 @@ class _Builder:
                     )
                 default = f"'{machine.initial}'"
             columns.append(
-                ColumnIR(column_name, ref, column.nullable, default, column.doc, machine_name)
+                ColumnIR(
+                    column_name,
+                    ref,
+                    column.nullable,
+                    default,
+                    column.doc,
+                    machine_name,
+                    column.renamed_from,
+                )
             )
+            if column.renamed_from is not None and column.renamed_from in table.columns:
+                self.error(
+                    (*column_path, "renamed_from"),
+                    f"'{column.renamed_from}' is still a column of table '{name}'",
+                )
             if column.check is not None:
                 constraints.append(
                     ConstraintIR(
@@ -166,8 +179,18 @@ class _Builder:
                     spec_index.doc,
                 )
             )
+        if table.renamed_from is not None and table.renamed_from in self.spec.tables:
+            self.error(
+                (*path, "renamed_from"), f"'{table.renamed_from}' is still a table of the spec"
+            )
         return TableIR(
-            name, table.doc, tuple(columns), tuple(constraints), tuple(indexes), tuple(references)
+            name,
+            table.doc,
+            tuple(columns),
+            tuple(constraints),
+            tuple(indexes),
+            tuple(references),
+            table.renamed_from,
         )
 
     def build_foreign_key(self, table: str, fk: sm.ForeignKey, path: Path_) -> ConstraintIR:
@@ -520,6 +543,7 @@ class _Builder:
                     built.constraints + tuple(derived.get(name, [])),
                     built.indexes,
                     built.references,
+                    built.renamed_from,
                 )
             )
         self.check_unique_names(tables)

@@ -21,6 +21,7 @@ class ColumnIR:
     default: str | None
     doc: str | None
     state_machine: str | None = None
+    renamed_from: str | None = None  # previous name, for the migration that renames it
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TableIR:
     constraints: tuple[ConstraintIR, ...]
     indexes: tuple[IndexIR, ...]
     references: tuple[str, ...]  # tables this one's foreign keys point at
+    renamed_from: str | None = None  # previous name, for the migration that renames it
 
     def column(self, name: str) -> ColumnIR:
         """The column called ``name``."""

@@ -70,6 +70,13 @@ class Column(SpecModel):
         description="Column CHECK; gets PostgreSQL's default name <table>_<column>_check.",
     )
     doc: str | None = None
+    renamed_from: Identifier | None = Field(
+        default=None,
+        description=(
+            "The column's previous name: the next migration renames it instead of dropping"
+            " and adding a column (a no-op once the rename is released)."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +156,13 @@ class Table(SpecModel):
     foreign_keys: list[ForeignKey] = []
     checks: list[Check] = []
     indexes: list[Index] = []
+    renamed_from: Identifier | None = Field(
+        default=None,
+        description=(
+            "The table's previous name: the next migration renames it instead of dropping"
+            " and creating a table (a no-op once the rename is released)."
+        ),
+    )
 
 
 class CompositeType(SpecModel):
