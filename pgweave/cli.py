@@ -10,6 +10,7 @@ import psycopg
 
 from generator.render import GeneratedFile
 from pgweave import PROJECT_ROOT
+from pgweave.commands import register as register_flow_commands
 
 DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
 DEFAULT_OUT = PROJECT_ROOT / "generated"
@@ -142,3 +143,6 @@ def smoke(spec: Path, out: Path) -> None:
         click.echo("applied: " + ", ".join(apply_migrations(conn, out / "migrations")))
         run_smoke(conn, click.echo)
     click.echo("smoke run passed; the throwaway cluster is removed")
+
+
+register_flow_commands(main)  # install, compile, worker, start, status, demo

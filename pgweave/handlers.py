@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, get_args, get_origin, get_type_hints, is_typeddict
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, PydanticUserError, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 _EMPTY = inspect.Parameter.empty
@@ -54,15 +54,44 @@ class HandlerInfo:
     """The return annotation (the awaited type for ``async`` handlers; ``Any`` when none)."""
 
     @cached_property
-    def _input_adapter(self) -> TypeAdapter[Any] | None:
-        if self.input_annotation in (Any, object):
-            return None
-        return TypeAdapter(self.input_annotation)
+    def _input_converter(self) -> Callable[[Any], Any] | None:
+        return converter_for(self.input_annotation)
 
     def convert_input(self, raw: Any) -> Any:
         """The JSON input as the handler's annotated type (pydantic-validated)."""
-        adapter = self._input_adapter
-        return raw if adapter is None else adapter.validate_python(raw)
+        convert = self._input_converter
+        return raw if convert is None else convert(raw)
+
+
+def converter_for(annotation: Any) -> Callable[[Any], Any] | None:
+    """A function validating JSON data into ``annotation`` (``None``: pass data through).
+
+    pydantic cannot build a schema for ``typing.TypedDict`` before Python 3.12, so a
+    TypedDict is converted field by field; a type pydantic cannot handle at all is passed
+    through unvalidated rather than making the handler unusable.
+    """
+    if annotation in (Any, object):
+        return None
+    try:
+        return TypeAdapter(annotation).validate_python
+    except PydanticUserError:
+        if not is_typeddict(annotation):
+            return None
+    field_converters = {
+        name: convert
+        for name, hint in get_type_hints(annotation).items()
+        if (convert := converter_for(hint)) is not None
+    }
+
+    def convert_typed_dict(raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"expected an object for {describe(annotation)}, got {raw!r}")
+        return {
+            key: field_converters[key](value) if key in field_converters else value
+            for key, value in raw.items()
+        }
+
+    return convert_typed_dict
 
 
 def inspect_handler(handler: Callable[..., Any]) -> HandlerInfo:

@@ -1,0 +1,225 @@
+"""Start flows and follow their runs, driven by the engine's events (no busy polling).
+
+    client = Client(dsn)
+    run = client.start_flow("analyze_website", {"url": "https://example.com"})
+    final = run.wait(timeout=60)            # RunState, completed or failed
+    for event in client.events(run.run_id):  # live events until the run ends
+        print(event.event, event.payload)
+
+Waiting LISTENs on the run's channel (``pgflow:run:<run_id>``) first and then reads the run,
+so no event can slip between the two; it reads the run again whenever an event arrives
+truncated (its large values left out), so outputs are always complete.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Container, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from pgweave.dsl import Flow
+from pgweave.handlers import to_json
+from pgweave.runs import RunEvent, RunState, run_channel
+
+
+class RunNotFoundError(LookupError):
+    """No run has this id."""
+
+
+class RunTimeoutError(TimeoutError):
+    """A run did not reach the awaited state in time; ``state`` is the last one seen."""
+
+    def __init__(self, message: str, state: RunState | None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class Client:
+    """A synchronous client over a DSN (one short connection per call, two while waiting)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def start_flow(
+        self, flow: str | Flow[Any], input: Any, *, run_id: uuid.UUID | None = None
+    ) -> FlowRun:
+        """Start a run (``pgflow.start_flow_with_states``) and return its handle."""
+        slug = flow.slug if isinstance(flow, Flow) else flow
+        with self._connect() as conn:
+            row = conn.execute(
+                "select pgflow.start_flow_with_states(%s, %s, %s)",
+                (slug, Jsonb(to_json(input)), run_id),
+            ).fetchone()
+        assert row is not None
+        assert row[0] is not None
+        state = RunState.from_json(row[0])
+        return FlowRun(self, state.run_id, state)
+
+    def get_run(self, run_id: uuid.UUID | str) -> RunState:
+        """The run with its steps (``pgflow.get_run_with_states``)."""
+        with self._connect() as conn:
+            return _read_run(conn, uuid.UUID(str(run_id)))
+
+    def run(self, run_id: uuid.UUID | str) -> FlowRun:
+        """A handle on an existing run."""
+        state = self.get_run(run_id)
+        return FlowRun(self, state.run_id, state)
+
+    def wait(
+        self,
+        run_id: uuid.UUID | str,
+        *,
+        status: Container[str] = ("completed", "failed"),
+        timeout: float | None = None,
+        on_event: Callable[[RunEvent, RunState], None] | None = None,
+    ) -> RunState:
+        """Block until the run's status is in ``status``; :class:`RunTimeoutError` otherwise."""
+        wanted = status
+
+        def done(state: RunState) -> bool:
+            return state.status in wanted or state.is_terminal
+
+        final = self.wait_until(run_id, done, timeout=timeout, on_event=on_event)
+        return final
+
+    def wait_until(
+        self,
+        run_id: uuid.UUID | str,
+        predicate: Callable[[RunState], bool],
+        *,
+        timeout: float | None = None,
+        on_event: Callable[[RunEvent, RunState], None] | None = None,
+    ) -> RunState:
+        """Block until ``predicate(state)`` holds, moving the state by the run's events."""
+        state: RunState | None = None
+        for state in self._follow(uuid.UUID(str(run_id)), timeout=timeout, on_event=on_event):
+            if predicate(state):
+                return state
+        raise RunTimeoutError(
+            f"run {run_id} did not reach the awaited state within {timeout} s"
+            + (f" (it is {state.status})" if state else ""),
+            state,
+        )
+
+    def events(
+        self, run_id: uuid.UUID | str, *, timeout: float | None = None
+    ) -> Iterator[RunEvent]:
+        """The run's events as they happen, until it completes or fails (or ``timeout``)."""
+        received: list[RunEvent] = []
+        for _state in self._follow(
+            uuid.UUID(str(run_id)), timeout=timeout, on_event=lambda e, _s: received.append(e)
+        ):
+            while received:
+                event = received.pop(0)
+                yield event
+                if event.is_run_terminal:
+                    return
+
+    def _follow(
+        self,
+        run_id: uuid.UUID,
+        *,
+        timeout: float | None,
+        on_event: Callable[[RunEvent, RunState], None] | None,
+    ) -> Iterator[RunState]:
+        """Yield the run's state: once after subscribing, then after each batch of events.
+
+        Stops after a terminal state (or when ``timeout`` expires).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._connect() as listener, self._connect() as reader:
+            listener.execute(sql.SQL("listen {}").format(sql.Identifier(run_channel(run_id))))
+            state = _read_run(reader, run_id)
+            yield state
+            while not state.is_terminal:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                batch = [
+                    RunEvent.from_notify(note.payload)
+                    for note in listener.notifies(timeout=remaining, stop_after=1)
+                ]
+                if not batch:
+                    continue
+                reread = False
+                for event in batch:
+                    state = state.apply(event)
+                    reread = reread or event.truncated
+                if reread or state.is_terminal:
+                    # complete values (and, at the end, every column) from the tables
+                    state = _read_run(reader, run_id)
+                for event in batch:
+                    if on_event is not None:
+                        on_event(event, state)
+                yield state
+
+
+def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:
+    row = conn.execute("select pgflow.get_run_with_states(%s)", (run_id,)).fetchone()
+    if row is None or row[0] is None:
+        raise RunNotFoundError(f"no run {run_id}")
+    return RunState.from_json(row[0])
+
+
+class FlowRun:
+    """A handle on one run: its id, the last state seen, and ways to wait for it."""
+
+    def __init__(self, client: Client, run_id: uuid.UUID, state: RunState) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.state = state
+
+    @property
+    def status(self) -> str:
+        """The last status seen (call :meth:`refresh` or :meth:`wait` to update)."""
+        return self.state.status
+
+    @property
+    def output(self) -> Any:
+        """The run's output (the leaf steps' outputs) once completed."""
+        return self.state.output
+
+    def refresh(self) -> RunState:
+        """Re-read the run from the database."""
+        self.state = self.client.get_run(self.run_id)
+        return self.state
+
+    def wait(
+        self,
+        *,
+        status: Container[str] = ("completed", "failed"),
+        timeout: float | None = None,
+        on_event: Callable[[RunEvent, RunState], None] | None = None,
+    ) -> RunState:
+        """Block until the run completes or fails (or reaches ``status``)."""
+        self.state = self.client.wait(
+            self.run_id, status=status, timeout=timeout, on_event=on_event
+        )
+        return self.state
+
+    def wait_for_step(
+        self, step_slug: str, *, status: Container[str], timeout: float | None = None
+    ) -> RunState:
+        """Block until a step's status is in ``status`` (or the run ends)."""
+
+        def reached(state: RunState) -> bool:
+            step = state.steps.get(step_slug)
+            return state.is_terminal or (step is not None and step.status in status)
+
+        self.state = self.client.wait_until(self.run_id, reached, timeout=timeout)
+        return self.state
+
+    def events(self, *, timeout: float | None = None) -> Iterator[RunEvent]:
+        """The run's events from now on, until it ends."""
+        return self.client.events(self.run_id, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"FlowRun({self.run_id}, {self.state.flow_slug!r}, {self.status!r})"

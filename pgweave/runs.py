@@ -1,0 +1,204 @@
+"""Runs as the client sees them: state snapshots, engine events, and applying one to the other.
+
+A :class:`RunState` is built from ``pgflow.get_run_with_states`` and moved forward by the
+engine's events (``run:started``, ``step:<slug>:completed``…). Applying is idempotent and
+never moves a status backwards, so a client may read the state after subscribing and then
+apply events that were already included in what it read.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+RUN_TERMINAL = frozenset({"completed", "failed"})
+STEP_TERMINAL = frozenset({"completed", "failed", "skipped"})
+_RUN_RANK = {"started": 0, "completed": 1, "failed": 1}
+_STEP_RANK = {"created": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2}
+
+
+def run_channel(run_id: uuid.UUID | str) -> str:
+    """The NOTIFY channel (and realtime topic) of a run's events."""
+    return f"pgflow:run:{run_id}"
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class StepState:
+    """One step of a run."""
+
+    step_slug: str
+    status: str
+    remaining_tasks: int | None = None
+    remaining_deps: int = 0
+    initial_tasks: int | None = None
+    output: Any = None
+    error_message: str | None = None
+    skip_reason: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    skipped_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepState:
+        """From a ``pgflow.step_states`` row as JSON."""
+        return cls(
+            step_slug=data["step_slug"],
+            status=data["status"],
+            remaining_tasks=data.get("remaining_tasks"),
+            remaining_deps=data.get("remaining_deps") or 0,
+            initial_tasks=data.get("initial_tasks"),
+            output=data.get("output"),
+            error_message=data.get("error_message"),
+            skip_reason=data.get("skip_reason"),
+            created_at=_ts(data.get("created_at")),
+            started_at=_ts(data.get("started_at")),
+            completed_at=_ts(data.get("completed_at")),
+            failed_at=_ts(data.get("failed_at")),
+            skipped_at=_ts(data.get("skipped_at")),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, failed or skipped."""
+        return self.status in STEP_TERMINAL
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run with its steps (step order as the engine lists them)."""
+
+    run_id: uuid.UUID
+    flow_slug: str
+    status: str
+    input: Any = None
+    output: Any = None
+    remaining_steps: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    steps: Mapping[str, StepState] = field(default_factory=dict)
+    error_message: str | None = None
+    """The failing step's error (from a ``run:failed`` event or the failed step)."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunState:
+        """From ``pgflow.get_run_with_states`` / ``start_flow_with_states`` output."""
+        run = data["run"]
+        steps = {s["step_slug"]: StepState.from_json(s) for s in data.get("steps") or []}
+        failed = [s.error_message for s in steps.values() if s.status == "failed"]
+        return cls(
+            run_id=uuid.UUID(str(run["run_id"])),
+            flow_slug=run["flow_slug"],
+            status=run["status"],
+            input=run.get("input"),
+            output=run.get("output"),
+            remaining_steps=run.get("remaining_steps") or 0,
+            started_at=_ts(run.get("started_at")),
+            completed_at=_ts(run.get("completed_at")),
+            failed_at=_ts(run.get("failed_at")),
+            steps=steps,
+            error_message=next((m for m in failed if m), None),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed or failed."""
+        return self.status in RUN_TERMINAL
+
+    def step(self, slug: str) -> StepState:
+        """The state of one step (``KeyError`` when the flow has no such step)."""
+        return self.steps[slug]
+
+    def apply(self, event: RunEvent) -> RunState:
+        """This state moved forward by an event (unchanged when the event is old news)."""
+        payload = event.payload
+        if event.step_slug is None:
+            if _RUN_RANK.get(event.status or "", -1) <= _RUN_RANK.get(self.status, 0):
+                return self
+            changes: dict[str, Any] = {"status": event.status or self.status}
+            for key in ("remaining_steps",):
+                if key in payload:
+                    changes[key] = payload[key]
+            for key in ("started_at", "completed_at", "failed_at"):
+                if payload.get(key) is not None:
+                    changes[key] = _ts(payload[key])
+            if "output" in payload:
+                changes["output"] = payload["output"]
+            if "input" in payload:
+                changes["input"] = payload["input"]
+            if payload.get("error_message"):
+                changes["error_message"] = payload["error_message"]
+            return replace(self, **changes)
+        old = self.steps.get(event.step_slug) or StepState(event.step_slug, "created")
+        if _STEP_RANK.get(event.status or "", -1) <= _STEP_RANK.get(old.status, 0):
+            return self
+        step_changes: dict[str, Any] = {"status": event.status}
+        for key in ("remaining_tasks", "remaining_deps", "error_message", "skip_reason", "output"):
+            if key in payload:
+                step_changes[key] = payload[key]
+        for key in ("started_at", "completed_at", "failed_at", "skipped_at"):
+            if payload.get(key) is not None:
+                step_changes[key] = _ts(payload[key])
+        steps = dict(self.steps)
+        steps[event.step_slug] = replace(old, **step_changes)
+        return replace(self, steps=steps)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One engine event of a run, e.g. ``step:summary:completed``."""
+
+    event: str
+    """The event name as broadcast (``run:completed``, ``step:<slug>:started``...)."""
+    payload: Mapping[str, Any]
+
+    @classmethod
+    def from_notify(cls, text: str) -> RunEvent:
+        """Parse a NOTIFY payload ``{"event": ..., "payload": {...}}``."""
+        data = json.loads(text)
+        return cls(event=str(data["event"]), payload=data.get("payload") or {})
+
+    @property
+    def event_type(self) -> str:
+        """``run:started`` … ``step:completed`` (the step slug left out)."""
+        return str(self.payload.get("event_type") or self.event)
+
+    @property
+    def run_id(self) -> uuid.UUID | None:
+        """The run the event belongs to."""
+        value = self.payload.get("run_id")
+        return uuid.UUID(str(value)) if value else None
+
+    @property
+    def step_slug(self) -> str | None:
+        """The step, for step events."""
+        value = self.payload.get("step_slug")
+        return str(value) if value is not None else None
+
+    @property
+    def status(self) -> str | None:
+        """The status the run or step reached."""
+        value = self.payload.get("status")
+        return str(value) if value is not None else None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the engine left out large values (re-read the run for them)."""
+        return bool(self.payload.get("truncated"))
+
+    @property
+    def is_run_terminal(self) -> bool:
+        """``run:completed`` or ``run:failed``."""
+        return self.event in ("run:completed", "run:failed")
