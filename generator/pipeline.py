@@ -10,6 +10,9 @@ from pathlib import Path
 
 from generator.build import load_ir
 from generator.render import GeneratedFile
+from generator.render.docs import render_docs
+from generator.render.python_client import render_python_client
+from generator.render.python_models import render_json_schema, render_models
 from generator.render.spec_schema import render_spec_schema
 from generator.render.sql import render_initial_migration
 
@@ -30,7 +33,11 @@ def generate_files(spec_file: Path, out_dir: Path) -> list[GeneratedFile]:
     files = [
         render_initial_migration(schema, source),
         render_spec_schema(source),
+        render_json_schema(schema, source),
+        render_models(schema, source),
+        *render_python_client(schema, source),
     ]
+    files.extend(render_docs(schema, source, files))
     return sorted(files, key=lambda f: f.path)
 
 

@@ -1,0 +1,243 @@
+"""Python client target: sync and async clients, errors, statuses and result types.
+
+One method per public function (not marked ``internal`` in the spec) with the spec's
+argument names, types and defaults; results are the models of ``models.py``. The package
+imports only psycopg, psycopg-pool and pydantic, so it can be vendored as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from generator.ir import ErrorIR, FunctionIR, SchemaIR
+from generator.render import GeneratedFile, header
+from generator.render.pyformat import format_python
+from generator.render.python_models import (
+    PACKAGE,
+    args_model,
+    camel,
+    public_functions,
+    python_name,
+    result_row_model,
+    status_enum,
+    type_model,
+)
+from generator.sql_types import BASE_TYPES, TypeRef, python_default
+from generator.templating import render
+
+JSON_TYPES = ("jsonb", "json")
+
+
+# -- names and types -----------------------------------------------------------------------
+def error_class(error: ErrorIR) -> str:
+    """Exception class of a spec error: ``flow_not_found`` → ``FlowNotFoundError``."""
+    name = camel(error.name)
+    return name if name.endswith("Error") else f"{name}Error"
+
+
+def client_class(schema: SchemaIR) -> str:
+    """``pgflow`` → ``PgflowClient``."""
+    return f"{camel(schema.schema)}Client"
+
+
+def async_client_class(schema: SchemaIR) -> str:
+    """``pgflow`` → ``AsyncPgflowClient``."""
+    return f"Async{client_class(schema)}"
+
+
+def base_error_class(schema: SchemaIR) -> str:
+    """``pgflow`` → ``PgflowError``."""
+    return f"{camel(schema.schema)}Error"
+
+
+def read_type(ref: TypeRef) -> str:
+    """Python type of a value of ``ref`` as psycopg loads it (models for spec types)."""
+    item = BASE_TYPES[ref.name].python if ref.kind == "base" else type_model(ref)
+    return f"list[{item}]" if ref.array else item
+
+
+def write_type(ref: TypeRef) -> str:
+    """Python type the client accepts for an argument of type ``ref``."""
+    item = BASE_TYPES[ref.name].write if ref.kind == "base" else type_model(ref)
+    return f"Sequence[{item}]" if ref.array else item
+
+
+def message_pattern(template: str) -> str:
+    """A message template's regex: literal text escaped, ``{name}`` → a named lazy group."""
+    parts = re.split(r"\{([a-z_][a-z0-9_]*)\}", template)
+    pattern = "".join(
+        f"(?P<{part}>.*?)" if index % 2 else re.escape(part) for index, part in enumerate(parts)
+    )
+    return rf"\A{pattern}\Z"
+
+
+def py_doc(text: str) -> str:
+    """Text safe inside a triple-quoted docstring."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').strip()
+
+
+# -- view models for the templates ---------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One method parameter and the SQL argument it becomes."""
+
+    name: str  # Python name
+    sql_name: str
+    annotation: str
+    default: str | None  # Python source, None when required
+    sql_type: str
+    value: str  # Python expression passed to the query
+    doc: str | None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One client method for one SQL function."""
+
+    name: str  # Python name
+    function: str  # SQL name
+    doc: str
+    signature_sql: str
+    params: tuple[Param, ...]
+    result: str  # annotation
+    kind: str  # "rows" | "row" | "values" | "value" | "void"
+    model: str | None  # model validating each row ("rows"/"row")
+    errors: tuple[str, ...]
+    error_docs: tuple[tuple[str, str], ...]
+    emits: tuple[str, ...]
+
+
+def _param(
+    schema: SchemaIR, name: str, ref: TypeRef, default: str | None, doc: str | None
+) -> Param:
+    annotation = write_type(ref)
+    spelled = None
+    if default is not None:
+        spelled = python_default(default, ref) or "DEFAULT"
+        if spelled == "None":
+            annotation = f"{annotation} | None"
+        elif spelled == "DEFAULT":
+            annotation = f"{annotation} | SqlDefault"
+    python = python_name(name)
+    json_arg = ref.kind == "base" and ref.name in JSON_TYPES and not ref.array
+    value = f"{'jsonb' if ref.name == 'jsonb' else 'json'}({python})" if json_arg else python
+    text = py_doc(doc) if doc else None
+    return Param(python, name, annotation, spelled, ref.sql(schema.schema), value, text)
+
+
+def _result(function: FunctionIR) -> tuple[str, str, str | None]:
+    """(annotation, kind, row model) of a function's result."""
+    returns = function.returns
+    if returns.table is not None:
+        model = result_row_model(function)
+        return f"list[{model}]", "rows", model
+    assert returns.type is not None
+    ref = returns.type
+    if ref.kind != "base" and not ref.array:
+        model = type_model(ref)
+        return (f"list[{model}]", "rows", model) if returns.setof else (model, "row", model)
+    if ref.kind == "base" and ref.name == "void":
+        return "None", "void", None
+    python = read_type(ref)
+    if returns.setof:
+        return f"list[{python}]", "values", None
+    return (python if python == "JsonValue" else f"{python} | None"), "value", None
+
+
+def method(schema: SchemaIR, function: FunctionIR, errors: dict[str, ErrorIR]) -> Method:
+    """The client method of one public function."""
+    params = tuple(_param(schema, a.name, a.type, a.default, a.doc) for a in function.args)
+    annotation, kind, model = _result(function)
+    signature = ", ".join(
+        f"{a.name} {a.type.sql(schema.schema)}"
+        + (f" default {a.default}" if a.default is not None else "")
+        for a in function.args
+    )
+    return Method(
+        name=python_name(function.name),
+        function=function.name,
+        doc=py_doc(function.doc),
+        signature_sql=f"{schema.schema}.{function.name}({signature})",
+        params=params,
+        result=annotation,
+        kind=kind,
+        model=model,
+        errors=tuple(error_class(errors[name]) for name in function.raises),
+        error_docs=tuple(
+            (error_class(errors[name]), py_doc(errors[name].doc)) for name in function.raises
+        ),
+        emits=function.emits,
+    )
+
+
+# -- files -----------------------------------------------------------------------------------
+def _python(path: str, template: str, source: str, **context: object) -> GeneratedFile:
+    code = render(template, header=header("#", source), **context)
+    return GeneratedFile(f"{PACKAGE}/{path}", format_python(code, path))
+
+
+def render_python_client(schema: SchemaIR, source: str) -> list[GeneratedFile]:
+    """Every hand-templated file of the client package (``models.py`` is rendered apart)."""
+    errors = {error.name: error for error in schema.errors}
+    methods = [method(schema, f, errors) for f in public_functions(schema)]
+    names = {
+        "client": client_class(schema),
+        "async_client": async_client_class(schema),
+        "base_error": base_error_class(schema),
+    }
+    error_views = [
+        {
+            "cls": error_class(e),
+            "doc": py_doc(e.doc),
+            "sqlstate": e.sqlstate,
+            "constraint": e.constraint,
+            "template": e.message,
+            "pattern": message_pattern(e.message) if e.message is not None else None,
+            "params": re.findall(r"\{([a-z_][a-z0-9_]*)\}", e.message or ""),
+        }
+        for e in schema.errors
+    ]
+    machines = [
+        {
+            "enum": status_enum(m.name),
+            "machine": m,
+            "literal": f"{status_enum(m.name)}Literal",
+            "prefix": m.name.upper(),
+        }
+        for m in schema.state_machines
+    ]
+    results = [
+        {
+            "alias": f"{camel(f.name)}Result",
+            "annotation": m.result,
+            "args": args_model(f),
+            "function": f.name,
+        }
+        for f, m in zip(public_functions(schema), methods, strict=True)
+    ]
+    context: dict[str, object] = {
+        "s": schema,
+        "methods": methods,
+        "errors": error_views,
+        "machines": machines,
+        "results": results,
+        "result_models": sorted({m.model for m in methods if m.model is not None}),
+        "args_models": [args_model(f) for f in public_functions(schema)],
+        **names,
+    }
+    files = [
+        _python("__init__.py", "python/__init__.py.j2", source, **context),
+        _python("_base.py", "python/_base.py.j2", source, **context),
+        _python("errors.py", "python/errors.py.j2", source, **context),
+        _python("statuses.py", "python/statuses.py.j2", source, **context),
+        _python("results.py", "python/results.py.j2", source, **context),
+        _python("client.py", "python/client.py.j2", source, is_async=False, **context),
+        _python("aio.py", "python/client.py.j2", source, is_async=True, **context),
+        GeneratedFile(
+            f"{PACKAGE}/README.md",
+            render("python/README.md.j2", header=header("<!--", source) + " -->", **context),
+        ),
+        GeneratedFile(f"{PACKAGE}/py.typed", header("#", source) + "\n"),
+    ]
+    return files
