@@ -5,6 +5,7 @@ declare
   v_max_attempts integer;
   v_base_delay integer;
   v_when_exhausted text;
+  v_skipped_msg_ids bigint[];
   v_topic text := 'pgflow:run:' || fail_task.run_id::text;
 begin
   -- Lock order: the run, then the step state (as complete_task).
@@ -155,18 +156,22 @@ begin
     set remaining_steps = r.remaining_steps - 1
     where r.run_id = fail_task.run_id;
 
-    perform pgmq.archive(v_run.flow_slug, t.message_id)
-    from pgflow.step_tasks as t
-    where t.run_id = fail_task.run_id
-      and t.step_slug = fail_task.step_slug
-      and t.status in ('queued', 'started')
-      and t.message_id is not null;
+    -- Tasks first, messages second: the order start_tasks takes the same locks in.
+    with skipped as (
+      update pgflow.step_tasks as t
+      set status = 'skipped'
+      where t.run_id = fail_task.run_id
+        and t.step_slug = fail_task.step_slug
+        and t.status in ('queued', 'started')
+      returning t.message_id
+    )
+    select array_agg(skipped.message_id) into v_skipped_msg_ids
+    from skipped
+    where skipped.message_id is not null;
 
-    update pgflow.step_tasks as t
-    set status = 'skipped'
-    where t.run_id = fail_task.run_id
-      and t.step_slug = fail_task.step_slug
-      and t.status in ('queued', 'started');
+    if v_skipped_msg_ids is not null then
+      perform pgmq.archive(v_run.flow_slug, v_skipped_msg_ids);
+    end if;
 
     perform pgflow._broadcast(
       jsonb_build_object(
