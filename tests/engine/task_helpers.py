@@ -6,6 +6,7 @@ through the realtime stub (one recorded row per ``realtime.send`` call).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -185,3 +186,16 @@ def complete_sql_null(conn: psycopg.Connection, run_id: uuid.UUID, step: str, in
     rows = fetch(conn, "select * from pgflow.complete_task(%s, %s, %s, null)", run_id, step, index)
     assert len(rows) == 1
     return rows[0]
+
+
+def wait_until_blocked(conn: psycopg.Connection, pid: int, timeout: float = 10) -> None:
+    """Wait until backend ``pid`` waits for a lock (another transaction holds it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "select wait_event_type from pg_stat_activity where pid = %s", (pid,)
+        ).fetchone()
+        if row is not None and row[0] == "Lock":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited for a lock")

@@ -4,14 +4,14 @@ late/replayed/queued calls, and sibling completions serialised by the run lock."
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import complete, fail, read_and_start, start_flow
+from tests.engine.helpers import complete, fail, notify_events, read_and_start, start_flow
 from tests.engine.task_helpers import (
     RUN_COMPLETED_KEYS,
     RUN_FAILED_KEYS,
@@ -29,6 +29,7 @@ from tests.engine.task_helpers import (
     step_row,
     task_row,
     ts,
+    wait_until_blocked,
 )
 
 
@@ -357,18 +358,6 @@ def test_unmet_skip_condition_on_only_child_completes_the_run(conn: psycopg.Conn
     assert set(taken[1]["payload"]) == STEP_SKIPPED_KEYS | {"flow_slug"}
 
 
-def _wait_for_lock_wait(conn: psycopg.Connection, pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "select wait_event_type from pg_stat_activity where pid = %s", (pid,)
-        ).fetchone()
-        if row is not None and row[0] == "Lock":
-            return
-        time.sleep(0.02)
-    raise AssertionError("the second completion never waited for a lock")
-
-
 def test_sibling_completions_serialise_and_complete_the_step_once(
     conn: psycopg.Connection, db: str
 ) -> None:
@@ -395,7 +384,7 @@ def test_sibling_completions_serialise_and_complete_the_step_once(
 
         thread = threading.Thread(target=complete_second)
         thread.start()
-        _wait_for_lock_wait(conn, second.info.backend_pid)
+        wait_until_blocked(conn, second.info.backend_pid)
         assert task_row(conn, run["run_id"], "m", 0)["status"] == "started"
         first.commit()
         thread.join(timeout=30)
@@ -411,3 +400,25 @@ def test_sibling_completions_serialise_and_complete_the_step_once(
     assert run_row(conn, run["run_id"])["output"] == {"m": ["zero", "one"]}
     names = events.names()
     assert names == ["step:m:completed", "run:completed"]
+
+
+def test_events_reach_notify_listeners_without_realtime(conn: psycopg.Connection, db: str) -> None:
+    create_flow(conn, "f")
+    add_step(conn, "f", "a")
+    add_step(conn, "f", "b", ["a"])
+    run = start_flow(conn, "f", {})
+    [task] = read_and_start(conn, "f")
+    topic = f"pgflow:run:{run['run_id']}"
+
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute(sql.SQL("listen {}").format(sql.Identifier(topic)))
+        complete(conn, task, {"v": 1})
+        received = notify_events(listener, timeout=1.0)
+        assert [event["event"] for event in received] == ["step:a:completed", "step:b:started"]
+        assert {event["channel"] for event in received} == {topic}
+        assert received[0]["payload"]["output"] == {"v": 1}
+        assert received[0]["payload"]["event_type"] == "step:completed"
+
+        # A replayed completion is silent.
+        complete(conn, task, {"v": 1})
+        assert notify_events(listener, timeout=0.3) == []

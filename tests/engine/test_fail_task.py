@@ -3,7 +3,10 @@ calls under a failed run or a finished step, queued and replayed calls."""
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import complete, fail, queue_messages, read_and_start, start_flow
 from tests.engine.task_helpers import (
@@ -20,6 +23,7 @@ from tests.engine.task_helpers import (
     task_row,
     tasks,
     ts,
+    wait_until_blocked,
 )
 
 
@@ -221,3 +225,43 @@ def test_failure_of_a_queued_task_changes_nothing(conn: psycopg.Connection) -> N
     assert (state["status"], state["remaining_tasks"]) == ("started", 2)
     assert run_row(conn, run["run_id"])["status"] == "started"
     assert events.take() == []
+
+
+def test_sibling_completion_waits_for_a_run_failing_failure(
+    conn: psycopg.Connection, db: str
+) -> None:
+    events = Events(conn)
+    create_flow(conn, "f", max_attempts=1)
+    add_step(conn, "f", "m", step_type="map")
+    run = start_flow(conn, "f", ["x", "y"])
+    assert len(read_and_start(conn, "f", qty=2)) == 2
+    events.take()
+    errors: list[BaseException] = []
+
+    with psycopg.connect(db) as failing, psycopg.connect(db) as completing:
+        # The exhausted failure fails the run and holds its lock until commit.
+        failing.execute("select pgflow.fail_task(%s, 'm', 0, 'boom')", (run["run_id"],))
+
+        def complete_sibling() -> None:
+            try:
+                completing.execute(
+                    "select pgflow.complete_task(%s, 'm', 1, %s)", (run["run_id"], Jsonb("y!"))
+                )
+                completing.commit()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=complete_sibling)
+        thread.start()
+        wait_until_blocked(conn, completing.info.backend_pid)
+        failing.commit()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert errors == []
+
+    # The completion saw the failed run: the sibling stays cancelled, the step failed.
+    sibling = task_row(conn, run["run_id"], "m", 1)
+    assert (sibling["status"], sibling["output"]) == ("cancelled", None)
+    assert step_row(conn, run["run_id"], "m")["status"] == "failed"
+    assert run_row(conn, run["run_id"])["status"] == "failed"
+    assert events.names() == ["step:m:failed", "run:failed"]
