@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.engine.concurrency import (
@@ -618,7 +618,7 @@ class Case:
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     steps: list[StepDef] = []
-    for i in range(draw(st.integers(1, 6))):
+    for i in range(draw(st.integers(2, 7))):
         earlier = [s.slug for s in steps]
         kind = draw(st.sampled_from(["single", "single", "map"]))
         if not earlier:
@@ -627,7 +627,7 @@ def cases(draw: st.DrawFn) -> Case:
             deps = draw(st.lists(st.sampled_from(earlier), max_size=1))
         else:
             deps = sorted(set(draw(st.lists(st.sampled_from(earlier), max_size=3))))
-        condition = draw(st.sampled_from([None, None, None, "required", "forbidden"]))
+        condition = draw(st.sampled_from([None, None, None, None, "required", "forbidden"]))
         pattern = {deps[0]: {"ok": True}} if deps else {"flag": True}
         steps.append(
             StepDef(
@@ -636,7 +636,7 @@ def cases(draw: st.DrawFn) -> Case:
                 step_type=kind,
                 max_attempts=draw(st.sampled_from([None, None, 0, 1, 2])),
                 when_exhausted=draw(st.sampled_from(["fail", "skip", "skip-cascade"])),
-                when_unmet=draw(st.sampled_from(["skip", "skip-cascade", "fail"])),
+                when_unmet=draw(st.sampled_from(["skip", "skip", "skip-cascade", "fail"])),
                 required=pattern if condition == "required" else None,
                 forbidden=pattern if condition == "forbidden" else None,
             )
@@ -645,17 +645,17 @@ def cases(draw: st.DrawFn) -> Case:
         flow_input: Any = draw(st.lists(st.sampled_from(ELEMENTS), max_size=4))
     else:
         flow_input = draw(
-            st.sampled_from([{"flag": True}, {"flag": False}, {}, {"flag": True, "n": 1}])
+            st.sampled_from([{"flag": True}, {"flag": True, "n": 1}, {"flag": False}, {}])
         )
     return Case(steps, flow_input, draw(st.integers(1, 3)))
 
 
 FLOW_NUMBERS = itertools.count()
-MAX_OPS = 30
+MAX_OPS = 40
 
 
 @settings(
-    max_examples=50,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,
@@ -747,3 +747,10 @@ def test_random_dags_under_random_operations(
         previous, state = state, read_db(conn, flow, run_id)
         check_invariants(state, defs, previous)
         check_model(state, model)
+        event(f"op: {op}")
+
+    event(f"run ended {model.status}")
+    for slug, s in model.steps.items():
+        event(f"step {s.status} {s.skip_reason or ''}".strip())
+        if s.status == "failed":
+            event("step failed by " + min(s.errors).split(" ")[0])

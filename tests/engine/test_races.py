@@ -31,6 +31,7 @@ from tests.engine.concurrency import (
     drain,
     event_count,
     fail_at,
+    failing,
     hold_then,
     reading,
     run_events,
@@ -43,6 +44,7 @@ from tests.engine.concurrency import (
     worker_id,
 )
 from tests.engine.helpers import (
+    ensure_worker,
     install_realtime_stub,
     read_and_start,
     start_flow,
@@ -712,3 +714,73 @@ def test_two_runs_drained_side_by_side(conn: psycopg.Connection, db: str) -> Non
         assert step_rows(conn, run_id)["big"]["output"] == [factor * i + 1 for i in range(60)]
         assert event_count(conn, run_id, "run:completed") == 1
     assert conn.execute('select count(*) from pgmq."q_pair"').fetchone() == (0,)
+
+
+# -- start_tasks racing the cancellation ---------------------------------------------------------
+
+
+FAILURES: dict[str, Any] = {
+    "type-violation": completing,
+    "exhausted": lambda run_id, step, index, _: failing(run_id, step, index, "boom"),
+    "condition": lambda run_id, step, index, _: completing(run_id, step, index, []),
+}
+
+
+@pytest.mark.parametrize("cause", list(FAILURES))
+def test_start_tasks_racing_the_cancellation(conn: psycopg.Connection, db: str, cause: str) -> None:
+    """root → bad → bad_map, bad → gate (condition, when_unmet fail), root → early. A worker
+    read early's message and calls start_tasks while the run is being failed (type
+    violation, attempts exhausted, or unmet condition) and its messages archived. A third
+    session holds early's queue row, so the failing call waits for it first and the
+    worker's start_tasks queues behind; then the row is let go. Both calls must finish
+    without error (no deadlock between their lock orders) and early ends cancelled."""
+    install_realtime_stub(conn)
+    build_flow(
+        conn,
+        "cancel_race",
+        [
+            StepDef("root"),
+            StepDef("bad", ("root",), max_attempts=1),
+            StepDef("bad_map", ("bad",), "map"),
+            StepDef("gate", ("bad",), required={"bad": {"ok": True}}, when_unmet="fail"),
+            StepDef("early", ("root",)),
+        ],
+    )
+    run_id = start_run(conn, "cancel_race", {})
+    finish_root(conn, "cancel_race", run_id, {})
+    claim(conn, "cancel_race", run_id, [("bad", 0)], worker_id("V"))
+    early_msg = task_rows(conn, run_id)[("early", 0)]["message_id"]
+    conn.execute("select pgmq.set_vt('cancel_race', %s, 30)", (early_msg,))  # the worker's read
+    ensure_worker(conn, "cancel_race", worker_id("S"))
+
+    blocker = connect(db)
+    blocker.execute("begin")
+    blocker.execute('select 1 from pgmq."q_cancel_race" where msg_id = %s for update', (early_msg,))
+    failure = Actor(db, cause, FAILURES[cause](run_id, "bad", 0, "scalar")).start()
+    assert wait_until_waiting(conn, [failure.pid]) == {failure.pid}
+    starter = Actor(
+        db,
+        "start_tasks",
+        lambda c: c.execute(
+            "select * from pgflow.start_tasks('cancel_race', %s, %s)", ([early_msg], worker_id("S"))
+        ).fetchall(),
+    ).start()
+    assert wait_until_waiting(conn, [starter.pid]) == {starter.pid}
+    blocker.execute("commit")
+    blocker.close()
+
+    errors = []
+    for actor in (failure, starter):
+        try:
+            actor.join()
+        except psycopg.Error as exc:
+            errors.append(f"{actor.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    assert errors == []
+    if cause == "type-violation":
+        assert_type_violation(conn, run_id, "bad", "bad_map", "string")
+    steps = step_rows(conn, run_id)
+    failed_step = "gate" if cause == "condition" else "bad"
+    assert steps[failed_step]["status"] == "failed"
+    assert statuses(conn, run_id)[("early", 0)] == "cancelled"
+    assert_failed_run_is_clean(conn, "cancel_race", run_id)
+    assert_failed_run_frozen(conn, "cancel_race", run_id)
