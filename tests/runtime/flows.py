@@ -1,0 +1,137 @@
+"""Flows served by the worker processes of the runtime tests (``pgweave worker tests.runtime.flows:…``).
+
+Handlers that tests need to observe write marker files into ``$PGWEAVE_TEST_MARKERS``:
+``<step>-<task_index>-<attempt>.start`` / ``.end`` with the worker's pid and a timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any, TypedDict
+
+from pydantic import BaseModel
+
+from pgweave.dsl import Flow, StepContext
+
+
+def _mark(ctx: StepContext, suffix: str) -> None:
+    directory = os.environ.get("PGWEAVE_TEST_MARKERS")
+    if not directory:
+        return
+    base = Path(directory) / f"{ctx.step_slug}-{ctx.task_index}"
+    attempt = 1
+    while base.with_name(f"{base.name}-{attempt}.{suffix}").exists():
+        attempt += 1
+    base.with_name(f"{base.name}-{attempt}.{suffix}").write_text(
+        f"{os.getpid()} {time.time()}", encoding="utf-8"
+    )
+
+
+# -- single steps ---------------------------------------------------------------------------
+
+
+class Numbers(BaseModel):
+    a: int
+    b: int
+
+
+class SumDeps(TypedDict):
+    add: int
+    multiply: int
+
+
+def add(n: Numbers) -> int:
+    return n.a + n.b
+
+
+async def multiply(n: Numbers) -> int:
+    await asyncio.sleep(0)
+    return n.a * n.b
+
+
+def report(deps: SumDeps, ctx: StepContext) -> dict[str, Any]:
+    return {"sum": deps["add"], "product": deps["multiply"], "input": ctx.flow_input}
+
+
+arithmetic = (
+    Flow[Numbers]("arithmetic", timeout=5)
+    .step("add", add)
+    .step("multiply", multiply)
+    .step("report", report, depends_on=["add", "multiply"])
+)
+
+# -- maps -----------------------------------------------------------------------------------
+
+
+class TotalDeps(TypedDict):
+    squares: list[int]
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def total(deps: TotalDeps) -> int:
+    return sum(deps["squares"])
+
+
+def letters(word: str) -> list[str]:
+    return list(word)
+
+
+def upper(letter: str) -> str:
+    return letter.upper()
+
+
+squares = (
+    Flow[list[int]]("squares", timeout=5)
+    .map("squares", square)
+    .step("total", total, depends_on=["squares"])
+)
+
+spelling = (
+    Flow[str]("spelling", timeout=5).step("letters", letters).map("upper", upper, array="letters")
+)
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def explode(value: Any, ctx: StepContext) -> None:
+    _mark(ctx, "start")
+    raise RuntimeError(f"boom in {ctx.step_slug} (task {ctx.task_index})")
+
+
+def after(deps: Any) -> Any:
+    return {"saw": sorted(deps)}
+
+
+failing = (
+    Flow[Any]("failing", base_delay=1, timeout=5)
+    .step("explode", explode, max_attempts=2)
+    .step("after", after, depends_on=["explode"])
+)
+
+skipping = (
+    Flow[Any]("skipping", base_delay=1, timeout=5)
+    .step("explode", explode, max_attempts=2, when_exhausted="skip")
+    .step("after", after, depends_on=["explode"])
+)
+
+# -- slow tasks (shutdown and crash tests) --------------------------------------------------
+
+
+def slow(seconds: float, ctx: StepContext) -> dict[str, Any]:
+    _mark(ctx, "start")
+    time.sleep(seconds)
+    _mark(ctx, "end")
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+slow_map = Flow[list[float]]("slow_map", timeout=3).map("sleep", slow)
+
+# -- shape mismatch -------------------------------------------------------------------------
+
+shape_v2 = Flow[Any]("shaped", timeout=5).step("first", after).step("second", after)
