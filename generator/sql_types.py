@@ -44,8 +44,8 @@ BASE_TYPES: dict[str, BaseType] = {
         "decimal.Decimal",
     ),
     "boolean": BaseType("boolean", "bool", (("type", "boolean"),)),
-    "jsonb": BaseType("jsonb", "JsonValue", (), "JsonValue | Jsonb", "pydantic.JsonValue"),
-    "json": BaseType("json", "JsonValue", (), "JsonValue | Jsonb", "pydantic.JsonValue"),
+    "jsonb": BaseType("jsonb", "JsonValue", (), "JsonInput | Jsonb", "pydantic.JsonValue"),
+    "json": BaseType("json", "JsonValue", (), "JsonInput | Json", "pydantic.JsonValue"),
     "uuid": BaseType("uuid", "uuid.UUID", (("type", "string"), ("format", "uuid"))),
     "timestamptz": BaseType("timestamptz", "datetime.datetime", _TIMESTAMP),
     "interval": BaseType(

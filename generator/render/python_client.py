@@ -121,7 +121,11 @@ def _param(
             annotation = f"{annotation} | SqlDefault"
     python = python_name(name)
     json_arg = ref.kind == "base" and ref.name in JSON_TYPES and not ref.array
-    value = f"{'jsonb' if ref.name == 'jsonb' else 'json'}({python})" if json_arg else python
+    value = python
+    if json_arg:
+        value = f"{'jsonb' if ref.name == 'jsonb' else 'json'}({python})"
+    elif ref.array:
+        value = f"array({python})"
     text = py_doc(doc) if doc else None
     return Param(python, name, annotation, spelled, ref.sql(schema.schema), value, text)
 

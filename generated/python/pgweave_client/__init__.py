@@ -9,7 +9,7 @@ machines, :mod:`.errors` the documented errors.
 from __future__ import annotations
 
 from . import errors, models, results, statuses
-from ._base import DEFAULT, SCHEMA, SqlDefault
+from ._base import DEFAULT, SCHEMA, JsonInput, SqlDefault
 from .aio import AsyncPgflowClient
 from .client import PgflowClient
 from .errors import ConstraintViolationError, EngineError, PgflowError
@@ -20,6 +20,7 @@ __all__ = [
     "AsyncPgflowClient",
     "ConstraintViolationError",
     "EngineError",
+    "JsonInput",
     "PgflowClient",
     "PgflowError",
     "SqlDefault",

@@ -7,12 +7,18 @@ value travels as a query parameter; nothing is formatted into SQL text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final, LiteralString, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Final, LiteralString, NamedTuple, TypeAlias, TypeVar
 
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
-from pydantic import JsonValue
+
+T = TypeVar("T")
+
+JsonInput: TypeAlias = (
+    Mapping[str, "JsonInput"] | Sequence["JsonInput"] | str | int | float | bool | None
+)
+"""What a ``json``/``jsonb`` argument accepts: JSON-compatible values (read-only views suffice)."""
 
 SCHEMA: Final = "pgflow"
 """The database schema the engine lives in."""
@@ -37,14 +43,19 @@ class Arg(NamedTuple):
     value: object
 
 
-def jsonb(value: JsonValue | Jsonb) -> Jsonb | None:
+def array(values: Sequence[T] | None) -> list[T] | None:
+    """An array argument: any sequence is sent as a list (psycopg adapts lists to arrays)."""
+    return None if values is None else list(values)
+
+
+def jsonb(value: JsonInput | Jsonb) -> Jsonb | None:
     """A ``jsonb`` argument: Python values are sent as JSON, ``None`` as SQL NULL."""
     if value is None or isinstance(value, Jsonb):
         return value
     return Jsonb(value)
 
 
-def json(value: JsonValue | Json) -> Json | None:
+def json(value: JsonInput | Json) -> Json | None:
     """A ``json`` argument: Python values are sent as JSON, ``None`` as SQL NULL."""
     if value is None or isinstance(value, Json):
         return value

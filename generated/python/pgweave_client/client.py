@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import JsonValue
 
 from . import errors
-from ._base import Arg, compose_call, jsonb
+from ._base import Arg, JsonInput, array, compose_call, jsonb
 from .models import FlowsRow, RunsRow, StepsRow, StepTaskRecord, StepTasksRow, WorkersRow
 
 Row = dict[str, Any]
@@ -80,8 +80,8 @@ class PgflowClient:
         timeout: int | None = None,
         start_delay: int | None = None,
         step_type: str = "single",
-        required_input_pattern: JsonValue | Jsonb | None = None,
-        forbidden_input_pattern: JsonValue | Jsonb | None = None,
+        required_input_pattern: JsonInput | Jsonb | None = None,
+        forbidden_input_pattern: JsonInput | Jsonb | None = None,
         when_unmet: str = "skip",
         when_exhausted: str = "fail",
     ) -> StepsRow:
@@ -113,7 +113,7 @@ class PgflowClient:
             (
                 Arg("flow_slug", "text", flow_slug),
                 Arg("step_slug", "text", step_slug),
-                Arg("deps_slugs", "text[]", deps_slugs),
+                Arg("deps_slugs", "text[]", array(deps_slugs)),
                 Arg("max_attempts", "integer", max_attempts),
                 Arg("base_delay", "integer", base_delay),
                 Arg("timeout", "integer", timeout),
@@ -171,7 +171,7 @@ class PgflowClient:
         run_id: uuid.UUID,
         step_slug: str,
         task_index: int,
-        output: JsonValue | Jsonb,
+        output: JsonInput | Jsonb,
     ) -> list[StepTasksRow]:
         """Record a task's output. The last task completes its step (a map's output is the array of
         task outputs by task_index), which unlocks dependants and may complete the run. A single
@@ -260,7 +260,7 @@ class PgflowClient:
     def ensure_flow_compiled(
         self,
         flow_slug: str,
-        shape: JsonValue | Jsonb,
+        shape: JsonInput | Jsonb,
         allow_data_loss: bool = False,
     ) -> JsonValue:
         """Make sure the stored flow matches a worker's shape, under an advisory lock: compile it
@@ -464,7 +464,7 @@ class PgflowClient:
     def start_flow(
         self,
         flow_slug: str,
-        input: JsonValue | Jsonb,
+        input: JsonInput | Jsonb,
         run_id: uuid.UUID | None = None,
     ) -> list[RunsRow]:
         """Start a run of a flow with an input (and optionally a chosen run_id): creates the run
@@ -506,7 +506,7 @@ class PgflowClient:
     def start_flow_with_states(
         self,
         flow_slug: str,
-        input: JsonValue | Jsonb,
+        input: JsonInput | Jsonb,
         run_id: uuid.UUID | None = None,
     ) -> JsonValue:
         """start_flow, then the run with all its step states as get_run_with_states returns them.
@@ -558,7 +558,7 @@ class PgflowClient:
             "start_tasks",
             (
                 Arg("flow_slug", "text", flow_slug),
-                Arg("msg_ids", "bigint[]", msg_ids),
+                Arg("msg_ids", "bigint[]", array(msg_ids)),
                 Arg("worker_id", "uuid", worker_id),
             ),
             (),

@@ -1,0 +1,148 @@
+"""The async client over an AsyncConnection and an AsyncConnectionPool: every method, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from pgweave_client import AsyncPgflowClient, errors, models
+from pgweave_client._base import Arg
+from pgweave_client.models import RunStatus, StepTaskStatus
+from tests.client.conftest import public_function_names
+
+WORKER = uuid.UUID("33333333-3333-3333-3333-333333333333")
+
+
+class RecordingAsyncClient(AsyncPgflowClient):
+    """An async client that records which SQL functions it called."""
+
+    def __init__(self, source: psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]) -> None:
+        super().__init__(source)
+        self.called: set[str] = set()
+
+    async def _call(
+        self,
+        function: str,
+        args: Sequence[Arg],
+        declared: Sequence[type[errors.PgflowError]],
+        *,
+        from_clause: bool,
+    ) -> list[dict[str, Any]]:
+        self.called.add(function)
+        return await super()._call(function, args, declared, from_clause=from_clause)
+
+
+@asynccontextmanager
+async def async_client(kind: str, dsn: str) -> AsyncIterator[RecordingAsyncClient]:
+    """An async client over a fresh connection or pool."""
+    if kind == "connection":
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            yield RecordingAsyncClient(conn)
+    else:
+        async with AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) as pool:
+            yield RecordingAsyncClient(pool)
+
+
+def run_with(
+    kind: str, dsn: str, scenario: Callable[[RecordingAsyncClient], Awaitable[None]]
+) -> set[str]:
+    """Run an async scenario to the end; returns the functions it called."""
+
+    async def main() -> set[str]:
+        async with async_client(kind, dsn) as client:
+            await scenario(client)
+            return client.called
+
+    return asyncio.run(main())
+
+
+async def read_message_ids(client: RecordingAsyncClient, queue: str) -> list[int]:
+    """Read the queue's visible messages as a worker would."""
+    async with client.connection() as conn:
+        cursor = await conn.execute("select msg_id from pgmq.read(%s, 30, 10)", (queue,))
+        return [int(row[0]) for row in await cursor.fetchall()]
+
+
+async def full_cycle(client: RecordingAsyncClient) -> None:
+    """Every public function at least once, asserting each result's shape."""
+    assert await client.is_local() is False
+    assert await client.is_valid_slug("ok") is True
+    assert await client.calculate_retry_delay(2, 3) == 16
+    flow = await client.create_flow("relay", timeout=10)
+    assert isinstance(flow, models.FlowsRow)
+    assert flow.opt_timeout == 10
+    step = await client.add_step("relay", "one")
+    assert isinstance(step, models.StepsRow)
+    await client.add_step("relay", "two", ["one"], max_attempts=1)
+    worker = await client.register_worker(WORKER, "relay", "relay_worker")
+    assert worker.function_name == "relay_worker"
+    assert await client.worker_heartbeat(WORKER) is True
+
+    [run] = await client.start_flow("relay", {"n": 1})
+    assert run.status == RunStatus.STARTED
+    [task] = await client.start_tasks("relay", await read_message_ids(client, "relay"), WORKER)
+    assert isinstance(task, models.StepTaskRecord)
+    assert task.step_slug == "one"
+    [done] = await client.complete_task(run.run_id, "one", 0, {"n": 2})
+    assert done.status == StepTaskStatus.COMPLETED
+    [task] = await client.start_tasks("relay", await read_message_ids(client, "relay"), WORKER)
+    assert task.input == {"one": {"n": 2}}
+    [failed] = await client.fail_task(run.run_id, "two", 0, "nope")
+    assert (failed.status, failed.error_message) == (StepTaskStatus.FAILED, "nope")
+    state = await client.get_run_with_states(run.run_id)
+    assert isinstance(state, dict)
+    run_json = state["run"]
+    assert isinstance(run_json, dict)
+    assert run_json["status"] == "failed"
+
+    again = await client.start_flow_with_states("relay", {"n": 5})
+    assert isinstance(again, dict)
+    assert isinstance(again["steps"], list)
+    assert len(again["steps"]) == 2
+    assert await client.requeue_stalled_tasks() == 0
+    await client.prune_data_older_than(datetime.timedelta(hours=1))
+    await client.mark_worker_stopped(WORKER)
+    compiled = await client.ensure_flow_compiled(
+        "copy", {"steps": [{"slug": "only", "stepType": "single", "dependencies": []}]}
+    )
+    assert isinstance(compiled, dict)
+    assert compiled["status"] == "compiled"
+    await client.delete_flow_and_data("copy")
+    with pytest.raises(errors.PgCronMissingError):
+        await client.setup_requeue_stalled_tasks_cron("1 minute")
+
+
+async def error_cases(client: RecordingAsyncClient) -> None:
+    """Documented errors are mapped; the connection stays usable."""
+    with pytest.raises(errors.FlowNotFoundError) as missing:
+        await client.start_flow("nowhere", [])
+    assert missing.value.constraint == "runs_flow_slug_fkey"
+    await client.create_flow("fan")
+    await client.add_step("fan", "a")
+    await client.add_step("fan", "b")
+    with pytest.raises(errors.MapStepTooManyDependenciesError) as too_many:
+        await client.add_step("fan", "c", ["a", "b"], step_type="map")
+    assert too_many.value.params["count"] == "2"
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        await client.start_flow("fan", None)
+    assert await client.is_valid_slug("still_fine") is True
+
+
+@pytest.mark.parametrize("kind", ["connection", "pool"])
+def test_async_client_calls_every_public_function(kind: str, db: str) -> None:
+    called = run_with(kind, db, full_cycle)
+    public = public_function_names()
+    assert public <= called, sorted(public - called)
+
+
+@pytest.mark.parametrize("kind", ["connection", "pool"])
+def test_async_client_maps_errors(kind: str, db: str) -> None:
+    run_with(kind, db, error_cases)
