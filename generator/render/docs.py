@@ -49,10 +49,10 @@ def cell(text: str | None) -> str:
 
 
 def code(text: str | None) -> str:
-    """Inline code for a table cell (pipes escaped; backticks widened when needed)."""
+    """Inline code on one line (tables keep pipes inside code spans; backticks widened when needed)."""
     if text is None or text == "":
         return ""
-    flat = " ".join(text.split()).replace("|", "\\|")
+    flat = " ".join(text.split())
     fence = "``" if "`" in flat else "`"
     pad = " " if fence == "``" else ""
     return f"{fence}{pad}{flat}{pad}{fence}"
@@ -126,9 +126,6 @@ def er_diagram(schema: SchemaIR) -> str:
 def state_diagram(machine: StateMachineIR) -> str:
     """The Mermaid ``stateDiagram-v2`` of one state machine."""
     lines = ["stateDiagram-v2"]
-    for state in machine.states:
-        if state.doc:
-            lines.append(f"    {state.name}: {state.name}")
     for transition in machine.transitions:
         label = mermaid_label(", ".join(transition.by))
         for source in transition.sources or ("[*]",):
