@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
 from pgweave.runs import RunEvent, RunState, run_channel
+from pgweave_client import PgflowClient
 
 
 class RunNotFoundError(LookupError):
@@ -51,16 +52,17 @@ class Client:
     def start_flow(
         self, flow: str | Flow[Any], input: Any, *, run_id: uuid.UUID | None = None
     ) -> FlowRun:
-        """Start a run (``pgflow.start_flow_with_states``) and return its handle."""
+        """Start a run (``pgflow.start_flow_with_states``) and return its handle.
+
+        Engine errors are raised as the generated client's errors (e.g.
+        ``pgweave_client.errors.FlowNotFoundError``).
+        """
         slug = flow.slug if isinstance(flow, Flow) else flow
         with self._connect() as conn:
-            row = conn.execute(
-                "select pgflow.start_flow_with_states(%s, %s, %s)",
-                (slug, Jsonb(to_json(input)), run_id),
-            ).fetchone()
-        assert row is not None
-        assert row[0] is not None
-        state = RunState.from_json(row[0])
+            result = PgflowClient(conn).start_flow_with_states(slug, Jsonb(to_json(input)), run_id)
+        if not isinstance(result, dict):
+            raise RunNotFoundError(f"start_flow_with_states returned {result!r}")
+        state = RunState.from_json(result)
         return FlowRun(self, state.run_id, state)
 
     def get_run(self, run_id: uuid.UUID | str) -> RunState:
@@ -163,10 +165,10 @@ class Client:
 
 
 def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:
-    row = conn.execute("select pgflow.get_run_with_states(%s)", (run_id,)).fetchone()
-    if row is None or row[0] is None:
+    result = PgflowClient(conn).get_run_with_states(run_id)
+    if not isinstance(result, dict):
         raise RunNotFoundError(f"no run {run_id}")
-    return RunState.from_json(row[0])
+    return RunState.from_json(result)
 
 
 class FlowRun:

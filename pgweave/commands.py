@@ -19,6 +19,7 @@ import psycopg
 from rich.console import Console
 
 from pgweave.config import WorkerConfig
+from pgweave_client import PgflowError
 
 dsn_option = click.option(
     "--dsn", envvar="PGWEAVE_DSN", required=True, help="libpq connection string (or $PGWEAVE_DSN)."
@@ -157,7 +158,7 @@ def start(
     client = Client(dsn)
     try:
         run = client.start_flow(slug, flow_input, run_id=run_id)
-    except psycopg.Error as exc:
+    except (psycopg.Error, PgflowError) as exc:
         click.secho(f"cannot start {slug!r}: {exc}", fg="red", err=True)
         sys.exit(1)
     console = Console()

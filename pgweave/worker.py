@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -39,6 +38,7 @@ from pgweave.config import WorkerConfig
 from pgweave.dsl import Flow, StepContext, StepDefinition
 from pgweave.handlers import to_json
 from pgweave.logs import fields
+from pgweave_client import AsyncPgflowClient, PgflowError
 
 log = logging.getLogger("pgweave.worker")
 
@@ -116,6 +116,7 @@ class Worker:
         self.stats = WorkerStats()
         self.stopping = asyncio.Event()
         self.shutdown_event = threading.Event()
+        self.api = AsyncPgflowClient(pool)
         self._steps = {step.slug: step for step in flow.steps}
         self._inflight: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(
@@ -139,11 +140,7 @@ class Worker:
         status = "skipped"
         if self.config.compile_flow:
             status = await self._ensure_compiled()
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "select pgflow.register_worker(%s, %s, %s)",
-                (self.worker_id, self.flow.slug, self.function_name),
-            )
+        await self.api.register_worker(self.worker_id, self.flow.slug, self.function_name)
         log.info(
             "worker.started",
             extra=fields(
@@ -156,26 +153,22 @@ class Worker:
         return status
 
     async def _ensure_compiled(self) -> str:
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "select pgflow.ensure_flow_compiled(%s, %s, %s)",
-                    (
-                        self.flow.slug,
-                        Jsonb(self.flow.shape(with_options=True)),
-                        self.config.allow_data_loss,
-                    ),
-                )
-            ).fetchone()
-        assert row is not None
-        result: dict[str, Any] = row[0]
+        result = await self.api.ensure_flow_compiled(
+            self.flow.slug,
+            Jsonb(self.flow.shape(with_options=True)),
+            self.config.allow_data_loss,
+        )
+        if not isinstance(result, dict):
+            raise WorkerError(f"unexpected ensure_flow_compiled result {result!r}")
         status = str(result["status"])
+        differences = result.get("differences")
         if status == "mismatch":
-            raise FlowShapeMismatchError(self.flow.slug, result.get("differences") or [])
+            listed = differences if isinstance(differences, list) else []
+            raise FlowShapeMismatchError(self.flow.slug, [str(d) for d in listed])
         if status == "recompiled":
             log.warning(
                 "flow.recompiled",
-                extra=fields(**self._log_fields, differences=result.get("differences")),
+                extra=fields(**self._log_fields, differences=differences),
             )
         return status
 
@@ -232,9 +225,12 @@ class Worker:
 
     async def _mark_stopped(self) -> None:
         try:
-            async with self.pool.connection() as conn:
-                await conn.execute("select pgflow.mark_worker_stopped(%s)", (self.worker_id,))
-        except (psycopg.Error, OSError) as exc:  # best effort: heartbeats have stopped anyway
+            await self.api.mark_worker_stopped(self.worker_id)
+        except (
+            psycopg.Error,
+            PgflowError,
+            OSError,
+        ) as exc:  # best effort: heartbeats have stopped anyway
             log.warning("worker.mark_stopped_failed", extra=fields(**self._log_fields, error=exc))
 
     @property
@@ -252,7 +248,7 @@ class Worker:
                 continue
             try:
                 tasks = await self._poll(min(self.config.batch_size, free))
-            except (psycopg.OperationalError, OSError) as exc:
+            except (psycopg.OperationalError, PgflowError, OSError) as exc:
                 log.error("worker.poll_failed", extra=fields(**self._log_fields, error=exc))
                 await self._sleep_unless_stopping(1.0)
                 continue
@@ -290,18 +286,22 @@ class Worker:
             ).fetchall()
             if not rows:
                 return []
-            if self.stopping.is_set():
-                # Read during shutdown: leave them; they reappear after the visibility timeout.
-                return []
-            ids = [row[0] for row in rows]
-            cur = conn.cursor(row_factory=dict_row)
-            started = await (
-                await cur.execute(
-                    "select * from pgflow.start_tasks(%s, %s, %s)",
-                    (self.flow.slug, ids, self.worker_id),
-                )
-            ).fetchall()
-        records = [TaskRecord(**row) for row in started]
+        if self.stopping.is_set():
+            # Read during shutdown: leave them; they reappear after the visibility timeout.
+            return []
+        ids = [row[0] for row in rows]
+        records = [
+            TaskRecord(
+                flow_slug=str(task.flow_slug),
+                run_id=_required(task.run_id),
+                step_slug=str(task.step_slug),
+                input=task.input,
+                msg_id=_required(task.msg_id),
+                task_index=_required(task.task_index),
+                flow_input=task.flow_input,
+            )
+            for task in await self.api.start_tasks(self.flow.slug, ids, self.worker_id)
+        ]
         self.stats.started += len(records)
         if len(records) < len(ids):
             log.debug(
@@ -338,16 +338,18 @@ class Worker:
                 exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
                 extra=fields(**task_fields, error=message),
             )
-            await self._report(
-                "select status from pgflow.fail_task(%s, %s, %s, %s)",
-                (record.run_id, record.step_slug, record.task_index, message),
+            await _with_retries(
+                lambda: self.api.fail_task(
+                    record.run_id, record.step_slug, record.task_index, message
+                ),
                 task_fields,
             )
             self.stats.failed += 1
             return
-        await self._report(
-            "select status from pgflow.complete_task(%s, %s, %s, %s)",
-            (record.run_id, record.step_slug, record.task_index, Jsonb(output)),
+        await _with_retries(
+            lambda: self.api.complete_task(
+                record.run_id, record.step_slug, record.task_index, Jsonb(output)
+            ),
             task_fields,
         )
         self.stats.completed += 1
@@ -398,17 +400,6 @@ class Worker:
             self._flow_inputs.popitem(last=False)
         return value
 
-    async def _report(
-        self, query: str, params: tuple[Any, ...], task_fields: dict[str, Any]
-    ) -> None:
-        """Run complete_task/fail_task, retrying when the connection (not the SQL) fails."""
-
-        async def call() -> None:
-            async with self.pool.connection() as conn:
-                await conn.execute(query, params)
-
-        await _with_retries(call, task_fields)
-
     # -- background duties ----------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -417,14 +408,11 @@ class Worker:
             if self.stopping.is_set():
                 return
             try:
-                async with self.pool.connection() as conn:
-                    row = await (
-                        await conn.execute("select pgflow.worker_heartbeat(%s)", (self.worker_id,))
-                    ).fetchone()
-            except (psycopg.Error, OSError) as exc:
+                alive = await self.api.worker_heartbeat(self.worker_id)
+            except (psycopg.Error, PgflowError, OSError) as exc:
                 log.warning("worker.heartbeat_failed", extra=fields(**self._log_fields, error=exc))
                 continue
-            if row is None or row[0] is not True:
+            if alive is not True:
                 self.request_stop("deprecated")
                 return
 
@@ -434,20 +422,22 @@ class Worker:
             if self.stopping.is_set():
                 return
             try:
-                async with self.pool.connection() as conn:
-                    row = await (
-                        await conn.execute("select pgflow.requeue_stalled_tasks()")
-                    ).fetchone()
-            except (psycopg.Error, OSError) as exc:
+                count = await self.api.requeue_stalled_tasks() or 0
+            except (psycopg.Error, PgflowError, OSError) as exc:
                 log.warning("worker.requeue_failed", extra=fields(**self._log_fields, error=exc))
                 continue
-            count = int(row[0]) if row and row[0] else 0
             if count:
                 self.stats.requeued += count
                 log.info("tasks.requeued", extra=fields(**self._log_fields, count=count))
 
 
-async def _with_retries(call: Callable[[], Awaitable[None]], task_fields: dict[str, Any]) -> None:
+def _required(value: T | None) -> T:
+    if value is None:
+        raise WorkerError("start_tasks returned a task record with a NULL key column")
+    return value
+
+
+async def _with_retries(call: Callable[[], Awaitable[object]], task_fields: dict[str, Any]) -> None:
     for attempt in range(1, DB_RETRIES + 1):
         try:
             await call()
@@ -457,7 +447,7 @@ async def _with_retries(call: Callable[[], Awaitable[None]], task_fields: dict[s
                 log.error("task.report_failed", extra=fields(**task_fields, error=exc))
                 return
             await asyncio.sleep(0.5 * attempt)
-        except psycopg.Error as exc:
+        except (psycopg.Error, PgflowError) as exc:
             log.error("task.report_failed", extra=fields(**task_fields, error=exc))
             return
 

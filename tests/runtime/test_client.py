@@ -13,6 +13,7 @@ import pytest
 from pgweave.client import Client, RunNotFoundError, RunTimeoutError
 from pgweave.dsl import Flow
 from pgweave.runs import RunEvent, RunState
+from pgweave_client import errors
 from tests.engine.helpers import complete, read_and_start
 from tests.runtime.processes import wait_for
 
@@ -136,7 +137,7 @@ def test_timeout_and_unknown_runs(db: str, chain: Flow[Any]) -> None:
     assert caught.value.state.status == "started"
     with pytest.raises(RunNotFoundError):
         client.get_run(uuid.uuid4())
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+    with pytest.raises(errors.FlowNotFoundError):
         client.start_flow("nope", {})
 
 
