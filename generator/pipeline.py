@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.build import load_ir
+from generator.migrations import render_migrations
 from generator.render import GeneratedFile
 from generator.render.docs import render_docs
 from generator.render.python_client import render_python_client
 from generator.render.python_models import render_json_schema, render_models
 from generator.render.spec_schema import render_spec_schema
-from generator.render.sql import render_initial_migration
 
 
 def source_name(spec_file: Path, out_dir: Path) -> str:
@@ -31,7 +31,7 @@ def generate_files(spec_file: Path, out_dir: Path) -> list[GeneratedFile]:
     source = source_name(spec_file, out_dir)
     schema = load_ir(spec_file)
     files = [
-        render_initial_migration(schema, source),
+        *render_migrations(schema, source, out_dir),
         render_spec_schema(source),
         render_json_schema(schema, source),
         render_models(schema, source),

@@ -11,6 +11,8 @@ import psycopg
 from generator.render import GeneratedFile
 from pgweave import PROJECT_ROOT
 from pgweave.commands import register as register_flow_commands
+from pgweave.migration_cli import pending_message
+from pgweave.migration_cli import register as register_migration_commands
 
 DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
 DEFAULT_OUT = PROJECT_ROOT / "generated"
@@ -24,6 +26,8 @@ def main() -> None:
 def _files(spec: Path, out: Path) -> list[GeneratedFile]:
     from generator.diagnostics import SpecError
     from generator.pipeline import generate_files
+    from generator.planner import PlanError
+    from generator.snapshot import SnapshotError
 
     try:
         return generate_files(spec, out)
@@ -31,6 +35,9 @@ def _files(spec: Path, out: Path) -> list[GeneratedFile]:
         for issue in exc.issues:
             click.secho(str(issue), fg="red", err=True)
         click.secho(f"{len(exc.issues)} problem(s) in the spec; nothing written.", err=True)
+        sys.exit(1)
+    except (SnapshotError, PlanError) as exc:
+        click.secho(f"{exc}; nothing written.", fg="red", err=True)
         sys.exit(1)
 
 
@@ -52,6 +59,9 @@ def generate(spec: Path, out: Path) -> None:
     from generator.pipeline import write
 
     drift = write(_files(spec, out), out)
+    pending = pending_message(spec, out)
+    if pending:
+        click.secho(pending, fg="yellow", err=True)
     if drift.clean:
         click.echo(f"{out}: up to date")
         return
@@ -64,11 +74,19 @@ def generate(spec: Path, out: Path) -> None:
 @spec_option
 @out_option
 def check(spec: Path, out: Path) -> None:
-    """Fail (exit 1, with a unified diff) when the output directory is not what the spec produces."""
+    """Fail (exit 1, with a unified diff) when the output directory is not what the spec produces.
+
+    Also fails when the spec differs from the last recorded migration snapshot.
+    """
     from generator.pipeline import diff
 
     drift = diff(_files(spec, out), out)
+    pending = pending_message(spec, out)
+    if pending:
+        click.secho(pending, fg="red", err=True)
     if drift.clean:
+        if pending:
+            sys.exit(1)
         click.echo(f"{out}: up to date with {spec}")
         return
     click.echo(drift.diff, nl=False)
@@ -146,3 +164,4 @@ def smoke(spec: Path, out: Path) -> None:
 
 
 register_flow_commands(main)  # install, compile, worker, start, status, demo
+register_migration_commands(main)  # migration new|redo|plan

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from generator.ir import FunctionIR, SchemaIR
 from generator.render import GeneratedFile, header
-from generator.templating import render
+from generator.templating import environment, render
 
 INITIAL_MIGRATION = "migrations/0001_initial.sql"
 
@@ -53,9 +56,7 @@ def template_context(schema: SchemaIR) -> dict[str, object]:
     }
 
 
-def render_initial_migration(
-    schema: SchemaIR, source: str, name: str = "initial"
-) -> GeneratedFile:
+def render_initial_migration(schema: SchemaIR, source: str, name: str = "initial") -> GeneratedFile:
     """The first migration: everything the spec holds, created from nothing."""
     migration = f"0001_{name}"
     content = render(
@@ -66,3 +67,22 @@ def render_initial_migration(
         **template_context(schema),
     )
     return GeneratedFile(f"migrations/{migration}.sql", content)
+
+
+@lru_cache(maxsize=8)
+def _objects(schema: SchemaIR) -> Any:
+    """The initial template as a module, for its object macros (create_table, role …)."""
+    return (
+        environment()
+        .get_template("sql/initial_migration.sql.j2")
+        .make_module({"header": "", "summary": "", "migration": "", **template_context(schema)})
+    )
+
+
+def render_object(schema: SchemaIR, macro: str, *args: object, **kwargs: object) -> str:
+    """One object macro of the initial template (``create_table``, ``function``, ``role`` …).
+
+    Migrations build their statements from the same macros as the initial migration, so
+    an object created by an upgrade is spelled exactly as in a fresh install.
+    """
+    return str(getattr(_objects(schema), macro)(*args, **kwargs))

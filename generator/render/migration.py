@@ -1,0 +1,171 @@
+"""SQL of an upgrade migration: a plan's typed changes as statements, summary first.
+
+Objects created by an upgrade use the initial migration's macros, so a table, function
+or role block looks the same whether a database was upgraded or installed fresh.
+"""
+
+from __future__ import annotations
+
+import re
+
+from generator.ir import SchemaIR
+from generator.planner import (
+    AddAttributes,
+    AddColumn,
+    AddConstraint,
+    AlterColumnType,
+    Change,
+    Comment,
+    CreateFunction,
+    CreateIndex,
+    CreateTable,
+    CreateType,
+    DropColumn,
+    DropConstraint,
+    DropFunction,
+    DropIndex,
+    DropTable,
+    DropType,
+    GrantRole,
+    Plan,
+    RenameColumn,
+    RenameConstraint,
+    RenameIndex,
+    RenameTable,
+    ResetRole,
+    SetDefault,
+    SetNullable,
+    summary_lines,
+)
+from generator.render import GeneratedFile, header
+from generator.render.sql import function_identity, render_object
+from generator.templating import render, sql_literal
+
+_GRANT = re.compile(
+    r"^(?P<prefix>alter default privileges in schema \S+ )?grant (?P<what>.+) "
+    r"to (?P<role>[a-z_][a-z0-9_]*);(?:\s*--.*)?$"
+)
+
+
+def revoke_block(block: str) -> str:
+    """Each grant of a rendered role block turned into the matching revoke."""
+    lines = []
+    for line in block.splitlines():
+        match = _GRANT.match(line.strip())
+        if match is not None:
+            lines.append(
+                f"{match.group('prefix') or ''}revoke {match.group('what')} "
+                f"from {match.group('role')};"
+            )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _alter(s: str, table: str, action: str) -> str:
+    return f"alter table {s}.{table} {action};\n"
+
+
+def statements(change: Change, old: SchemaIR, new: SchemaIR) -> str:
+    """The SQL of one change (objects that existed before are spelled from ``old``)."""
+    s = new.schema
+    match change:
+        case ResetRole(role=role, reason=reason):
+            revokes = revoke_block(render_object(old, "role", role))
+            return f"\n-- Role {role.name}: revoke its privileges ({reason})\n{revokes}"
+        case RenameTable(old=before, new=after):
+            return f"alter table {s}.{before} rename to {after};\n"
+        case RenameColumn(table=table, old=before, new=after):
+            return _alter(s, table, f"rename column {before} to {after}")
+        case RenameConstraint(table=table, old=before, new=after):
+            return _alter(s, table, f"rename constraint {before} to {after}")
+        case RenameIndex(old=before, new=after):
+            return f"alter index {s}.{before} rename to {after};\n"
+        case DropConstraint(table=table, constraint=constraint):
+            return _alter(s, table, f"drop constraint {constraint.name}")
+        case DropIndex(index=index):
+            return f"drop index {s}.{index.name};\n"
+        case DropFunction(function=function):
+            return f"drop function {function_identity(new, function)};\n"
+        case DropTable(table=table):
+            return f"drop table {s}.{table.name};\n"
+        case DropType(type=composite):
+            return f"drop type {s}.{composite.name};\n"
+        case CreateType(type=composite):
+            return render_object(new, "create_type", composite)
+        case AddAttributes(type=name, attributes=attributes):
+            return "".join(
+                f"alter type {s}.{name} add attribute {a.name} {a.type.sql(s)};\n"
+                for a in attributes
+            )
+        case CreateFunction(function=function, replace=replace):
+            text = render_object(new, "function", function, replace)
+            if not replace:
+                identity = function_identity(new, function)
+                text += f"revoke execute on function {identity} from public;\n"
+            return text
+        case CreateTable(table=table):
+            return render_object(new, "create_table", table)
+        case AddColumn(table=table, column=column):
+            spec = f"{column.name} {column.type.sql(s)}"
+            if not column.nullable:
+                spec += " not null"
+            if column.default is not None:
+                spec += f" default {column.default}"
+            return _alter(s, table, f"add column {spec}")
+        case DropColumn(table=table, column=column):
+            return _alter(s, table, f"drop column {column.name}")
+        case AlterColumnType(table=table, old=before, new=after):
+            text = ""
+            if before.default is not None:
+                text += _alter(s, table, f"alter column {after.name} drop default")
+            kind = after.type.sql(s)
+            text += _alter(
+                s, table, f"alter column {after.name} type {kind} using {after.name}::{kind}"
+            )
+            if after.default is not None:
+                text += _alter(s, table, f"alter column {after.name} set default {after.default}")
+            return text
+        case SetDefault(table=table, column=column, default=default):
+            action = "drop default" if default is None else f"set default {default}"
+            return _alter(s, table, f"alter column {column} {action}")
+        case SetNullable(table=table, column=column, nullable=nullable):
+            action = "drop not null" if nullable else "set not null"
+            return _alter(s, table, f"alter column {column} {action}")
+        case AddConstraint(table=table, constraint=constraint):
+            return _alter(s, table, f"add constraint {constraint.name} {constraint.definition}")
+        case CreateIndex(index=index):
+            unique = "unique " if index.unique else ""
+            where = f" where {index.where}" if index.where else ""
+            columns = ", ".join(index.columns)
+            return f"create {unique}index {index.name} on {s}.{index.table} ({columns}){where};\n"
+        case Comment(kind=kind, target=target, text=text):
+            return f"comment on {kind} {target} is {sql_literal(text)};\n"
+        case GrantRole(role=role):
+            return render_object(new, "role", role)
+    raise TypeError(f"no SQL for {type(change).__name__}")
+
+
+def render_upgrade(plan: Plan, stem: str, source: str) -> GeneratedFile:
+    """Migration ``stem``: the plan's summary as a comment, then its statements in order."""
+    parts: list[str] = []
+    previous: type[Change] | None = None
+    for change in plan.changes:
+        text = statements(change, plan.old, plan.new)
+        if previous is not None and type(change) is not previous and not text.startswith("\n"):
+            parts.append("\n")
+        parts.append(text)
+        previous = type(change)
+    body = "".join(parts).lstrip("\n")
+    destructive = len(plan.destructive)
+    count = f"{len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''}"
+    if destructive:
+        count += f", {destructive} destructive"
+    content = render(
+        "sql/upgrade_migration.sql.j2",
+        header=header("--", source),
+        migration=stem,
+        count=count,
+        changes=summary_lines(plan),
+        notes=plan.notes,
+        body=body,
+    )
+    return GeneratedFile(f"migrations/{stem}.sql", content)
