@@ -67,9 +67,20 @@ def message_pattern(template: str) -> str:
     """A message template's regex: literal text escaped, ``{name}`` → a named lazy group."""
     parts = re.split(r"\{([a-z_][a-z0-9_]*)\}", template)
     pattern = "".join(
-        f"(?P<{part}>.*?)" if index % 2 else re.escape(part) for index, part in enumerate(parts)
+        f"(?P<{part}>.*?)" if index % 2 else re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", part)
+        for index, part in enumerate(parts)
     )
     return rf"\A{pattern}\Z"
+
+
+def py_literal(text: str) -> str:
+    """Python source of a string, as a raw literal when that reads better (regexes)."""
+    if "\\" in text and not text.endswith("\\") and "\n" not in text:
+        if '"' not in text:
+            return f'r"{text}"'
+        if "'" not in text:
+            return f"r'{text}'"
+    return repr(text)
 
 
 def py_doc(text: str) -> str:
@@ -197,7 +208,8 @@ def render_python_client(schema: SchemaIR, source: str) -> list[GeneratedFile]:
             "sqlstate": e.sqlstate,
             "constraint": e.constraint,
             "template": e.message,
-            "pattern": message_pattern(e.message) if e.message is not None else None,
+            "template_literal": py_literal(e.message or ""),
+            "pattern_literal": py_literal(message_pattern(e.message or "")),
             "params": re.findall(r"\{([a-z_][a-z0-9_]*)\}", e.message or ""),
         }
         for e in schema.errors

@@ -90,7 +90,7 @@ class RootMapInputNotArrayError(EngineError):
     SQLSTATE = "P0001"
     TEMPLATE = "Flow {flow_slug} has root map steps but input is not an array (got {jsonb_type})"
     PATTERN = re.compile(
-        "\\AFlow\\ (?P\u003cflow_slug\u003e.*?)\\ has\\ root\\ map\\ steps\\ but\\ input\\ is\\ not\\ an\\ array\\ \\(got\\ (?P\u003cjsonb_type\u003e.*?)\\)\\Z",
+        r"\AFlow (?P<flow_slug>.*?) has root map steps but input is not an array \(got (?P<jsonb_type>.*?)\)\Z",
         re.DOTALL,
     )
 
@@ -104,8 +104,7 @@ class RootMapInputNullError(EngineError):
     SQLSTATE = "P0001"
     TEMPLATE = "Flow {flow_slug} has root map steps but input is NULL"
     PATTERN = re.compile(
-        "\\AFlow\\ (?P\u003cflow_slug\u003e.*?)\\ has\\ root\\ map\\ steps\\ but\\ input\\ is\\ NULL\\Z",
-        re.DOTALL,
+        r"\AFlow (?P<flow_slug>.*?) has root map steps but input is NULL\Z", re.DOTALL
     )
 
 
@@ -120,7 +119,7 @@ class MapStepTooManyDependenciesError(EngineError):
         'Map step "{step_slug}" can have at most one dependency, but {count} were provided: {deps}'
     )
     PATTERN = re.compile(
-        '\\AMap\\ step\\ "(?P\u003cstep_slug\u003e.*?)"\\ can\\ have\\ at\\ most\\ one\\ dependency,\\ but\\ (?P\u003ccount\u003e.*?)\\ were\\ provided:\\ (?P\u003cdeps\u003e.*?)\\Z',
+        r'\AMap step "(?P<step_slug>.*?)" can have at most one dependency, but (?P<count>.*?) were provided: (?P<deps>.*?)\Z',
         re.DOTALL,
     )
 
@@ -136,7 +135,7 @@ class VtBatchLengthMismatchError(EngineError):
         "msg_ids length ({msg_ids_length}) must equal vt_offsets length ({vt_offsets_length})"
     )
     PATTERN = re.compile(
-        "\\Amsg_ids\\ length\\ \\((?P\u003cmsg_ids_length\u003e.*?)\\)\\ must\\ equal\\ vt_offsets\\ length\\ \\((?P\u003cvt_offsets_length\u003e.*?)\\)\\Z",
+        r"\Amsg_ids length \((?P<msg_ids_length>.*?)\) must equal vt_offsets length \((?P<vt_offsets_length>.*?)\)\Z",
         re.DOTALL,
     )
 
@@ -150,8 +149,7 @@ class TasklessCascadeLimitError(EngineError):
     SQLSTATE = "P0001"
     TEMPLATE = "Cascade loop exceeded safety limit of {limit} iterations"
     PATTERN = re.compile(
-        "\\ACascade\\ loop\\ exceeded\\ safety\\ limit\\ of\\ (?P\u003climit\u003e.*?)\\ iterations\\Z",
-        re.DOTALL,
+        r"\ACascade loop exceeded safety limit of (?P<limit>.*?) iterations\Z", re.DOTALL
     )
 
 
@@ -164,7 +162,7 @@ class ConditionCascadeLimitError(EngineError):
     SQLSTATE = "P0001"
     TEMPLATE = "cascade_resolve_conditions exceeded safety limit of {limit} iterations"
     PATTERN = re.compile(
-        "\\Acascade_resolve_conditions\\ exceeded\\ safety\\ limit\\ of\\ (?P\u003climit\u003e.*?)\\ iterations\\Z",
+        r"\Acascade_resolve_conditions exceeded safety limit of (?P<limit>.*?) iterations\Z",
         re.DOTALL,
     )
 
@@ -177,7 +175,7 @@ class RunNotFoundError(EngineError):
 
     SQLSTATE = "P0001"
     TEMPLATE = "Run not found: {run_id}"
-    PATTERN = re.compile("\\ARun\\ not\\ found:\\ (?P\u003crun_id\u003e.*?)\\Z", re.DOTALL)
+    PATTERN = re.compile(r"\ARun not found: (?P<run_id>.*?)\Z", re.DOTALL)
 
 
 class PgCronMissingError(EngineError):
@@ -188,10 +186,7 @@ class PgCronMissingError(EngineError):
 
     SQLSTATE = "P0001"
     TEMPLATE = "pg_cron is not installed in this database: {hint}"
-    PATTERN = re.compile(
-        "\\Apg_cron\\ is\\ not\\ installed\\ in\\ this\\ database:\\ (?P\u003chint\u003e.*?)\\Z",
-        re.DOTALL,
-    )
+    PATTERN = re.compile(r"\Apg_cron is not installed in this database: (?P<hint>.*?)\Z", re.DOTALL)
 
 
 class QueueMissingError(EngineError):
@@ -202,9 +197,7 @@ class QueueMissingError(EngineError):
 
     SQLSTATE = "42P01"
     TEMPLATE = 'relation "pgmq.q_{queue_name}" does not exist'
-    PATTERN = re.compile(
-        '\\Arelation\\ "pgmq\\.q_(?P\u003cqueue_name\u003e.*?)"\\ does\\ not\\ exist\\Z', re.DOTALL
-    )
+    PATTERN = re.compile(r'\Arelation "pgmq\.q_(?P<queue_name>.*?)" does not exist\Z', re.DOTALL)
 
 
 class InvalidFlowSlugError(ConstraintViolationError):
