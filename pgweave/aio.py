@@ -1,0 +1,173 @@
+"""The asyncio twin of :mod:`pgweave.client`: start runs, read them, wait for them by events.
+
+    client = AsyncClient(dsn)
+    run = await client.start_flow("analyze_website", {"url": "https://example.com"})
+    final = await run.wait(timeout=60)
+    async for event in client.events(run.run_id):
+        ...
+
+Same guarantees as the sync client: LISTEN first, then read the run; re-read whenever an
+event arrives truncated, and once the run has ended.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Container
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from pgweave.client import RunNotFoundError, RunTimeoutError
+from pgweave.dsl import Flow
+from pgweave.handlers import to_json
+from pgweave.runs import RunEvent, RunState, run_channel
+from pgweave_client import AsyncPgflowClient
+
+
+class AsyncClient:
+    """An asyncio client over a DSN (one short connection per call, two while waiting)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+
+    async def start_flow(
+        self, flow: str | Flow[Any], input: Any, *, run_id: uuid.UUID | None = None
+    ) -> AsyncFlowRun:
+        """Start a run (``pgflow.start_flow_with_states``) and return its handle."""
+        slug = flow.slug if isinstance(flow, Flow) else flow
+        async with await self._connect() as conn:
+            result = await AsyncPgflowClient(conn).start_flow_with_states(
+                slug, Jsonb(to_json(input)), run_id
+            )
+        if not isinstance(result, dict):
+            raise RunNotFoundError(f"start_flow_with_states returned {result!r}")
+        state = RunState.from_json(result)
+        return AsyncFlowRun(self, state.run_id, state)
+
+    async def get_run(self, run_id: uuid.UUID | str) -> RunState:
+        """The run with its steps (``pgflow.get_run_with_states``)."""
+        async with await self._connect() as conn:
+            return await _read_run(conn, uuid.UUID(str(run_id)))
+
+    async def wait(
+        self,
+        run_id: uuid.UUID | str,
+        *,
+        status: Container[str] = ("completed", "failed"),
+        timeout: float | None = None,
+        on_event: Callable[[RunEvent, RunState], None] | None = None,
+    ) -> RunState:
+        """Wait until the run's status is in ``status`` (or it ended); :class:`RunTimeoutError`."""
+        state: RunState | None = None
+        async for state in self._follow(uuid.UUID(str(run_id)), timeout, on_event):
+            if state.status in status or state.is_terminal:
+                return state
+        raise RunTimeoutError(
+            f"run {run_id} did not reach the awaited state within {timeout} s"
+            + (f" (it is {state.status})" if state else ""),
+            state,
+        )
+
+    async def events(
+        self, run_id: uuid.UUID | str, *, timeout: float | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events as they happen, until it completes or fails (or ``timeout``)."""
+        received: list[RunEvent] = []
+        async for _state in self._follow(
+            uuid.UUID(str(run_id)), timeout, lambda e, _s: received.append(e)
+        ):
+            while received:
+                event = received.pop(0)
+                yield event
+                if event.is_run_terminal:
+                    return
+
+    async def _follow(
+        self,
+        run_id: uuid.UUID,
+        timeout: float | None,
+        on_event: Callable[[RunEvent, RunState], None] | None,
+    ) -> AsyncIterator[RunState]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with await self._connect() as listener, await self._connect() as reader:
+            await listener.execute(sql.SQL("listen {}").format(sql.Identifier(run_channel(run_id))))
+            state = await _read_run(reader, run_id)
+            yield state
+            while not state.is_terminal:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                batch = [
+                    RunEvent.from_notify(note.payload)
+                    async for note in listener.notifies(timeout=remaining, stop_after=1)
+                ]
+                if not batch:
+                    continue
+                reread = False
+                for event in batch:
+                    state = state.apply(event)
+                    reread = reread or event.truncated
+                if reread or state.is_terminal:
+                    state = await _read_run(reader, run_id)
+                for event in batch:
+                    if on_event is not None:
+                        on_event(event, state)
+                yield state
+
+
+async def _read_run(conn: psycopg.AsyncConnection, run_id: uuid.UUID) -> RunState:
+    result = await AsyncPgflowClient(conn).get_run_with_states(run_id)
+    if not isinstance(result, dict):
+        raise RunNotFoundError(f"no run {run_id}")
+    return RunState.from_json(result)
+
+
+class AsyncFlowRun:
+    """A handle on one run for asyncio code."""
+
+    def __init__(self, client: AsyncClient, run_id: uuid.UUID, state: RunState) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.state = state
+
+    @property
+    def status(self) -> str:
+        """The last status seen."""
+        return self.state.status
+
+    @property
+    def output(self) -> Any:
+        """The run's output once completed."""
+        return self.state.output
+
+    async def refresh(self) -> RunState:
+        """Re-read the run from the database."""
+        self.state = await self.client.get_run(self.run_id)
+        return self.state
+
+    async def wait(
+        self,
+        *,
+        status: Container[str] = ("completed", "failed"),
+        timeout: float | None = None,
+        on_event: Callable[[RunEvent, RunState], None] | None = None,
+    ) -> RunState:
+        """Wait until the run completes or fails (or reaches ``status``)."""
+        self.state = await self.client.wait(
+            self.run_id, status=status, timeout=timeout, on_event=on_event
+        )
+        return self.state
+
+    def events(self, *, timeout: float | None = None) -> AsyncIterator[RunEvent]:
+        """The run's events from now on, until it ends."""
+        return self.client.events(self.run_id, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"AsyncFlowRun({self.run_id}, {self.state.flow_slug!r}, {self.status!r})"
