@@ -233,6 +233,11 @@ class Worker:
         ) as exc:  # best effort: heartbeats have stopped anyway
             log.warning("worker.mark_stopped_failed", extra=fields(**self._log_fields, error=exc))
 
+    def cancel_in_flight(self) -> None:
+        """Cancel the running handlers now (a second signal); their tasks are requeued later."""
+        for task in list(self._inflight):
+            task.cancel()
+
     @property
     def abandoned_threads(self) -> bool:
         """True when sync handlers were still running at the shutdown deadline."""
@@ -501,8 +506,7 @@ async def run_workers(
                 worker.request_stop(name)
             if signals_seen > 1:
                 for worker in workers:
-                    for task in list(worker._inflight):
-                        task.cancel()
+                    worker.cancel_in_flight()
 
         installed: list[int] = []
         if handle_signals:
@@ -512,16 +516,19 @@ async def run_workers(
         try:
             # Prepare one at a time: replicas of a flow would race to compile it otherwise
             # (ensure_flow_compiled serialises that, this just keeps the logs tidy).
-            for worker in workers:
-                await worker.prepare()
+            prepared: list[Worker] = []
+            try:
+                for worker in workers:
+                    await worker.prepare()
+                    prepared.append(worker)
+            except BaseException:
+                for worker in prepared:  # registered but never run: record them as stopped
+                    await worker._mark_stopped()
+                raise
             if on_ready is not None:
                 on_ready(workers)
             runs = [asyncio.create_task(_serve(worker, workers)) for worker in workers]
             results = await asyncio.gather(*runs, return_exceptions=True)
-        except BaseException:
-            for worker in workers:
-                worker.request_stop("startup failed")
-            raise
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)

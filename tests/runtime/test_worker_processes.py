@@ -196,8 +196,11 @@ def test_shape_mismatch_is_refused_unless_data_loss_is_allowed(
     conn.execute("select pgflow.create_flow('shaped')")
     conn.execute("select pgflow.add_step('shaped', 'first')")
     conn.execute("select pgflow.start_flow('shaped', %s)", (Jsonb({}),))
-    refused = spawn("shape_v2")
+    refused = spawn("squares", "shape_v2")
     assert refused.wait(60) == 1
+    # the worker of the other flow had registered; it is recorded as stopped
+    workers = conn.execute("select queue_name, stopped_at is not null from pgflow.workers")
+    assert workers.fetchall() == [("squares", True)]
     logs = refused.logs()
     assert "flow 'shaped' in the database does not match" in logs
     assert "Step count differs: 2 vs 1" in logs
