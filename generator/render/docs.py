@@ -172,7 +172,9 @@ def migration_summaries(files: Sequence[GeneratedFile]) -> list[tuple[str, str]]
             if line.startswith("--"):
                 summary = line.lstrip("- ").strip()
                 break
-        found.append((file.path.removeprefix("migrations/"), summary))
+        name = file.path.removeprefix("migrations/")
+        summary = summary.removeprefix(f"Migration {name.removesuffix('.sql')}:").strip()
+        found.append((name, summary))
     return found
 
 
