@@ -250,3 +250,32 @@ def _typed(annotation: Any) -> Any:
 
 def _returns_words(text: Any) -> list[str]:
     return [text]
+
+
+def test_callable_objects_partials_and_methods_are_handlers() -> None:
+    import functools
+
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def __call__(self, value: int) -> int:
+            return value * self.factor
+
+        async def scale(self, value: int, ctx: StepContext) -> int:
+            return value * self.factor
+
+    def add(offset: int, value: int) -> int:
+        return value + offset
+
+    flow = (
+        Flow[int]("callables")
+        .step("obj", Scaler(2))
+        .step("method", Scaler(3).scale)
+        .step("partial", functools.partial(add, 1))
+    )
+    obj, method, partial = (s.info for s in flow.steps)
+    assert (obj.input_annotation, obj.takes_context, obj.is_async) == (int, False, False)
+    assert (method.takes_context, method.is_async) == (True, True)
+    assert (partial.takes_context, partial.is_async) == (False, False)
+    assert obj.convert_input("4") == 4
