@@ -154,6 +154,23 @@ def test_sigterm_finishes_in_flight_tasks_and_starts_no_new_ones(
     assert [o["slept"] for o in final.output["sleep"]] == [1.5] * 6
 
 
+def test_tasks_still_running_at_the_shutdown_deadline_are_abandoned(
+    db: str, conn: psycopg.Connection, spawn: Spawn, markers: Path
+) -> None:
+    worker = spawn("slow_map", args=("--shutdown-timeout", "0.5"))
+    wait_for(registered(conn), 30, "the worker to register")
+    run = Client(db).start_flow("slow_map", [30])
+    wait_for(lambda: (markers / "sleep-0-1.start").exists(), 30, "the task to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 3  # exits without waiting for the handler's thread
+    names = [e["event"] for e in log_events(worker)]
+    assert "worker.abandoned_tasks" in names
+    assert names[-1] == "worker.exit_with_running_handlers"
+    # the task stays started: requeue_stalled_tasks will hand it to another worker later
+    assert [row[2:4] for row in tasks(conn, run.run_id)] == [("started", 1)]
+    assert conn.execute("select stopped_at is not null from pgflow.workers").fetchone() == (True,)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_task_another_worker_completes_it_once(
     db: str, conn: psycopg.Connection, spawn: Spawn, markers: Path
