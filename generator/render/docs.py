@@ -38,6 +38,7 @@ from generator.templating import render
 
 DOCS = "docs"
 NAV_FILE = "mkdocs.nav.yml"
+CSS_FILE = "stylesheets/extra.css"
 
 
 # -- Markdown helpers ------------------------------------------------------------------------
@@ -276,4 +277,5 @@ def render_docs(
         for f in functions
     ]
     nav = render("docs/mkdocs.nav.yml.j2", header=header("#", source), **common)
-    return [*pages, GeneratedFile(NAV_FILE, nav)]
+    css = render("docs/extra.css.j2", header=header("/*", source) + " */")
+    return [*pages, GeneratedFile(f"{DOCS}/{CSS_FILE}", css), GeneratedFile(NAV_FILE, nav)]
