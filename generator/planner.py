@@ -738,6 +738,8 @@ class _Planner:
             change = _function_change(had, function)
             if change is None and _uses_types(had, self.recreated_types):
                 change = (False, "its type is recreated")
+            if change is None and function.language == "sql" and self.result_altered(function):
+                change = (True, "its result type gains attributes; body checked again")
             if change is None:
                 if had.doc != function.doc:
                     self.comment("function", name, self.identity(function), function.doc)
@@ -749,6 +751,15 @@ class _Planner:
         for name in wanted:
             if name not in self.old_functions:
                 self.created[name] = (False, "new")
+
+    def result_altered(self, function: FunctionIR) -> bool:
+        """Whether the composite type a function returns gains attributes in this plan.
+
+        SQL-language bodies are checked against their result type only when created, so
+        such functions are replaced (unchanged) to fail the migration rather than a call.
+        """
+        refs = [function.returns.type] if function.returns.type is not None else []
+        return any(r.kind == "composite" and r.name in self.appended for r in refs)
 
     def uses_dropped(self, text: str | None) -> bool:
         return _calls(text, self.s, self.dropped)
@@ -867,10 +878,29 @@ class _Planner:
                 changes.append(CreateFunction(function, replace_, reason))
         return changes
 
+    def new_keys(self) -> set[str]:
+        """Existing tables that gain a primary or unique key in this plan."""
+        return {
+            table.name
+            for table in self.common
+            for c in table.constraints
+            if c.kind in ("primary key", "unique") and (table.name, c.name) in self.add_constraints
+        }
+
+    def deferred_foreign_keys(self, table: TableIR) -> tuple[ConstraintIR, ...]:
+        """Foreign keys of a new table that point at a key added later in the plan."""
+        keys = self.new_keys()
+        return tuple(
+            c for c in table.constraints if c.kind == "foreign key" and references_of(c) in keys
+        )
+
     def tables_and_columns(self) -> list[Change]:
-        changes: list[Change] = [
-            CreateTable(t) for t in self.new.tables if t.name not in self.old_tables
-        ]
+        changes: list[Change] = []
+        for table in self.new.tables:
+            if table.name not in self.old_tables:
+                later = self.deferred_foreign_keys(table)
+                kept = tuple(c for c in table.constraints if c not in later)
+                changes.append(CreateTable(replace(table, constraints=kept)))
         for table in self.common:
             before = self.old_tables[table.name]
             if before.doc != table.doc:
@@ -907,6 +937,12 @@ class _Planner:
                     reason = self.add_constraints.get((table.name, constraint.name))
                     if reason and (constraint.kind == "foreign key") == foreign_keys:
                         changes.append(AddConstraint(table.name, constraint, reason))
+        for table in self.new.tables:
+            if table.name not in self.old_tables:
+                for constraint in self.deferred_foreign_keys(table):
+                    changes.append(
+                        AddConstraint(table.name, constraint, "its referenced key is new")
+                    )
         for table in self.common:
             for index in table.indexes:
                 if index.name in self.add_indexes:

@@ -60,11 +60,17 @@ class Snapshot:
 
 # -- IR <-> plain data -------------------------------------------------------------------
 def to_data(value: Any) -> Any:
-    """Plain JSON data of an IR value: dataclasses become objects, tuples lists."""
+    """Plain JSON data of an IR value: dataclasses become objects, tuples lists.
+
+    Multi-line text (function bodies) becomes a list of lines, so a snapshot's diff in
+    review shows the lines that changed.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
         return [to_data(item) for item in value]
+    if isinstance(value, str) and "\n" in value:
+        return value.split("\n")
     if value is None or isinstance(value, str | int | bool):
         return value
     raise SnapshotError(f"cannot record {type(value).__name__} in a snapshot")
@@ -114,6 +120,8 @@ def from_data(kind: Any, data: Any, where: str = "schema") -> Any:
                     "give the new IR field a default)"
                 )
         return kind(**values)
+    if kind is str and isinstance(data, list) and all(isinstance(line, str) for line in data):
+        return "\n".join(data)
     if kind in (str, int, bool):
         if type(data) is not kind:
             raise SnapshotError(f"{where}: expected {kind.__name__}")

@@ -7,6 +7,7 @@ snapshot N's full creation, and the two catalogs must be identical.
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from tests.migrations.conftest import (
     FreshDb,
@@ -242,3 +243,58 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
             "select has_table_privilege('shop_auditor', 'shop.orders', 'select')"
         ).fetchone()
         assert granted == (False,)
+
+
+def test_sql_function_is_checked_again_when_its_result_type_grows(
+    mini_ws: Workspace, fresh_db: FreshDb
+) -> None:
+    """A stale SQL body fails the migration (rolled back), not the first call after it."""
+    ws = mini_ws
+    ws.edit(
+        "functions:\n",
+        "functions:\n  make_pair:\n    doc: A pair.\n    returns: pair\n    language: sql\n"
+        '    search_path: ""\n    body: functions/make_pair.sql\n',
+    )
+    ws.write("functions/make_pair.sql", "select 1, 2\n")
+    ws.new("initial")
+    dsn = fresh_db()
+    upgrade(dsn, ws)
+    ws.edit("attributes: {a: integer, b: integer}", "attributes: {a: integer, b: integer, c: text}")
+    sql = ws.new("pair_label")
+    assert "create or replace function shop.make_pair(" in sql
+    with pytest.raises(psycopg.errors.InvalidFunctionDefinition, match="return type mismatch"):
+        upgrade(dsn, ws)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select * from shop.make_pair()").fetchone() == (1, 2)
+    ws.write("functions/make_pair.sql", "select 1, 2, 'two'\n")
+    ws.cli("migration", "redo")
+    assert upgrade(dsn, ws) == ["0002_pair_label.sql"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select * from shop.make_pair()").fetchone() == (1, 2, "two")
+
+
+def test_new_table_referencing_a_new_key_of_an_existing_table(
+    mini_ws: Workspace, fresh_db: FreshDb
+) -> None:
+    ws = mini_ws
+    upgraded = fresh_db()
+    ws.new("initial")
+    converge(ws, upgraded, fresh_db, "0001_initial.sql")
+    ws.edit(
+        "    primary_key: [customer_id]\n",
+        "    primary_key: [customer_id]\n    unique:\n      - columns: [name]\n"
+        "  reviews:\n    doc: What customers say.\n    columns:\n"
+        "      review_id: {type: bigint, nullable: false}\n"
+        "      author: {type: text, nullable: false}\n"
+        "    primary_key: [review_id]\n"
+        "    foreign_keys:\n      - {columns: [author], references: customers, ref_columns: [name]}\n",
+    )
+    sql = ws.new("reviews")
+    order = [
+        "create table shop.reviews (",
+        "alter table shop.customers add constraint customers_name_key unique (name);",
+        "alter table shop.reviews add constraint reviews_author_fkey foreign key (author)",
+    ]
+    positions = [sql.index(line) for line in order]
+    assert positions == sorted(positions), sql
+    converge(ws, upgraded, fresh_db, "0002_reviews.sql")
