@@ -2,6 +2,10 @@
 
 Renderers read only this model. It is built from a validated ``Spec`` by ``build_ir``
 (see ``generator.build``); everything here is plain data that can be serialised.
+
+Migration snapshots (``generated/snapshots/*.json``, see ``generator.snapshot``) are this
+model as JSON: a field added once snapshots exist needs a default, so older snapshots
+still load (a missing field without one is reported by name).
 """
 
 from __future__ import annotations
