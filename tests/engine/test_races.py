@@ -784,3 +784,60 @@ def test_start_tasks_racing_the_cancellation(conn: psycopg.Connection, db: str, 
     assert statuses(conn, run_id)[("early", 0)] == "cancelled"
     assert_failed_run_is_clean(conn, "cancel_race", run_id)
     assert_failed_run_frozen(conn, "cancel_race", run_id)
+
+
+# -- sibling tasks exhausting their attempts at the same instant ------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip", "skip-cascade"])
+def test_sibling_tasks_exhausted_at_once(conn: psycopg.Connection, db: str, mode: str) -> None:
+    """items (root map of 4, max_attempts 1) → after. Four workers fail their tasks at the
+    same instant: the step fails (or is skipped) exactly once, with one event, one counter
+    move and one task failed; the other three end cancelled (fail) or skipped."""
+    install_realtime_stub(conn)
+    build_flow(
+        conn,
+        "siblings",
+        [
+            StepDef("items", (), "map", max_attempts=1, when_exhausted=mode),
+            StepDef("after", ("items",)),
+        ],
+    )
+    run_id = start_run(conn, "siblings", [1, 2, 3, 4])
+    for index in range(4):
+        claim(conn, "siblings", run_id, [("items", index)], worker_id(f"w{index}"))
+
+    run_together(db, {f"w{i}": failing(run_id, "items", i, f"error {i}") for i in range(4)})
+
+    tasks = task_rows(conn, run_id)
+    items = [tasks[("items", i)] for i in range(4)]
+    failed = [row for row in items if row["status"] == "failed"]
+    assert len(failed) == 1
+    others = {row["status"] for row in items if row["status"] != "failed"}
+    assert others == ({"cancelled"} if mode == "fail" else {"skipped"})
+    step = step_rows(conn, run_id)["items"]
+    run = run_row(conn, run_id)
+    assert step["error_message"] == failed[0]["error_message"]
+    if mode == "fail":
+        assert step["status"] == "failed"
+        assert event_count(conn, run_id, "step:items:failed") == 1
+        assert_failed_run_is_clean(conn, "siblings", run_id)
+        assert_failed_run_frozen(conn, "siblings", run_id)
+        return
+    assert step["status"] == "skipped"
+    assert step["skip_reason"] == "handler_failed"
+    assert event_count(conn, run_id, "step:items:skipped") == 1
+    if mode == "skip":
+        # after runs without the skipped step in its input, then the run completes once
+        [record] = read_and_start(conn, "siblings", vt=30)
+        assert record["input"] == {}
+        complete_at(conn, run_id, "after", 0, "done")
+        assert run_row(conn, run_id)["output"] == {"after": "done"}
+    else:
+        assert step_rows(conn, run_id)["after"]["skip_reason"] == "dependency_skipped"
+        assert run_row(conn, run_id)["output"] is None
+    run = run_row(conn, run_id)
+    assert run["status"] == "completed"
+    assert run["remaining_steps"] == 0
+    assert event_count(conn, run_id, "run:completed") == 1
+    assert run_queue_ids(conn, "siblings", run_id) == []
