@@ -3,7 +3,7 @@
 Like Atlas, a migration is a list of typed changes computed from two models (what the
 last migration installed, what the spec now wants), in an order the database accepts:
 
-1. privileges of changed roles are revoked (granted again at the end);
+1. grants that go away are revoked (while objects still have their old names);
 2. renames declared in the spec (``renamed_from``) - tables, columns - and constraints or
    indexes whose only difference is their (derived) name;
 3. what stands in the way is dropped: changed or removed constraints and indexes, and the
@@ -15,7 +15,8 @@ last migration installed, what the spec now wants), in an order the database acc
 6. tables are created; columns added, dropped or altered (type, default, nullability);
 7. constraints (foreign keys last) and indexes are added;
 8. the other functions are created or replaced, callees first;
-9. comments change; roles get their privileges.
+9. comments change; new roles are created; grants the database lacks are made (new
+   ones, and those on functions recreated above).
 
 Renames are never guessed from a drop plus an add: only ``renamed_from`` renames data.
 Destructive changes (dropping a table or a column, narrowing a column type) are marked
@@ -64,14 +65,18 @@ class Change:
 
 
 @dataclass(frozen=True)
-class ResetRole(Change):
-    """Revoke what the previous migration granted a role (re-granted by ``GrantRole``)."""
+class RevokePrivileges(Change):
+    """Revoke grants the previous migration made to a role (the matching ``revoke``s)."""
 
-    role: RoleIR
+    role: str
+    grants: tuple[str, ...]  # the old grant statements
     reason: str
 
     def describe(self) -> str:
-        return f"revoke the privileges of role {self.role.name} ({self.reason})"
+        count = len(self.grants)
+        return (
+            f"revoke {count} grant{'s' if count != 1 else ''} of role {self.role} ({self.reason})"
+        )
 
 
 @dataclass(frozen=True)
@@ -343,13 +348,40 @@ class Comment(Change):
 
 @dataclass(frozen=True)
 class GrantRole(Change):
-    """Create the role when missing and grant it what the spec says."""
+    """A new role: create it when missing and grant it what the spec says."""
 
     role: RoleIR
+
+    def describe(self) -> str:
+        return f"create role {self.role.name} with its privileges"
+
+
+@dataclass(frozen=True)
+class AlterRole(Change):
+    """A role's login attribute or description changes."""
+
+    role: RoleIR
+    login: bool  # the login attribute changes
+    doc: bool  # the description changes
+
+    def describe(self) -> str:
+        what = [w for w, changed in (("login", self.login), ("description", self.doc)) if changed]
+        return f"alter role {self.role.name} ({', '.join(what)})"
+
+
+@dataclass(frozen=True)
+class GrantPrivileges(Change):
+    """Grant statements of a role's block that the database lacks."""
+
+    role: str
+    grants: tuple[str, ...]
     reason: str
 
     def describe(self) -> str:
-        return f"grant role {self.role.name} its privileges ({self.reason})"
+        count = len(self.grants)
+        return (
+            f"grant role {self.role} {count} privilege{'s' if count != 1 else ''} ({self.reason})"
+        )
 
 
 @dataclass(frozen=True)
@@ -431,9 +463,28 @@ def _calls(text: str | None, schema: str, functions: Iterable[str]) -> bool:
     return any(re.search(rf"\b{schema}\.{re.escape(f)}\s*\(", text) for f in functions)
 
 
-def _role_statements(block: str) -> list[str]:
-    """The statements of a rendered role block, comments dropped (for comparison)."""
-    return [line.split(" -- ")[0].rstrip() for line in block.splitlines() if line.strip()]
+_GRANT = re.compile(
+    r"^(?P<prefix>alter default privileges in schema \S+ )?grant (?P<what>.+) "
+    r"to (?P<role>[a-z_][a-z0-9_]*);(?:\s*--.*)?$"
+)
+
+
+def grant_statements(block: str) -> dict[str, str]:
+    """The grants of a rendered role block: statement without comment -> line as rendered."""
+    grants: dict[str, str] = {}
+    for line in block.splitlines():
+        if _GRANT.match(line.strip()):
+            grants[line.split(" -- ")[0].strip()] = line.strip()
+    return grants
+
+
+def revoke_of(grant: str) -> str:
+    """The revoke undoing a grant statement (also ``alter default privileges … grant``)."""
+    match = _GRANT.match(grant.strip())
+    if match is None:
+        raise ValueError(f"not a grant: {grant}")
+    prefix = match.group("prefix") or ""
+    return f"{prefix}revoke {match.group('what')} from {match.group('role')};"
 
 
 # -- the planner --------------------------------------------------------------------------
@@ -500,7 +551,6 @@ class _Planner:
         self.s = new.schema
         self.notes: list[str] = []
         self.comments: list[Change] = []
-        self.changed_roles: set[str] = set()
         # filled by the steps below
         self.old_tables: dict[str, TableIR] = {}
         self.old_functions: dict[str, FunctionIR] = {}
@@ -953,42 +1003,59 @@ class _Planner:
         self.comments.append(Comment(kind, subject, target, text))
 
     # roles ----------------------------------------------------------------------------
+    def role_grants(self, schema: SchemaIR, role: RoleIR) -> dict[str, str]:
+        return grant_statements(render_object(schema, "role", role))
+
     def reset_roles(self) -> list[Change]:
-        """Roles whose grants change lose their old privileges first (before any rename)."""
+        """Grants that go away are revoked first, while the objects still have old names."""
         wanted = {r.name: r for r in self.new.roles}
-        resets: list[Change] = []
+        revokes: list[Change] = []
         for role in self.old.roles:
+            had = self.role_grants(self.old, role)
             other = wanted.get(role.name)
             if other is None:
-                resets.append(ResetRole(role, "no longer in the spec"))
+                revokes.append(RevokePrivileges(role.name, tuple(had), "no longer in the spec"))
                 self.notes.append(
                     f"role {role.name} is no longer in the spec: its privileges are revoked "
                     "but the role stays (roles belong to the whole cluster); drop it by hand "
                     "once nothing uses it"
                 )
-            elif _role_statements(render_object(self.old, "role", role)) != _role_statements(
-                render_object(self.new, "role", other)
-            ):
-                resets.append(ResetRole(role, "its privileges change"))
-                self.changed_roles.add(role.name)
-        return resets
+                continue
+            now = self.role_grants(self.new, other)
+            gone = tuple(g for g in had if g not in now)
+            if gone:
+                revokes.append(RevokePrivileges(role.name, gone, "no longer granted"))
+        return revokes
 
     def grant_roles(self) -> list[Change]:
-        had = {r.name for r in self.old.roles}
+        """New roles; grants the database lacks (new, or on functions recreated here)."""
+        had = {r.name: r for r in self.old.roles}
         recreated = [
             self.identity(f)
             for f in self.new.all_functions
             if f.name in self.dropped and f.name in self.created
         ]
-        grants: list[Change] = []
+        changes: list[Change] = []
         for role in self.new.roles:
-            if role.name not in had:
-                grants.append(GrantRole(role, "new role"))
-            elif role.name in self.changed_roles:
-                grants.append(GrantRole(role, "its privileges changed"))
-            elif any(i in render_object(self.new, "role", role) for i in recreated):
-                grants.append(GrantRole(role, "functions it may execute were recreated"))
-        return grants
+            before = had.get(role.name)
+            if before is None:
+                changes.append(GrantRole(role))
+                continue
+            if before.login != role.login or before.doc != role.doc:
+                changes.append(AlterRole(role, before.login != role.login, before.doc != role.doc))
+            old = self.role_grants(self.old, before)
+            new = self.role_grants(self.new, role)
+            added = tuple(line for g, line in new.items() if g not in old)
+            if added:
+                changes.append(GrantPrivileges(role.name, added, "newly granted"))
+            again = tuple(
+                line
+                for g, line in new.items()
+                if g in old and any(f" function {i} " in g for i in recreated)
+            )
+            if again:
+                changes.append(GrantPrivileges(role.name, again, "their function was recreated"))
+        return changes
 
     # notes ----------------------------------------------------------------------------
     def add_notes(self, changes: list[Change]) -> None:

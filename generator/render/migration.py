@@ -6,14 +6,13 @@ or role block looks the same whether a database was upgraded or installed fresh.
 
 from __future__ import annotations
 
-import re
-
 from generator.ir import SchemaIR
 from generator.planner import (
     AddAttributes,
     AddColumn,
     AddConstraint,
     AlterColumnType,
+    AlterRole,
     Change,
     Comment,
     CreateFunction,
@@ -26,51 +25,45 @@ from generator.planner import (
     DropIndex,
     DropTable,
     DropType,
+    GrantPrivileges,
     GrantRole,
     Plan,
     RenameColumn,
     RenameConstraint,
     RenameIndex,
     RenameTable,
-    ResetRole,
+    RevokePrivileges,
     SetDefault,
     SetNullable,
+    revoke_of,
     summary_lines,
 )
 from generator.render import GeneratedFile, header
 from generator.render.sql import function_identity, render_object
 from generator.templating import render, sql_literal
 
-_GRANT = re.compile(
-    r"^(?P<prefix>alter default privileges in schema \S+ )?grant (?P<what>.+) "
-    r"to (?P<role>[a-z_][a-z0-9_]*);(?:\s*--.*)?$"
-)
-
-
-def revoke_block(block: str) -> str:
-    """Each grant of a rendered role block turned into the matching revoke."""
-    lines = []
-    for line in block.splitlines():
-        match = _GRANT.match(line.strip())
-        if match is not None:
-            lines.append(
-                f"{match.group('prefix') or ''}revoke {match.group('what')} "
-                f"from {match.group('role')};"
-            )
-    return "\n".join(lines) + "\n" if lines else ""
-
 
 def _alter(s: str, table: str, action: str) -> str:
     return f"alter table {s}.{table} {action};\n"
 
 
-def statements(change: Change, old: SchemaIR, new: SchemaIR) -> str:
-    """The SQL of one change (objects that existed before are spelled from ``old``)."""
+def statements(change: Change, new: SchemaIR) -> str:
+    """The SQL of one change; objects are spelled as in ``new``'s fresh install."""
     s = new.schema
     match change:
-        case ResetRole(role=role, reason=reason):
-            revokes = revoke_block(render_object(old, "role", role))
-            return f"\n-- Role {role.name}: revoke its privileges ({reason})\n{revokes}"
+        case RevokePrivileges(role=role, grants=grants, reason=reason):
+            lines = "".join(f"{revoke_of(g)}\n" for g in grants)
+            return f"-- Role {role}: {reason}\n{lines}"
+        case GrantPrivileges(role=role, grants=grants, reason=reason):
+            lines = "".join(f"{g}\n" for g in grants)
+            return f"-- Role {role}: {reason}\n{lines}"
+        case AlterRole(role=role, login=login, doc=doc):
+            text = (
+                f"alter role {role.name} {'login' if role.login else 'nologin'};\n" if login else ""
+            )
+            if doc:
+                text += f"comment on role {role.name} is {sql_literal(role.doc)};\n"
+            return text
         case RenameTable(old=before, new=after):
             return f"alter table {s}.{before} rename to {after};\n"
         case RenameColumn(table=table, old=before, new=after):
@@ -149,12 +142,12 @@ def render_upgrade(plan: Plan, stem: str, source: str) -> GeneratedFile:
     parts: list[str] = []
     previous: type[Change] | None = None
     for change in plan.changes:
-        text = statements(change, plan.old, plan.new)
+        text = statements(change, plan.new)
         if previous is not None and type(change) is not previous and not text.startswith("\n"):
             parts.append("\n")
         parts.append(text)
         previous = type(change)
-    body = "".join(parts).lstrip("\n")
+    body = "".join(parts).strip("\n")
     destructive = len(plan.destructive)
     count = f"{len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''}"
     if destructive:

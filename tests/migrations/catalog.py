@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 
 ACL = """
-  (select coalesce(array_agg(
-            format('%%s:%%s%%s', coalesce(g.rolname, 'PUBLIC'), e.privilege_type,
-                   case when e.is_grantable then '*' else '' end)
-            order by 1), '{{}}')
-   from aclexplode({acl}) as e left join pg_catalog.pg_roles as g on g.oid = e.grantee)
+  (select coalesce(array_agg(item order by item), '{{}}') from (
+     select format('%%s:%%s%%s', coalesce(g.rolname, 'PUBLIC'), e.privilege_type,
+                   case when e.is_grantable then '*' else '' end) as item
+     from aclexplode({acl}) as e left join pg_catalog.pg_roles as g on g.oid = e.grantee
+   ) as items)
 """
 
 
