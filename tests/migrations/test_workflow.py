@@ -15,7 +15,7 @@ import pytest
 
 from generator.build import load_ir
 from generator.pipeline import generate_files
-from generator.planner import AlterColumnType, PlanError, plan, rename_words, widens
+from generator.planner import AlterColumnType, PlanError, plan, rename_words, revoke_of, widens
 from generator.render.sql import render_initial_migration
 from generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
 from generator.sql_types import TypeRef
@@ -320,3 +320,17 @@ def test_history_requires_consecutive_numbers(mini_ws: Workspace) -> None:
     (ws.out / "snapshots" / "0001_initial.json").rename(ws.out / "snapshots" / "0002_initial.json")
     with pytest.raises(SnapshotError, match="should be numbered 0001"):
         load_history(ws.out)
+
+
+def test_revoke_of_each_grant_form() -> None:
+    assert revoke_of("grant select, insert on shop.orders to clerk;") == (
+        "revoke select, insert on shop.orders from clerk;"
+    )
+    assert revoke_of("grant execute on function s.f(text) to clerk; -- called by g") == (
+        "revoke execute on function s.f(text) from clerk;"
+    )
+    assert revoke_of(
+        "alter default privileges in schema pgmq grant select on tables to worker;"
+    ) == ("alter default privileges in schema pgmq revoke select on tables from worker;")
+    with pytest.raises(ValueError, match="not a grant"):
+        revoke_of("comment on role clerk is 'x';")
