@@ -37,8 +37,12 @@ def pending_message(spec: Path, out: Path) -> str | None:
     """The pending-change message when the spec differs from the last snapshot."""
     from generator.build import load_ir
     from generator.migrations import describe_pending, pending
+    from generator.planner import PlanError
 
-    step = pending(load_ir(spec), out)
+    try:
+        step = pending(load_ir(spec), out)
+    except PlanError as exc:
+        return f"pending schema change that no migration can express: {exc}"
     return None if step is None else describe_pending(step)
 
 

@@ -334,3 +334,16 @@ def test_revoke_of_each_grant_form() -> None:
     ) == ("alter default privileges in schema pgmq revoke select on tables from worker;")
     with pytest.raises(ValueError, match="not a grant"):
         revoke_of("comment on role clerk is 'x';")
+
+
+def test_unplannable_pending_change_is_reported_by_check(mini_ws: Workspace) -> None:
+    ws = mini_ws
+    ws.new("initial")
+    ws.edit("  schema: shop\n", "  schema: store\n")
+    ws.edit("check: shop.is_valid_name(name)}", "check: store.is_valid_name(name)}")
+    code, output = ws.cli("check")
+    assert code == 1
+    assert "no migration can express: the schema name changes from shop to store" in output
+    code, output = ws.cli("migration", "new", "rename_schema")
+    assert code == 1
+    assert "renaming the schema is not supported" in output
