@@ -469,17 +469,29 @@ class _Builder:
         )
 
     # -- roles ---------------------------------------------------------------------------
-    def build_role(self, name: str, role: sm.Role) -> RoleIR:
+    def build_role(
+        self,
+        name: str,
+        role: sm.Role,
+        functions: dict[str, FunctionIR],
+        tables: Sequence[TableIR],
+    ) -> RoleIR:
         path: Path_ = ("roles", name)
         for index, function in enumerate(role.execute):
             if function not in self.spec.functions:
                 self.error((*path, "execute", index), f"unknown function '{function}'")
+            elif function in role.execute[:index]:
+                self.error((*path, "execute", index), f"function '{function}' listed twice")
         for table in role.tables:
             if table not in self.spec.tables:
                 self.error((*path, "tables", table), f"unknown table '{table}'")
         external = tuple(
             ExternalGrantIR(
-                g.schema_name, g.usage, g.execute_all_functions, tuple(g.table_privileges_all)
+                g.schema_name,
+                g.usage,
+                g.execute_all_functions,
+                tuple(g.table_privileges_all),
+                tuple(g.future_table_privileges),
             )
             for g in role.external
         )
@@ -490,7 +502,42 @@ class _Builder:
             tuple(role.execute),
             tuple((table, tuple(privileges)) for table, privileges in role.tables.items()),
             external,
+            self.implied_execute(role, functions, tables),
         )
+
+    def implied_execute(
+        self, role: sm.Role, functions: dict[str, FunctionIR], tables: Sequence[TableIR]
+    ) -> tuple[tuple[str, str], ...]:
+        """Functions a role must be able to execute for the ones it is granted to work.
+
+        PostgreSQL checks EXECUTE as the current user: inside a security invoker function
+        that is the caller, so each function it calls needs a grant too (transitively);
+        inside a security definer function it is the owner, so the walk stops there.
+        Check constraints run as the writing role, so the functions they call are needed
+        by every role that may insert into or update their table.
+        """
+        implied: dict[str, str] = {}
+        pending: list[str] = []
+
+        def need(function: str, reason: str) -> None:
+            if function in functions and function not in role.execute and function not in implied:
+                implied[function] = reason
+                pending.append(function)
+
+        for table in tables:
+            if not {"insert", "update"} & set(role.tables.get(table.name, [])):
+                continue
+            checks = " ".join(c.definition for c in table.constraints if c.kind == "check")
+            for function in functions:
+                if re.search(rf"\b{self.schema}\.{re.escape(function)}\s*\(", checks):
+                    need(function, f"checks of {table.name}")
+        pending.extend(f for f in role.execute if f in functions)
+        while pending:
+            caller = functions[pending.pop(0)]
+            if caller.security == "invoker":
+                for callee in caller.calls:
+                    need(callee, f"called by {caller.name}")
+        return tuple(implied.items())
 
     # -- whole schema --------------------------------------------------------------------
     def build(self) -> SchemaIR:
@@ -555,7 +602,9 @@ class _Builder:
                 self.error(
                     ("errors", name, "constraint"), f"unknown constraint '{error.constraint}'"
                 )
-        roles = tuple(self.build_role(name, role) for name, role in spec.roles.items())
+        roles = tuple(
+            self.build_role(name, role, functions, tables) for name, role in spec.roles.items()
+        )
         check_text = " ".join(c.definition for t in tables for c in t.constraints)
         check_names = [
             name

@@ -196,6 +196,7 @@ class ExternalGrantIR:
     usage: bool
     execute_all_functions: bool
     table_privileges_all: tuple[str, ...]
+    future_table_privileges: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,15 @@ class RoleIR:
     execute: tuple[str, ...]
     tables: tuple[tuple[str, tuple[str, ...]], ...]
     external: tuple[ExternalGrantIR, ...]
+    # Functions it needs without calling them itself, each with why: called by a granted
+    # security-invoker function, or used by a check of a table it may write.
+    implied_execute: tuple[tuple[str, str], ...] = ()
+
+    def grant_reason(self, function: str) -> str | None:
+        """Why the role may execute ``function``: '' when declared, None when it may not."""
+        if function in self.execute:
+            return ""
+        return dict(self.implied_execute).get(function)
 
 
 @dataclass(frozen=True)

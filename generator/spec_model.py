@@ -340,7 +340,16 @@ class ExternalGrant(SpecModel):
     schema_name: Identifier = Field(alias="schema")
     usage: bool = True
     execute_all_functions: bool = False
-    table_privileges_all: list[TablePrivilege] = []
+    table_privileges_all: list[TablePrivilege] = Field(
+        default=[], description="Privileges on the tables the schema holds at migration time."
+    )
+    future_table_privileges: list[TablePrivilege] = Field(
+        default=[],
+        description=(
+            "Privileges on tables created in the schema later by the role that runs the"
+            " migrations (ALTER DEFAULT PRIVILEGES), e.g. the queue tables of new flows."
+        ),
+    )
 
 
 class Role(SpecModel):
@@ -348,7 +357,13 @@ class Role(SpecModel):
 
     doc: str
     login: bool = False
-    execute: list[Identifier] = Field(default=[], description="Functions it may call.")
+    execute: list[Identifier] = Field(
+        default=[],
+        description=(
+            "Functions it may call. The functions these call as the caller (security"
+            " invoker) and the functions in checks of tables it may write are granted too."
+        ),
+    )
     tables: dict[Identifier, list[TablePrivilege]] = {}
     external: list[ExternalGrant] = []
 
