@@ -655,7 +655,9 @@ class _Builder:
                 named.append((table.constraints[0].name, (*path, "primary_key")))
             unique_names = [c.name for c in table.constraints if c.kind == "unique"]
             named += [(n, (*path, "unique", i)) for i, n in enumerate(unique_names)]
-            named += [(ix.name, (*path, "indexes", i, "name")) for i, ix in enumerate(table.indexes)]
+            named += [
+                (ix.name, (*path, "indexes", i, "name")) for i, ix in enumerate(table.indexes)
+            ]
             for name, name_path in named:
                 if name in owners:
                     self.error(name_path, f"index name '{name}' clashes with {owners[name]}")
