@@ -1,6 +1,7 @@
 declare
   run_flow_slug text;
   skipped_slugs text[];
+  message_ids bigint[];
   step record;
 begin
   select r.flow_slug into run_flow_slug
@@ -42,20 +43,23 @@ begin
     return 0;
   end if;
 
-  -- Their unfinished tasks will never run: archive the messages, mark the tasks skipped.
-  perform pgmq.archive(run_flow_slug, array_agg(t.message_id))
-  from pgflow.step_tasks as t
-  where t.run_id = _cascade_force_skip_steps.run_id
-    and t.step_slug = any(skipped_slugs)
-    and t.status in ('queued', 'started')
-    and t.message_id is not null
-  having count(*) > 0;
+  -- Their unfinished tasks will never run: mark them skipped, then archive their
+  -- messages (task rows before queue rows, the lock order of start_tasks).
+  with skipped_tasks as (
+    update pgflow.step_tasks as t
+    set status = 'skipped'
+    where t.run_id = _cascade_force_skip_steps.run_id
+      and t.step_slug = any(skipped_slugs)
+      and t.status in ('queued', 'started')
+    returning t.message_id
+  )
+  select array_agg(st.message_id) filter (where st.message_id is not null)
+  into message_ids
+  from skipped_tasks as st;
 
-  update pgflow.step_tasks as t
-  set status = 'skipped'
-  where t.run_id = _cascade_force_skip_steps.run_id
-    and t.step_slug = any(skipped_slugs)
-    and t.status in ('queued', 'started');
+  if message_ids is not null then
+    perform pgmq.archive(run_flow_slug, message_ids);
+  end if;
 
   -- One event per skipped step; step_index order puts parents before their children.
   for step in
