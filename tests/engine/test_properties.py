@@ -750,7 +750,7 @@ def test_random_dags_under_random_operations(
         event(f"op: {op}")
 
     event(f"run ended {model.status}")
-    for slug, s in model.steps.items():
+    for s in model.steps.values():
         event(f"step {s.status} {s.skip_reason or ''}".strip())
         if s.status == "failed":
             event("step failed by " + min(s.errors).split(" ")[0])
