@@ -151,7 +151,7 @@ class PgflowClient:
         attempts_count: int,
     ) -> int | None:
         """Seconds to wait before the next attempt: floor(base_delay * 2^attempts_count), capped at
-        3600 so it never overflows whatever the attempts count.
+        3600 (and never negative) so it never overflows whatever the attempts count.
 
         Calls ``pgflow.calculate_retry_delay(base_delay numeric, attempts_count integer)``.
         """
@@ -247,6 +247,7 @@ class PgflowClient:
         p_flow_slug: str,
     ) -> None:
         """Drop a flow's queue and delete the flow with all its steps, runs, step states and tasks.
+        A queue that is already gone, or an unknown flow, is not an error.
 
         Calls ``pgflow.delete_flow_and_data(p_flow_slug text)``.
         """
@@ -389,9 +390,10 @@ class PgflowClient:
         self,
         retention_interval: datetime.timedelta,
     ) -> None:
-        """Delete completed and failed runs (with their step states and tasks), workers and
-        archived queue messages older than the interval. Runs in progress, their tasks' workers
-        and their archived messages are kept, however old.
+        """Delete what is older than the interval: completed and failed runs (by completed_at or
+        failed_at) with their step states and tasks, workers silent since then that no remaining
+        task names, and archived queue messages. Runs in progress and their archived messages
+        are kept, however old.
 
         Calls ``pgflow.prune_data_older_than(retention_interval interval)``.
         """

@@ -39,7 +39,7 @@ class AddStepArgs(BaseModel):
 
 class CalculateRetryDelayArgs(BaseModel):
     """
-    Arguments of pgflow.calculate_retry_delay: Seconds to wait before the next attempt: floor(base_delay * 2^attempts_count), capped at 3600 so it never overflows whatever the attempts count.
+    Arguments of pgflow.calculate_retry_delay: Seconds to wait before the next attempt: floor(base_delay * 2^attempts_count), capped at 3600 (and never negative) so it never overflows whatever the attempts count.
     """
 
     model_config = ConfigDict(
@@ -81,7 +81,7 @@ class CreateFlowArgs(BaseModel):
 
 class DeleteFlowAndDataArgs(BaseModel):
     """
-    Arguments of pgflow.delete_flow_and_data: Drop a flow's queue and delete the flow with all its steps, runs, step states and tasks.
+    Arguments of pgflow.delete_flow_and_data: Drop a flow's queue and delete the flow with all its steps, runs, step states and tasks. A queue that is already gone, or an unknown flow, is not an error.
     """
 
     model_config = ConfigDict(
@@ -298,7 +298,7 @@ class MarkWorkerStoppedArgs(BaseModel):
 
 class PruneDataOlderThanArgs(BaseModel):
     """
-    Arguments of pgflow.prune_data_older_than: Delete completed and failed runs (with their step states and tasks), workers and archived queue messages older than the interval. Runs in progress, their tasks' workers and their archived messages are kept, however old.
+    Arguments of pgflow.prune_data_older_than: Delete what is older than the interval: completed and failed runs (by completed_at or failed_at) with their step states and tasks, workers silent since then that no remaining task names, and archived queue messages. Runs in progress and their archived messages are kept, however old.
     """
 
     model_config = ConfigDict(
