@@ -147,9 +147,14 @@ def type_link(ref: TypeRef, schema: SchemaIR, prefix: str) -> str:
     return text
 
 
-def roles_executing(schema: SchemaIR, function: str) -> list[RoleIR]:
-    """Roles the spec lets call ``function``, by name."""
-    return sorted((r for r in schema.roles if function in r.execute), key=lambda r: r.name)
+def roles_executing(schema: SchemaIR, function: str) -> list[tuple[RoleIR, str]]:
+    """(role, why) for every role that may call ``function``, by role name.
+
+    ``why`` is '' for a declared grant, else the reason the generator implied it (e.g.
+    "called by complete_task").
+    """
+    granted = ((r, r.grant_reason(function)) for r in schema.roles)
+    return sorted(((r, why) for r, why in granted if why is not None), key=lambda rw: rw[0].name)
 
 
 def table_grants(schema: SchemaIR, table: str) -> list[tuple[str, tuple[str, ...]]]:
