@@ -33,12 +33,14 @@ def run_smoke(conn: psycopg.Connection, echo: Callable[[str], object]) -> None:
         if not messages or messages[0] is None:
             break
         tasks = conn.execute(
-            "select run_id, step_slug, task_index, input from pgflow.start_tasks('smoke', %s, %s)",
+            "select run_id, step_slug, task_index, input, flow_input"
+            " from pgflow.start_tasks('smoke', %s, %s)",
             (messages[0], SMOKE_WORKER),
         ).fetchall()
-        for task_run, step, index, task_input in tasks:
+        for task_run, step, index, task_input, flow_input in tasks:
+            # A root single step gets {} as input and the run's input as flow_input.
             output = (
-                {"n": task_input["n"] * 2}
+                {"n": flow_input["n"] * 2}
                 if step == "double"
                 else {"text": f"got {task_input['double']['n']}"}
             )
