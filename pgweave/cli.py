@@ -119,31 +119,6 @@ def install_pgmq_command(dsn: str) -> None:
 
 
 @main.command()
-@dsn_option
-@click.option(
-    "--with-pgmq/--without-pgmq",
-    default=True,
-    show_default=True,
-    help="Install pgmq first when missing.",
-)
-@click.option(
-    "--migrations",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Migrations directory.",
-)
-def migrate(dsn: str, with_pgmq: bool, migrations: Path | None) -> None:
-    """Apply the generated migrations that the database has not applied yet."""
-    from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if with_pgmq:
-            click.echo(f"pgmq: {install_pgmq(conn)}")
-        applied = apply_migrations(conn, migrations or MIGRATIONS_DIR)
-    click.echo("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-
-
-@main.command()
 @spec_option
 @out_option
 def smoke(spec: Path, out: Path) -> None:
