@@ -10,6 +10,7 @@ import psycopg
 
 from generator.render import GeneratedFile
 from pgweave import PROJECT_ROOT
+from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
@@ -101,11 +102,6 @@ def check(spec: Path, out: Path) -> None:
     )
     click.secho(f"{out} is stale ({summary}): run `pgweave generate`.", fg="red", err=True)
     sys.exit(1)
-
-
-dsn_option = click.option(
-    "--dsn", envvar="PGWEAVE_DSN", required=True, help="libpq connection string (or $PGWEAVE_DSN)."
-)
 
 
 @main.command("install-pgmq")
