@@ -11,6 +11,8 @@ def test_smoke_run_completes_the_two_step_flow(conn: psycopg.Connection) -> None
     lines: list[str] = []
     run_smoke(conn, lines.append)
     assert any("completed report[0]" in line for line in lines)
-    row = conn.execute("select status, output from pgflow.runs where flow_slug = 'smoke'").fetchone()
+    row = conn.execute(
+        "select status, output from pgflow.runs where flow_slug = 'smoke'"
+    ).fetchone()
     assert row == ("completed", {"report": {"text": "got 42"}})
     assert conn.execute('select count(*) from pgmq."q_smoke"').fetchone() == (0,)
