@@ -829,6 +829,76 @@ def test_add_step_is_idempotent_and_returns_existing_row(tx: psycopg.Connection)
     assert (second["step_index"], second["deps_count"]) == (1, 0)
 
 
+ADD_STEP_ERRORS = [
+    ("pgflow.add_step(flow_slug => 'nope', step_slug => 'a')", "steps_flow_slug_fkey", "23503"),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', deps_slugs => array['nope'])",
+        "deps_flow_slug_dep_slug_fkey",
+        "23503",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', deps_slugs => array['x'])",
+        "deps_check",
+        "23514",
+    ),
+    ("pgflow.add_step(flow_slug => 'audit', step_slug => 'run')", "steps_step_slug_check", "23514"),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', step_type => 'loop')",
+        "steps_step_type_check",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', when_unmet => 'ignore')",
+        "when_unmet_is_valid",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', when_exhausted => 'retry')",
+        "when_exhausted_is_valid",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x',"
+        " required_input_pattern => '[1]')",
+        "required_input_pattern_is_object",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x',"
+        " forbidden_input_pattern => '\"s\"')",
+        "forbidden_input_pattern_is_object",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', start_delay => -1)",
+        "opt_start_delay_is_nonnegative",
+        "23514",
+    ),
+    (
+        "pgflow.add_step(flow_slug => 'audit', step_slug => 'x', timeout => 0)",
+        "opt_timeout_is_positive",
+        "23514",
+    ),
+    ("pgflow.create_flow(flow_slug => 'bad-slug')", "slug_is_valid", "23514"),
+    ("pgflow.create_flow(flow_slug => 'ok', max_attempts => -1)",
+     "opt_max_attempts_is_nonnegative", "23514"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "constraint", "sqlstate"), ADD_STEP_ERRORS)
+def test_definition_errors_are_postgres_constraint_errors(
+    conn: psycopg.Connection, call: str, constraint: str, sqlstate: str
+) -> None:
+    # no pre-validation with texts of our own (3.1 add_step, create_flow)
+    define_flow(conn)
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(f"select {call}")
+    assert caught.value.sqlstate == sqlstate
+    assert caught.value.diag.constraint_name == constraint
+    # an invalid flow never reached pgmq
+    assert one(conn, "select count(*) from pgmq.list_queues()") == 1
+
+
 def test_add_step_map_with_two_deps_raises_before_anything_else(tx: psycopg.Connection) -> None:
     # even for an unknown flow: the map check comes first
     with pytest.raises(errors.RaiseException) as caught:
