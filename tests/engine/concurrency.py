@@ -17,16 +17,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import (
     Row,
     archived_messages,
+    complete_at,
     ensure_worker,
+    fail_at,
     fetch,
     queue_messages,
     read_and_start,
+    run_row,
+    start_tasks,
+    states,
+    task_row,
+    task_rows,
 )
 
 Action = Callable[[psycopg.Connection], Any]
@@ -104,30 +110,6 @@ def build_flow(
 # -- reading the run ----------------------------------------------------------------------
 
 
-def run_row(conn: psycopg.Connection, run_id: uuid.UUID) -> Row:
-    """The run row."""
-    rows = fetch(conn, "select * from pgflow.runs where run_id = %s", run_id)
-    assert len(rows) == 1
-    return rows[0]
-
-
-def step_rows(conn: psycopg.Connection, run_id: uuid.UUID) -> dict[str, Row]:
-    """Step states of a run by step slug."""
-    rows = fetch(conn, "select * from pgflow.step_states where run_id = %s", run_id)
-    return {row["step_slug"]: row for row in rows}
-
-
-def task_rows(conn: psycopg.Connection, run_id: uuid.UUID) -> dict[tuple[str, int], Row]:
-    """Tasks of a run by (step slug, task index)."""
-    rows = fetch(conn, "select * from pgflow.step_tasks where run_id = %s", run_id)
-    return {(row["step_slug"], row["task_index"]): row for row in rows}
-
-
-def task(conn: psycopg.Connection, run_id: uuid.UUID, step: str, index: int = 0) -> Row:
-    """One task row."""
-    return task_rows(conn, run_id)[(step, index)]
-
-
 def run_events(conn: psycopg.Connection, run_id: uuid.UUID) -> list[Row]:
     """Realtime-stub events of one run, in call order."""
     return fetch(
@@ -165,7 +147,7 @@ def snapshot(conn: psycopg.Connection, flow: str, run_id: uuid.UUID) -> dict[str
     events_exist = conn.execute("select to_regclass('realtime.messages') is not null").fetchone()
     return {
         "run": run_row(conn, run_id),
-        "steps": step_rows(conn, run_id),
+        "steps": states(conn, run_id),
         "tasks": task_rows(conn, run_id),
         "queue": queue_messages(conn, flow),
         "archive": archived_messages(conn, flow),
@@ -226,6 +208,12 @@ def wait_until_waiting(
             return waiting
         time.sleep(0.02)
     return waiting
+
+
+def wait_until_blocked(observer: psycopg.Connection, pid: int, timeout: float = 10) -> None:
+    """Wait until backend ``pid`` waits for a lock (another transaction holds it)."""
+    if wait_until_waiting(observer, [pid], timeout) != {pid}:
+        raise AssertionError(f"backend {pid} never waited for a lock")
 
 
 class Actor:
@@ -344,34 +332,10 @@ def claim(
     ensure_worker(conn, flow, worker)
     ids = []
     for step, index in picks:
-        row = task(conn, run_id, step, index)
+        row = task_row(conn, run_id, step, index)
         conn.execute("select pgmq.set_vt(%s, %s, %s)", (flow, row["message_id"], vt))
         ids.append(row["message_id"])
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "select * from pgflow.start_tasks(%s, %s, %s)", (flow, ids, worker)
-        ).fetchall()
-
-
-def complete_at(
-    conn: psycopg.Connection, run_id: uuid.UUID, step: str, index: int, output: Any
-) -> list[Row]:
-    """complete_task by coordinates; returns the rows it returned."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "select * from pgflow.complete_task(%s, %s, %s, %s)",
-            (run_id, step, index, Jsonb(output)),
-        ).fetchall()
-
-
-def fail_at(
-    conn: psycopg.Connection, run_id: uuid.UUID, step: str, index: int, message: str
-) -> list[Row]:
-    """fail_task by coordinates; returns the rows it returned."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "select * from pgflow.fail_task(%s, %s, %s, %s)", (run_id, step, index, message)
-        ).fetchall()
+    return start_tasks(conn, flow, ids, worker)
 
 
 # -- a pool of draining workers ----------------------------------------------------------

@@ -11,19 +11,17 @@ import psycopg
 import pytest
 
 from tests.engine.helpers import (
+    add_step,
     archived_messages,
     complete,
+    create_flow,
     fetch,
     queue_messages,
     read_and_start,
-    start_flow,
-)
-from tests.engine.run_helpers import (
-    add_step,
-    create_flow,
     run_count,
     run_row,
     scalar,
+    start_flow,
     states,
     statuses,
     tasks,

@@ -11,25 +11,29 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import complete, fail, notify_events, read_and_start, start_flow
-from tests.engine.task_helpers import (
+from tests.engine.concurrency import wait_until_blocked
+from tests.engine.helpers import (
+    CASCADE_SKIPPED_KEYS,
     RUN_COMPLETED_KEYS,
     RUN_FAILED_KEYS,
     STEP_COMPLETED_KEYS,
     STEP_FAILED_KEYS,
-    STEP_SKIPPED_KEYS,
     STEP_STARTED_KEYS,
     Events,
     add_step,
     archive_ids,
+    complete,
     complete_sql_null,
     create_flow,
+    fail,
+    notify_events,
     queue_ids,
+    read_and_start,
     run_row,
+    start_flow,
     step_row,
     task_row,
     ts,
-    wait_until_blocked,
 )
 
 
@@ -355,7 +359,7 @@ def test_unmet_skip_condition_on_only_child_completes_the_run(conn: psycopg.Conn
         "step:b:skipped",
         "run:completed",
     ]
-    assert set(taken[1]["payload"]) == STEP_SKIPPED_KEYS | {"flow_slug"}
+    assert set(taken[1]["payload"]) == CASCADE_SKIPPED_KEYS
 
 
 def test_sibling_completions_serialise_and_complete_the_step_once(

@@ -26,19 +26,23 @@ import pytest
 from tests.engine.concurrency import (
     StepDef,
     build_flow,
-    complete_at,
     connect,
     event_count,
-    fail_at,
     run_queue_ids,
-    run_row,
     snapshot,
-    step_rows,
-    task_rows,
     wait_until_waiting,
     worker_id,
 )
-from tests.engine.helpers import install_realtime_stub, read_and_start, start_flow
+from tests.engine.helpers import (
+    complete_at,
+    fail_at,
+    install_realtime_stub,
+    read_and_start,
+    run_row,
+    start_flow,
+    states,
+    task_rows,
+)
 
 A = worker_id("crash-A")
 B = worker_id("crash-B")
@@ -105,7 +109,7 @@ def assert_completed_once(
     run = run_row(conn, run_id)
     assert run["status"] == "completed"
     assert run["output"] == {"total": sum(i * 10 for i in items)}
-    assert step_rows(conn, run_id)["items"]["output"] == [i * 10 for i in items]
+    assert states(conn, run_id)["items"]["output"] == [i * 10 for i in items]
     assert {row["status"] for row in task_rows(conn, run_id).values()} == {"completed"}
     assert event_count(conn, run_id, "run:completed") == 1
     assert event_count(conn, run_id, "step:items:completed") == 1
@@ -272,8 +276,8 @@ def test_worker_killed_inside_complete_task(conn: psycopg.Connection, db: str) -
     tasks = task_rows(conn, run_id)
     assert tasks[("items", 1)]["status"] == "started"
     assert tasks[("items", 1)]["output"] is None
-    assert step_rows(conn, run_id)["items"]["status"] == "started"
-    assert step_rows(conn, run_id)["items"]["remaining_tasks"] == 1
+    assert states(conn, run_id)["items"]["status"] == "started"
+    assert states(conn, run_id)["items"]["remaining_tasks"] == 1
     assert event_count(conn, run_id, "step:items:completed") == 0
     assert ("total", 0) not in tasks
 

@@ -16,40 +16,29 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import (
+    CASCADE_SKIPPED_KEYS,
+    RUN_COMPLETED_KEYS,
+    RUN_FAILED_KEYS,
+    RUN_STARTED_KEYS,
+    STEP_COMPLETED_KEYS,
+    STEP_FAILED_KEYS,
+    STEP_STARTED_KEYS,
+    TASKLESS_COMPLETED_KEYS,
     Row,
+    add_step,
     complete,
+    create_flow,
     fail,
     fetch,
     install_realtime_stub,
     notify_events,
     read_and_start,
     realtime_events,
-    start_flow,
-)
-from tests.engine.run_helpers import (
-    RUN_COMPLETED_KEYS,
-    RUN_FAILED_KEYS,
-    RUN_STARTED_KEYS,
-    STEP_COMPLETED_KEYS,
-    STEP_FAILED_KEYS,
-    STEP_SKIPPED_KEYS,
-    STEP_STARTED_KEYS,
-    TASKLESS_COMPLETED_KEYS,
-    add_step,
-    create_flow,
     run_row,
+    start_flow,
     states,
+    take_events,
 )
-
-
-def drain(conn: psycopg.Connection) -> list[Row]:
-    """Realtime events recorded so far (then forgotten), each checked for topic and privacy."""
-    events = realtime_events(conn)
-    conn.execute("delete from realtime.messages")
-    for event in events:
-        assert event["topic"] == f"pgflow:run:{event['payload']['run_id']}"
-        assert event["private"] is False
-    return events
 
 
 def names(events: list[Row]) -> list[str]:
@@ -100,7 +89,7 @@ def test_start_flow_sends_run_started_then_step_started(rt: psycopg.Connection) 
     add_step(rt, "f", "b", ["a"])
 
     run = start_flow(rt, "f", {"k": "v"})
-    events = drain(rt)
+    events = take_events(rt)
 
     assert names(events) == ["run:started", "step:a:started"]
     payloads = by_name(events)
@@ -133,14 +122,14 @@ def test_completing_steps_sends_completion_then_what_it_unlocks(rt: psycopg.Conn
     add_step(rt, "f", "a")
     add_step(rt, "f", "m", ["a"], step_type="map")
     run = start_flow(rt, "f", {})
-    drain(rt)
+    take_events(rt)
 
     (task_a,) = read_and_start(rt, "f")
     complete(rt, task_a, [1, 2])
-    after_a = drain(rt)
+    after_a = take_events(rt)
     for task in read_and_start(rt, "f", qty=2):
         complete(rt, task, task["input"] * 10)
-    after_m = drain(rt)
+    after_m = take_events(rt)
 
     assert names(after_a) == ["step:a:completed", "step:m:started"]
     a_done = by_name(after_a)["step:a:completed"]
@@ -171,7 +160,7 @@ def test_start_flow_event_order_across_cascades(rt: psycopg.Connection) -> None:
     add_step(rt, "f", "cond", required_input_pattern={"x": 1})
 
     run = start_flow(rt, "f", [])
-    events = drain(rt)
+    events = take_events(rt)
 
     assert names(events) == [
         "run:started",
@@ -182,7 +171,7 @@ def test_start_flow_event_order_across_cascades(rt: psycopg.Connection) -> None:
     ]
     payloads = by_name(events)
     skipped = payloads["step:cond:skipped"]
-    assert set(skipped) == STEP_SKIPPED_KEYS
+    assert set(skipped) == CASCADE_SKIPPED_KEYS
     assert skipped == {
         **skipped,
         "event_type": "step:skipped",
@@ -205,7 +194,7 @@ def test_run_completing_inside_start_flow(rt: psycopg.Connection) -> None:
 
     start_flow(rt, "f", [])
 
-    assert names(drain(rt)) == ["run:started", "step:m:completed", "run:completed"]
+    assert names(take_events(rt)) == ["run:started", "step:m:completed", "run:completed"]
 
 
 def test_unmet_condition_with_fail_sends_step_then_run_failed(rt: psycopg.Connection) -> None:
@@ -213,7 +202,7 @@ def test_unmet_condition_with_fail_sends_step_then_run_failed(rt: psycopg.Connec
     add_step(rt, "f", "guard", required_input_pattern={"ok": True}, when_unmet="fail")
 
     run = start_flow(rt, "f", {"ok": False})
-    events = drain(rt)
+    events = take_events(rt)
 
     assert names(events) == ["run:started", "step:guard:failed", "run:failed"]
     payloads = by_name(events)
@@ -242,7 +231,7 @@ def test_skip_cascade_sends_parent_before_children(rt: psycopg.Connection) -> No
     add_step(rt, "f", "a_low", ["b_mid"])
 
     start_flow(rt, "f", {})
-    events = drain(rt)
+    events = take_events(rt)
 
     assert names(events) == [
         "run:started",
@@ -257,7 +246,7 @@ def test_skip_cascade_sends_parent_before_children(rt: psycopg.Connection) -> No
         "b_mid": "dependency_skipped",
         "a_low": "dependency_skipped",
     }
-    assert all(set(e["payload"]) == STEP_SKIPPED_KEYS for e in events[1:4])
+    assert all(set(e["payload"]) == CASCADE_SKIPPED_KEYS for e in events[1:4])
 
 
 def test_force_skip_events_once(rt: psycopg.Connection) -> None:
@@ -265,19 +254,19 @@ def test_force_skip_events_once(rt: psycopg.Connection) -> None:
     add_step(rt, "f", "a")
     add_step(rt, "f", "b", ["a"])
     run = start_flow(rt, "f", {})
-    drain(rt)
+    take_events(rt)
 
     rt.execute(
         "select pgflow._cascade_force_skip_steps(%s, 'a', 'handler_failed')", (run["run_id"],)
     )
-    first = drain(rt)
+    first = take_events(rt)
     rt.execute(
         "select pgflow._cascade_force_skip_steps(%s, 'a', 'handler_failed')", (run["run_id"],)
     )
 
     assert names(first) == ["step:a:skipped", "step:b:skipped"]
     assert first[0]["payload"]["skip_reason"] == "handler_failed"
-    assert drain(rt) == []
+    assert take_events(rt) == []
 
 
 def test_replayed_calls_send_nothing(rt: psycopg.Connection) -> None:
@@ -288,7 +277,7 @@ def test_replayed_calls_send_nothing(rt: psycopg.Connection) -> None:
     run_id = run["run_id"]
     task_a, _ = sorted(read_and_start(rt, "f", qty=2), key=lambda t: t["step_slug"])
     complete(rt, task_a, "x")
-    drain(rt)
+    take_events(rt)
 
     complete(rt, task_a, "x")
     rt.execute("select pgflow.start_ready_steps(%s)", (run_id,))
@@ -296,7 +285,7 @@ def test_replayed_calls_send_nothing(rt: psycopg.Connection) -> None:
     rt.execute("select pgflow.cascade_complete_taskless_steps(%s)", (run_id,))
     rt.execute("select pgflow.cascade_resolve_conditions(%s)", (run_id,))
 
-    assert drain(rt) == []
+    assert take_events(rt) == []
     assert states(rt, run_id)["b"]["status"] == "started"
 
 

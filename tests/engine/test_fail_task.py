@@ -8,22 +8,26 @@ import threading
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import complete, fail, queue_messages, read_and_start, start_flow
-from tests.engine.task_helpers import (
+from tests.engine.concurrency import wait_until_blocked
+from tests.engine.helpers import (
     RUN_FAILED_KEYS,
     STEP_FAILED_KEYS,
     Events,
     add_step,
     archive_ids,
+    complete,
     create_flow,
+    fail,
     make_visible,
     queue_ids,
+    queue_messages,
+    read_and_start,
     run_row,
+    start_flow,
     step_row,
     task_row,
     tasks,
     ts,
-    wait_until_blocked,
 )
 
 

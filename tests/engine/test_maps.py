@@ -9,18 +9,21 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import complete, fetch, read_and_start, start_flow
-from tests.engine.task_helpers import (
+from tests.engine.helpers import (
     RUN_FAILED_KEYS,
     STEP_COMPLETED_KEYS,
     STEP_FAILED_KEYS,
     Events,
     add_step,
     archive_ids,
+    complete,
     complete_sql_null,
     create_flow,
+    fetch,
     queue_ids,
+    read_and_start,
     run_row,
+    start_flow,
     step_row,
     task_row,
     tasks,

@@ -26,13 +26,19 @@ from hypothesis import strategies as st
 from tests.engine.concurrency import (
     StepDef,
     build_flow,
-    complete_at,
-    fail_at,
     run_events,
     snapshot,
     worker_id,
 )
-from tests.engine.helpers import Row, fetch, install_realtime_stub, read_and_start, start_flow
+from tests.engine.helpers import (
+    Row,
+    complete_at,
+    fail_at,
+    fetch,
+    install_realtime_stub,
+    read_and_start,
+    start_flow,
+)
 
 
 class _SqlNull:

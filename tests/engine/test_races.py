@@ -25,35 +25,31 @@ from tests.engine.concurrency import (
     assert_failed_run_is_clean,
     build_flow,
     claim,
-    complete_at,
     completing,
     connect,
     drain,
     event_count,
-    fail_at,
     failing,
     hold_then,
     reading,
     run_events,
     run_queue_ids,
-    run_row,
     run_together,
-    step_rows,
-    task_rows,
     wait_until_waiting,
     worker_id,
 )
 from tests.engine.helpers import (
+    complete_at,
     ensure_worker,
+    fail_at,
     install_realtime_stub,
     read_and_start,
+    run_row,
     start_flow,
+    states,
+    task_rows,
+    task_statuses,
 )
-
-
-def statuses(conn: psycopg.Connection, run_id: uuid.UUID) -> dict[tuple[str, int], str]:
-    """Task statuses of a run by (step, index)."""
-    return {key: row["status"] for key, row in task_rows(conn, run_id).items()}
 
 
 def start_run(conn: psycopg.Connection, flow: str, flow_input: Any) -> uuid.UUID:
@@ -74,7 +70,7 @@ def assert_type_violation(
 ) -> None:
     """The violating task and step carry pgflow's exact TYPE_VIOLATION texts; the map waits."""
     tasks = task_rows(conn, run_id)
-    steps = step_rows(conn, run_id)
+    steps = states(conn, run_id)
     assert tasks[(step, 0)]["status"] == "failed"
     assert (
         tasks[(step, 0)]["error_message"]
@@ -121,7 +117,7 @@ def test_basic_violation_with_a_late_duplicate_racing_it(conn: psycopg.Connectio
     assert_type_violation(conn, run_id, "step2", "map_step", "object")
     tasks = task_rows(conn, run_id)
     assert tasks[("step1", 0)]["output"] == {"rows": 3}, "the replayed completion changed step1"
-    assert step_rows(conn, run_id)["step1"]["output"] == {"rows": 3}
+    assert states(conn, run_id)["step1"]["output"] == {"rows": 3}
     assert event_count(conn, run_id, "step:step1:completed") == 1
     assert_failed_run_is_clean(conn, "basic", run_id)
     assert_failed_run_frozen(conn, "basic", run_id)
@@ -146,7 +142,7 @@ def concurrent_started_setup(conn: psycopg.Connection) -> uuid.UUID:
     )
     run_id = start_run(conn, "fanout", {"go": True})
     finish_root(conn, "fanout", run_id, [1, 2, 3])
-    assert statuses(conn, run_id) == {
+    assert task_statuses(conn, run_id) == {
         ("producer", 0): "completed",
         ("map_consumer", 0): "queued",
         ("map_consumer", 1): "queued",
@@ -184,7 +180,7 @@ def test_violation_first_cancels_every_started_task(conn: psycopg.Connection, db
 
     assert seen.blocked == {"A", "B", "D"}, "the completions did not wait for the violation"
     assert_type_violation(conn, run_id, "parallel_task1", "p1_map", "string")
-    assert statuses(conn, run_id) == {
+    assert task_statuses(conn, run_id) == {
         ("producer", 0): "completed",
         ("map_consumer", 0): "cancelled",
         ("map_consumer", 1): "cancelled",
@@ -198,7 +194,7 @@ def test_violation_first_cancels_every_started_task(conn: psycopg.Connection, db
         for key in tasks
         if key[0] != "producer" and key[0] != "parallel_task1"
     )
-    assert step_rows(conn, run_id)["map_consumer"]["remaining_tasks"] == 3
+    assert states(conn, run_id)["map_consumer"]["remaining_tasks"] == 3
     assert event_count(conn, run_id, "step:parallel_task2:completed") == 0
     assert_failed_run_is_clean(conn, "fanout", run_id)
     assert_failed_run_frozen(conn, "fanout", run_id)
@@ -238,7 +234,7 @@ def test_completions_first_then_violation(conn: psycopg.Connection, db: str) -> 
     done = sum(
         1 for key in tasks if key[0] == "map_consumer" and tasks[key]["status"] == "completed"
     )
-    assert step_rows(conn, run_id)["map_consumer"]["remaining_tasks"] == 3 - done
+    assert states(conn, run_id)["map_consumer"]["remaining_tasks"] == 3 - done
     assert_failed_run_is_clean(conn, "fanout", run_id)
     assert_failed_run_frozen(conn, "fanout", run_id)
 
@@ -267,7 +263,7 @@ def test_mixed_queued_and_started_tasks(conn: psycopg.Connection, db: str, first
     finish_root(conn, "mixed", run_id, {"value": 1})
     claim(conn, "mixed", run_id, [("step2", 0)], worker_id("A"))
     claim(conn, "mixed", run_id, [("step4", 0)], worker_id("B"))
-    assert statuses(conn, run_id)[("step3", 0)] == "queued"
+    assert task_statuses(conn, run_id)[("step3", 0)] == "queued"
 
     def violate(c: psycopg.Connection) -> Any:
         return complete_at(c, run_id, "step2", 0, True)
@@ -285,7 +281,7 @@ def test_mixed_queued_and_started_tasks(conn: psycopg.Connection, db: str, first
         expected = {"step4": "completed", "step5": "cancelled"}
 
     assert_type_violation(conn, run_id, "step2", "map_step", "boolean")
-    got = statuses(conn, run_id)
+    got = task_statuses(conn, run_id)
     assert got[("step1", 0)] == "completed"
     assert got[("step3", 0)] == "cancelled"
     assert got[("step4", 0)] == expected["step4"]
@@ -322,7 +318,7 @@ def test_partial_map_of_100_elements(conn: psycopg.Connection, db: str, forced: 
     assert len(started) == 10
     assert {step for step, _ in started} == {"large_map"}
     claim(conn, "large", run_id, [("validator", 0)], worker_id("validator"))
-    assert sum(1 for s in statuses(conn, run_id).values() if s == "queued") == 90
+    assert sum(1 for s in task_statuses(conn, run_id).values() if s == "queued") == 90
 
     completions = {
         f"complete {i}": completing(run_id, "large_map", i, i * 10) for _, i in sorted(started)
@@ -348,7 +344,7 @@ def test_partial_map_of_100_elements(conn: psycopg.Connection, db: str, forced: 
     for index in completed:
         assert mapped[index]["output"] == index * 10
     assert {row["status"] for i, row in mapped.items() if i not in completed} == {"cancelled"}
-    assert step_rows(conn, run_id)["large_map"]["remaining_tasks"] == 100 - len(completed)
+    assert states(conn, run_id)["large_map"]["remaining_tasks"] == 100 - len(completed)
     assert_failed_run_is_clean(conn, "large", run_id)
     assert len(task_rows(conn, run_id)) == 102
     assert_failed_run_frozen(conn, "large", run_id)
@@ -420,7 +416,7 @@ def test_no_message_comes_back_after_its_visibility_timeout(
     assert late_start == []
     assert complete_at(reader, run_id, "sibling", 0, "late")[0]["status"] == "cancelled"
     reader.close()
-    assert statuses(conn, run_id) == {
+    assert task_statuses(conn, run_id) == {
         ("step1", 0): "completed",
         ("step2", 0): "failed",
         ("sibling", 0): "cancelled",
@@ -511,12 +507,12 @@ def test_nested_map_chain_then_violation(conn: psycopg.Connection, db: str) -> N
         return act
 
     run_together(db, {f"m1-{k}": worker("m1", [k, k + 3], lambda x: x * 10) for k in range(3)})
-    m1 = step_rows(conn, run_id)["m1"]
+    m1 = states(conn, run_id)["m1"]
     assert m1["status"] == "completed"
     assert m1["output"] == [10, 20, 30, 40, 50, 60]
-    assert step_rows(conn, run_id)["m2"]["initial_tasks"] == 6
+    assert states(conn, run_id)["m2"]["initial_tasks"] == 6
     run_together(db, {f"m2-{k}": worker("m2", [k, k + 3], lambda x: f"v{x}") for k in range(3)})
-    steps = step_rows(conn, run_id)
+    steps = states(conn, run_id)
     assert steps["m2"]["output"] == ["v10", "v20", "v30", "v40", "v50", "v60"]
     assert event_count(conn, run_id, "step:m2:completed") == 1
 
@@ -534,10 +530,10 @@ def test_nested_map_chain_then_violation(conn: psycopg.Connection, db: str) -> N
 
     assert seen.blocked == {"side0", "side1", "side2"}
     assert_type_violation(conn, run_id, "agg", "m3", "object")
-    got = statuses(conn, run_id)
+    got = task_statuses(conn, run_id)
     assert {got[("side", i)] for i in range(6)} == {"cancelled"}
     assert all(got[(s, i)] == "completed" for s in ("m1", "m2") for i in range(6))
-    steps = step_rows(conn, run_id)
+    steps = states(conn, run_id)
     assert steps["m1"]["output"] == [10, 20, 30, 40, 50, 60]
     assert steps["side"]["status"] == "started"
     assert_failed_run_is_clean(conn, "nested", run_id)
@@ -580,14 +576,14 @@ def test_completion_racing_the_archival(conn: psycopg.Connection, db: str, first
     assert wait_until_waiting(conn, [one.pid]) == {one.pid}, "first call never reached the archive"
     two.start()
     assert wait_until_waiting(conn, [two.pid]) == {two.pid}, "second call did not wait"
-    assert statuses(conn, run_id)[("worker_step", 0)] == "started"
+    assert task_statuses(conn, run_id)[("worker_step", 0)] == "started"
     blocker.execute("commit")
     blocker.close()
     one.join()
     two.join()
 
     assert_type_violation(conn, run_id, "violator", "vmap", "number")
-    got = statuses(conn, run_id)
+    got = task_statuses(conn, run_id)
     if first == "completion":
         assert got[("worker_step", 0)] == "completed"
         assert got[("after", 0)] == "cancelled"
@@ -663,7 +659,7 @@ def test_workers_drain_a_200_element_map_exactly_once(conn: psycopg.Connection, 
         "fan_in": ["a", "b", "c", "count", "total"],
         "tail": big[-1] + 1,
     }
-    steps = step_rows(conn, run_id)
+    steps = states(conn, run_id)
     assert steps["big"]["output"] == big
     assert steps["big2"]["output"] == [x + 1 for x in big]
     assert steps["total"]["output"] == sum(big)
@@ -712,7 +708,7 @@ def test_two_runs_drained_side_by_side(conn: psycopg.Connection, db: str) -> Non
         run = run_row(conn, run_id)
         assert run["status"] == "completed"
         assert run["output"] == {"sum": sum(factor * i + 1 for i in range(60))}
-        assert step_rows(conn, run_id)["big"]["output"] == [factor * i + 1 for i in range(60)]
+        assert states(conn, run_id)["big"]["output"] == [factor * i + 1 for i in range(60)]
         assert event_count(conn, run_id, "run:completed") == 1
     assert conn.execute('select count(*) from pgmq."q_pair"').fetchone() == (0,)
 
@@ -779,10 +775,10 @@ def test_start_tasks_racing_the_cancellation(conn: psycopg.Connection, db: str, 
     assert errors == []
     if cause == "type-violation":
         assert_type_violation(conn, run_id, "bad", "bad_map", "string")
-    steps = step_rows(conn, run_id)
+    steps = states(conn, run_id)
     failed_step = "gate" if cause == "condition" else "bad"
     assert steps[failed_step]["status"] == "failed"
-    assert statuses(conn, run_id)[("early", 0)] == "cancelled"
+    assert task_statuses(conn, run_id)[("early", 0)] == "cancelled"
     assert_failed_run_is_clean(conn, "cancel_race", run_id)
     assert_failed_run_frozen(conn, "cancel_race", run_id)
 
@@ -816,7 +812,7 @@ def test_sibling_tasks_exhausted_at_once(conn: psycopg.Connection, db: str, mode
     assert len(failed) == 1
     others = {row["status"] for row in items if row["status"] != "failed"}
     assert others == ({"cancelled"} if mode == "fail" else {"skipped"})
-    step = step_rows(conn, run_id)["items"]
+    step = states(conn, run_id)["items"]
     run = run_row(conn, run_id)
     assert step["error_message"] == failed[0]["error_message"]
     if mode == "fail":
@@ -835,7 +831,7 @@ def test_sibling_tasks_exhausted_at_once(conn: psycopg.Connection, db: str, mode
         complete_at(conn, run_id, "after", 0, "done")
         assert run_row(conn, run_id)["output"] == {"after": "done"}
     else:
-        assert step_rows(conn, run_id)["after"]["skip_reason"] == "dependency_skipped"
+        assert states(conn, run_id)["after"]["skip_reason"] == "dependency_skipped"
         assert run_row(conn, run_id)["output"] is None
     run = run_row(conn, run_id)
     assert run["status"] == "completed"

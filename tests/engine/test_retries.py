@@ -6,19 +6,23 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.engine.helpers import complete, fail, read_and_start, start_flow
-from tests.engine.task_helpers import (
+from tests.engine.helpers import (
+    CASCADE_SKIPPED_KEYS,
     RUN_COMPLETED_KEYS,
     STEP_SKIPPED_KEYS,
     Events,
     add_step,
     archive_ids,
     calculate_retry_delay,
+    complete,
     create_flow,
+    fail,
     make_visible,
     queue_ids,
+    read_and_start,
     retry_delay_seconds,
     run_row,
+    start_flow,
     step_row,
     task_row,
     tasks,
@@ -222,7 +226,7 @@ def test_when_exhausted_skip_cascade_skips_downstream(conn: psycopg.Connection) 
         "step:c:skipped",
     ]
     assert set(taken[0]["payload"]) == STEP_SKIPPED_KEYS | {"error_message"}
-    assert set(taken[1]["payload"]) == STEP_SKIPPED_KEYS | {"flow_slug"}
+    assert set(taken[1]["payload"]) == CASCADE_SKIPPED_KEYS
     assert taken[1]["payload"]["skip_reason"] == "dependency_skipped"
 
     complete(conn, started["d"], 4)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.engine.helpers import fetch, queue_messages
-from tests.engine.run_helpers import vt_seconds_from_now
+from tests.engine.helpers import fetch, queue_messages, vt_seconds_from_now
 
 
 @pytest.fixture

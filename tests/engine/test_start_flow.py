@@ -15,19 +15,17 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import (
+    add_step,
     archived_messages,
     complete,
+    create_flow,
     fetch,
     queue_messages,
     read_and_start,
-    start_flow,
-)
-from tests.engine.run_helpers import (
-    add_step,
-    create_flow,
     run_count,
     run_row,
     scalar,
+    start_flow,
     states,
     statuses,
     tasks,

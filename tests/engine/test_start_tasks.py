@@ -14,14 +14,18 @@ import psycopg
 from tests.engine.helpers import (
     DEFAULT_WORKER,
     Row,
+    add_step,
     complete,
+    create_flow,
     ensure_worker,
     fetch,
     queue_messages,
     read_and_start,
     start_flow,
+    states,
+    tasks,
+    vt_seconds_from_now,
 )
-from tests.engine.run_helpers import add_step, create_flow, states, tasks, vt_seconds_from_now
 
 
 def start(conn: psycopg.Connection, flow: str, msg_ids: list[int] | None) -> list[Row]:
