@@ -112,6 +112,31 @@ def _call(
     conn.execute(sql.SQL("select pgflow.{}({})").format(sql.Identifier(function), named), args)
 
 
+def shape_step(
+    slug: str,
+    deps: list[str] | None = None,
+    step_type: str = "single",
+    when_unmet: str = "skip",
+    when_exhausted: str = "fail",
+    required: dict[str, Any] | None = None,
+    forbidden: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One step of a flow shape, as _get_flow_shape writes it."""
+
+    def pattern(value: dict[str, Any] | None) -> dict[str, Any]:
+        return {"defined": False} if value is None else {"defined": True, "value": value}
+
+    return {
+        "slug": slug,
+        "stepType": step_type,
+        "dependencies": deps or [],
+        "whenUnmet": when_unmet,
+        "whenExhausted": when_exhausted,
+        "requiredInputPattern": pattern(required),
+        "forbiddenInputPattern": pattern(forbidden),
+    }
+
+
 # -- running flows like a worker -----------------------------------------------------------
 
 
@@ -171,6 +196,17 @@ def single_step_run(
     run = start_flow(conn, "f", flow_input)
     [task] = read_and_start(conn, "f")
     return run, task
+
+
+def map_step_run(
+    conn: psycopg.Connection, flow_input: list[Any], qty: int, **flow_options: int
+) -> tuple[Row, list[Row]]:
+    """Flow ``f`` with the one map step ``m``, a run of it over ``flow_input``, and up to
+    ``qty`` of m's tasks read and started: returns (run row, task records)."""
+    create_flow(conn, "f", **flow_options)
+    add_step(conn, "f", "m", step_type="map")
+    run = start_flow(conn, "f", flow_input)
+    return run, read_and_start(conn, "f", qty=qty)
 
 
 def complete_at(

@@ -24,6 +24,7 @@ from tests.engine.helpers import (
     start_flow,
     states,
     statuses,
+    task_statuses,
     tasks,
 )
 
@@ -237,7 +238,7 @@ def test_condition_failure_after_completion_cancels_running_tasks(
 
     assert run_row(conn, run_id)["status"] == "failed"
     assert states(conn, run_id)["guard"]["status"] == "failed"
-    assert {(t["step_slug"], t["task_index"]): t["status"] for t in tasks(conn, run_id)} == {
+    assert task_statuses(conn, run_id) == {
         ("a", 0): "completed",
         ("slow", 0): "cancelled",
         ("slow", 1): "cancelled",
@@ -493,7 +494,7 @@ def test_force_skip_skips_started_step_downstream_and_their_tasks(
     run_after = run_row(conn, run_id)
     assert run_after["remaining_steps"] == 1
     assert run_after["status"] == "started"
-    assert {(t["step_slug"], t["task_index"]): t["status"] for t in tasks(conn, run_id)} == {
+    assert task_statuses(conn, run_id) == {
         ("m", 0): "skipped",
         ("m", 1): "skipped",
         ("m", 2): "skipped",

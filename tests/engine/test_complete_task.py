@@ -26,10 +26,14 @@ from tests.engine.helpers import (
     complete_sql_null,
     create_flow,
     fail,
+    fail_run_by_hand,
+    fail_step_by_hand,
+    map_step_run,
     notify_events,
     queue_ids,
     read_and_start,
     run_row,
+    single_step_run,
     start_flow,
     step_row,
     task_row,
@@ -136,10 +140,7 @@ def test_step_started_event_payload(conn: psycopg.Connection) -> None:
 
 @pytest.mark.parametrize("output", [False, 0, "", [], {}, None], ids=repr)
 def test_falsy_outputs_are_stored_as_given(conn: psycopg.Connection, output: Any) -> None:
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {})
 
     complete(conn, task, output)
 
@@ -161,10 +162,7 @@ def test_falsy_outputs_are_stored_as_given(conn: psycopg.Connection, output: Any
 
 
 def test_sql_null_output(conn: psycopg.Connection) -> None:
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {})
 
     returned = complete_sql_null(conn, run["run_id"], "a", 0)
 
@@ -181,10 +179,7 @@ def test_sql_null_output(conn: psycopg.Connection) -> None:
 
 def test_replayed_completion_changes_nothing(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {})
     first = complete(conn, task, {"v": 1})
     events.take()
     archived = archive_ids(conn, "f")
@@ -200,10 +195,7 @@ def test_replayed_completion_changes_nothing(conn: psycopg.Connection) -> None:
 
 def test_queued_task_is_not_completed(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", [1, 2])
-    [first] = read_and_start(conn, "f", qty=1)
+    run, [first] = map_step_run(conn, [1, 2], qty=1)
     assert first["task_index"] == 0
     queued = task_row(conn, run["run_id"], "m", 1)
     events.take()
@@ -227,16 +219,9 @@ def test_queued_task_is_not_completed(conn: psycopg.Connection) -> None:
 
 def test_late_completion_on_a_finished_step_only_archives(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {})
     # The step finished by other means while the handler ran.
-    conn.execute(
-        "update pgflow.step_states set status = 'failed', failed_at = now()"
-        " where run_id = %s and step_slug = 'a'",
-        (run["run_id"],),
-    )
+    fail_step_by_hand(conn, run["run_id"], "a")
     before = task_row(conn, run["run_id"], "a")
     events.take()
 
@@ -271,14 +256,8 @@ def test_late_completion_of_a_sibling_in_a_skipped_step(conn: psycopg.Connection
 
 def test_completion_under_a_failed_run_changes_nothing(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
-    conn.execute(
-        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s",
-        (run["run_id"],),
-    )
+    run, task = single_step_run(conn, {})
+    fail_run_by_hand(conn, run["run_id"])
     before = task_row(conn, run["run_id"], "a")
     events.take()
 
@@ -293,10 +272,7 @@ def test_completion_under_a_failed_run_changes_nothing(conn: psycopg.Connection)
 
 def test_completion_of_a_cancelled_task_after_run_failure(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f", max_attempts=1)
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", [1, 2])
-    first, second = read_and_start(conn, "f", qty=2)
+    run, (first, second) = map_step_run(conn, [1, 2], qty=2, max_attempts=1)
     fail(conn, first, "boom")
     cancelled = task_row(conn, run["run_id"], "m", second["task_index"])
     assert cancelled["status"] == "cancelled"
@@ -366,10 +342,7 @@ def test_sibling_completions_serialise_and_complete_the_step_once(
     conn: psycopg.Connection, db: str
 ) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", ["x", "y"])
-    started = read_and_start(conn, "f", qty=2)
+    run, started = map_step_run(conn, ["x", "y"], qty=2)
     assert sorted(task["task_index"] for task in started) == [0, 1]
     events.take()
     errors: list[BaseException] = []

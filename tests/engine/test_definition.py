@@ -17,29 +17,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import fetch
+from tests.engine.helpers import fetch, pgmq_tables, queues, scalar
 
 LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 INJECTION_SLUG = 'x"; drop table y; --'
-
-
-def scalar(conn: psycopg.Connection, query: str, *params: Any) -> Any:
-    """The single value a query returns."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def queues(conn: psycopg.Connection) -> list[str]:
-    """Queue names pgmq knows, sorted."""
-    rows = conn.execute("select queue_name from pgmq.list_queues() order by 1").fetchall()
-    return [row[0] for row in rows]
-
-
-def pgmq_tables(conn: psycopg.Connection) -> set[str]:
-    """Tables in the pgmq schema."""
-    rows = conn.execute("select tablename from pg_tables where schemaname = 'pgmq'").fetchall()
-    return {row[0] for row in rows}
 
 
 # -- is_valid_slug -----------------------------------------------------------------------

@@ -11,11 +11,16 @@ from typing import Any
 import psycopg
 
 from tests.engine.helpers import (
+    add_step,
     complete,
+    create_flow,
     ensure_worker,
     fetch,
+    pgmq_tables,
     queue_messages,
+    queues,
     read_and_start,
+    scalar,
     start_flow,
 )
 
@@ -24,31 +29,17 @@ TABLES = ("flows", "steps", "deps", "runs", "step_states", "step_tasks")
 
 def define(conn: psycopg.Connection, flow: str) -> None:
     """first -> second (single steps)."""
-    conn.execute("select pgflow.create_flow(%s)", (flow,))
-    conn.execute("select pgflow.add_step(%s, 'first')", (flow,))
-    conn.execute("select pgflow.add_step(%s, 'second', array['first'])", (flow,))
+    create_flow(conn, flow)
+    add_step(conn, flow, "first")
+    add_step(conn, flow, "second", ["first"])
 
 
 def rows_of(conn: psycopg.Connection, flow: str) -> dict[str, int]:
     """How many rows each definition/runtime table holds for ``flow``."""
-    counts = {}
-    for table in TABLES:
-        row = conn.execute(
-            f"select count(*) from pgflow.{table} where flow_slug = %s", (flow,)
-        ).fetchone()
-        assert row is not None
-        counts[table] = row[0]
-    return counts
-
-
-def queues(conn: psycopg.Connection) -> list[str]:
-    rows = conn.execute("select queue_name from pgmq.list_queues() order by 1").fetchall()
-    return [row[0] for row in rows]
-
-
-def pgmq_tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute("select tablename from pg_tables where schemaname = 'pgmq'").fetchall()
-    return {row[0] for row in rows}
+    return {
+        table: scalar(conn, f"select count(*) from pgflow.{table} where flow_slug = %s", flow)
+        for table in TABLES
+    }
 
 
 def populate(conn: psycopg.Connection, flow: str) -> list[Any]:
@@ -85,21 +76,16 @@ def test_other_flows_and_workers_are_untouched(conn: psycopg.Connection) -> None
     ensure_worker(conn, "doomed")
     kept_before = rows_of(conn, "kept")
     kept_messages = queue_messages(conn, "kept")
-    kept_states = fetch(
-        conn, "select * from pgflow.step_states where flow_slug = 'kept' order by run_id, step_slug"
+    states_query = (
+        "select * from pgflow.step_states where flow_slug = 'kept' order by run_id, step_slug"
     )
+    kept_states = fetch(conn, states_query)
 
     delete(conn, "doomed")
 
     assert rows_of(conn, "kept") == kept_before
     assert queue_messages(conn, "kept") == kept_messages
-    assert (
-        fetch(
-            conn,
-            "select * from pgflow.step_states where flow_slug = 'kept' order by run_id, step_slug",
-        )
-        == kept_states
-    )
+    assert fetch(conn, states_query) == kept_states
     assert sorted(r["run_id"] for r in fetch(conn, "select run_id from pgflow.runs")) == sorted(
         kept_runs
     )

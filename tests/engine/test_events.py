@@ -72,12 +72,16 @@ def listen(listener: psycopg.Connection, run_id: uuid.UUID) -> None:
     listener.execute(f'listen "pgflow:run:{run_id}"')
 
 
-def start_with_id(conn: psycopg.Connection, flow: str, flow_input: Any, run_id: uuid.UUID) -> Row:
-    """start_flow with a chosen run_id (so a listener can subscribe beforehand)."""
-    (row,) = fetch(
+def start_listened(
+    conn: psycopg.Connection, listener: psycopg.Connection, flow: str, flow_input: Any
+) -> uuid.UUID:
+    """start_flow with a run_id chosen beforehand, on whose topic ``listener`` LISTENs."""
+    run_id = uuid.uuid4()
+    listen(listener, run_id)
+    [_run] = fetch(
         conn, "select * from pgflow.start_flow(%s, %s, %s)", flow, Jsonb(flow_input), run_id
     )
-    return row
+    return run_id
 
 
 # -- realtime.send path ---------------------------------------------------------------------
@@ -294,8 +298,6 @@ def test_realtime_present_means_no_notify(
 ) -> None:
     create_flow(rt, "f")
     add_step(rt, "f", "a")
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
     # one row per realtime.send call, counted by a trigger as pgflow's tests do
     rt.execute(
         """
@@ -307,7 +309,7 @@ def test_realtime_present_means_no_notify(
         """
     )
 
-    start_with_id(rt, "f", {}, run_id)
+    start_listened(rt, listener, "f", {})
 
     assert len(realtime_events(rt)) == 2
     assert rt.execute("select count(*) from realtime.calls").fetchone() == (2,)
@@ -323,10 +325,8 @@ def test_notify_delivers_the_same_events_in_order(
     create_flow(conn, "f")
     add_step(conn, "f", "a")
     add_step(conn, "f", "skip_me", required_input_pattern={"never": True})
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
 
-    start_with_id(conn, "f", {"n": 1}, run_id)
+    run_id = start_listened(conn, listener, "f", {"n": 1})
     (task,) = read_and_start(conn, "f")
     complete(conn, task, {"r": 2})
     events = notify_events(listener)
@@ -353,10 +353,8 @@ def test_notify_events_match_realtime_payloads(
 ) -> None:
     create_flow(conn, "f")
     add_step(conn, "f", "a")
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
 
-    start_with_id(conn, "f", {"n": 1}, run_id)
+    start_listened(conn, listener, "f", {"n": 1})
     (task,) = read_and_start(conn, "f")
     complete(conn, task, {"r": 2})
     events = notify_events(listener)
@@ -384,11 +382,9 @@ def test_large_output_is_dropped_from_notify_not_failing(
 ) -> None:
     create_flow(conn, "f")
     add_step(conn, "f", "a")
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
     big = {"blob": "x" * 9000}
 
-    start_with_id(conn, "f", {}, run_id)
+    run_id = start_listened(conn, listener, "f", {})
     (task,) = read_and_start(conn, "f")
     complete(conn, task, big)
     events = notify_events(listener)
@@ -419,12 +415,10 @@ def test_large_input_is_dropped_from_run_started(
 ) -> None:
     create_flow(conn, "f")
     add_step(conn, "f", "each", step_type="map")
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
     # multibyte text: 3000 characters but 9000 bytes
     flow_input = ["€" * 3000]
 
-    start_with_id(conn, "f", flow_input, run_id)
+    run_id = start_listened(conn, listener, "f", flow_input)
     events = notify_events(listener)
 
     assert [e["event"] for e in events] == ["run:started", "step:each:started"]
@@ -440,11 +434,9 @@ def test_huge_error_message_is_shortened(
 ) -> None:
     create_flow(conn, "f", max_attempts=1)
     add_step(conn, "f", "a")
-    run_id = uuid.uuid4()
-    listen(listener, run_id)
     message = "boom " * 3000
 
-    start_with_id(conn, "f", {}, run_id)
+    run_id = start_listened(conn, listener, "f", {})
     (task,) = read_and_start(conn, "f")
     fail(conn, task, message)
     events = notify_events(listener)

@@ -18,25 +18,26 @@ from tests.engine.helpers import (
     complete,
     create_flow,
     fail,
+    fail_run_by_hand,
+    fail_step_by_hand,
     make_visible,
+    map_step_run,
     queue_ids,
     queue_messages,
     read_and_start,
     run_row,
+    single_step_run,
     start_flow,
     step_row,
     task_row,
-    tasks,
+    task_statuses,
     ts,
 )
 
 
 def test_failure_with_attempts_left_requeues_the_task(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f", max_attempts=3, base_delay=1)
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {}, max_attempts=3, base_delay=1)
     events.take()
 
     returned = fail(conn, task, "oops")
@@ -59,10 +60,7 @@ def test_failure_with_attempts_left_requeues_the_task(conn: psycopg.Connection) 
 
 
 def test_retry_then_success_completes_the_run(conn: psycopg.Connection) -> None:
-    create_flow(conn, "f", max_attempts=2)
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {"n": 1})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {"n": 1}, max_attempts=2)
     fail(conn, task, "transient")
     make_visible(conn, "f")
 
@@ -109,7 +107,7 @@ def test_exhausted_failure_fails_step_and_run_and_cancels_the_rest(
     assert returned["status"] == "failed"
     assert returned["error_message"] == "boom"
     assert returned["failed_at"] is not None
-    statuses = {(t["step_slug"], t["task_index"]): t["status"] for t in tasks(conn, run["run_id"])}
+    statuses = task_statuses(conn, run["run_id"])
     assert statuses == {
         ("m", 0): "failed",
         ("m", 1): "cancelled",
@@ -145,10 +143,7 @@ def test_exhausted_failure_fails_step_and_run_and_cancels_the_rest(
 
 def test_replayed_exhausted_failure_sends_nothing(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f", max_attempts=1)
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {}, max_attempts=1)
     first = fail(conn, task, "boom")
     events.take()
 
@@ -161,15 +156,9 @@ def test_replayed_exhausted_failure_sends_nothing(conn: psycopg.Connection) -> N
 
 def test_failure_under_a_failed_run_fails_a_started_task(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f")
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", [1, 2])
-    [first] = read_and_start(conn, "f", qty=1)
+    run, [first] = map_step_run(conn, [1, 2], qty=1)
     queued = task_row(conn, run["run_id"], "m", 1)
-    conn.execute(
-        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s",
-        (run["run_id"],),
-    )
+    fail_run_by_hand(conn, run["run_id"])
     events.take()
 
     returned = fail(conn, first, "worker died")
@@ -190,15 +179,8 @@ def test_failure_under_a_failed_run_fails_a_started_task(conn: psycopg.Connectio
 
 def test_late_failure_on_a_finished_step_only_archives(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f", max_attempts=1)
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    [task] = read_and_start(conn, "f")
-    conn.execute(
-        "update pgflow.step_states set status = 'failed', failed_at = now()"
-        " where run_id = %s and step_slug = 'a'",
-        (run["run_id"],),
-    )
+    run, task = single_step_run(conn, {}, max_attempts=1)
+    fail_step_by_hand(conn, run["run_id"], "a")
     before = task_row(conn, run["run_id"], "a")
     events.take()
 
@@ -213,10 +195,7 @@ def test_late_failure_on_a_finished_step_only_archives(conn: psycopg.Connection)
 
 def test_failure_of_a_queued_task_changes_nothing(conn: psycopg.Connection) -> None:
     events = Events(conn)
-    create_flow(conn, "f", max_attempts=1)
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", [1, 2])
-    [first] = read_and_start(conn, "f", qty=1)
+    run, [first] = map_step_run(conn, [1, 2], qty=1, max_attempts=1)
     queued = task_row(conn, run["run_id"], "m", 1)
     before = {m["msg_id"]: m["vt"] for m in queue_messages(conn, "f")}
     events.take()

@@ -14,64 +14,38 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import fetch, queue_messages, start_flow
+from tests.engine.helpers import fetch, queue_messages, scalar, shape_step, start_flow
 
 LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 Shape = dict[str, Any]
 
 
-def step(
-    slug: str,
-    deps: list[str] | None = None,
-    step_type: str = "single",
-    when_unmet: str = "skip",
-    when_exhausted: str = "fail",
-    required: dict[str, Any] | None = None,
-    forbidden: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One step of a shape, as _get_flow_shape writes it."""
-
-    def pattern(value: dict[str, Any] | None) -> dict[str, Any]:
-        return {"defined": False} if value is None else {"defined": True, "value": value}
-
-    return {
-        "slug": slug,
-        "stepType": step_type,
-        "dependencies": deps or [],
-        "whenUnmet": when_unmet,
-        "whenExhausted": when_exhausted,
-        "requiredInputPattern": pattern(required),
-        "forbiddenInputPattern": pattern(forbidden),
-    }
-
-
 def get_shape(conn: psycopg.Connection, flow: str) -> Shape:
-    row = conn.execute("select pgflow._get_flow_shape(%s)", (flow,)).fetchone()
-    assert row is not None
-    value: Shape = row[0]
+    value: Shape = scalar(conn, "select pgflow._get_flow_shape(%s)", flow)
     return value
 
 
 def compare(conn: psycopg.Connection, local: Any, db: Any) -> list[str]:
-    row = conn.execute(
+    value: list[str] = scalar(
+        conn,
         "select pgflow._compare_flow_shapes(%s, %s)",
-        (None if local is None else Jsonb(local), None if db is None else Jsonb(db)),
-    ).fetchone()
-    assert row is not None
-    value: list[str] = row[0]
+        None if local is None else Jsonb(local),
+        None if db is None else Jsonb(db),
+    )
     return value
 
 
 def ensure(
     conn: psycopg.Connection, flow: str, shape: Shape, allow_data_loss: bool | None = False
 ) -> dict[str, Any]:
-    row = conn.execute(
+    value: dict[str, Any] = scalar(
+        conn,
         "select pgflow.ensure_flow_compiled(flow_slug => %s, shape => %s, allow_data_loss => %s)",
-        (flow, Jsonb(shape), allow_data_loss),
-    ).fetchone()
-    assert row is not None
-    value: dict[str, Any] = row[0]
+        flow,
+        Jsonb(shape),
+        allow_data_loss,
+    )
     return value
 
 
@@ -94,9 +68,9 @@ def define_sample(conn: psycopg.Connection, flow: str = "sample") -> None:
 
 SAMPLE_SHAPE: Shape = {
     "steps": [
-        step("fetch"),
-        step("items", ["fetch"], step_type="map", when_exhausted="skip-cascade"),
-        step(
+        shape_step("fetch"),
+        shape_step("items", ["fetch"], step_type="map", when_exhausted="skip-cascade"),
+        shape_step(
             "report",
             ["fetch", "items"],
             when_unmet="fail",
@@ -171,14 +145,14 @@ def test_equal_shapes_have_no_differences(conn: psycopg.Connection) -> None:
 
 
 def test_dependency_order_does_not_matter(conn: psycopg.Connection) -> None:
-    local = {"steps": [step("a"), step("b"), step("c", ["b", "a"])]}
-    db = {"steps": [step("a"), step("b"), step("c", ["a", "b"])]}
+    local = {"steps": [shape_step("a"), shape_step("b"), shape_step("c", ["b", "a"])]}
+    db = {"steps": [shape_step("a"), shape_step("b"), shape_step("c", ["a", "b"])]}
     assert compare(conn, local, db) == []
 
 
 def test_extra_step_in_first_shape(conn: psycopg.Connection) -> None:
-    local = {"steps": [step("a"), step("b"), step("c")]}
-    db = {"steps": [step("a")]}
+    local = {"steps": [shape_step("a"), shape_step("b"), shape_step("c")]}
+    db = {"steps": [shape_step("a")]}
     assert compare(conn, local, db) == [
         "Step count differs: 3 vs 1",
         "Step at index 1: missing in second shape (first has 'b')",
@@ -187,7 +161,7 @@ def test_extra_step_in_first_shape(conn: psycopg.Connection) -> None:
 
 
 def test_extra_step_in_second_shape(conn: psycopg.Connection) -> None:
-    assert compare(conn, {"steps": []}, {"steps": [step("a")]}) == [
+    assert compare(conn, {"steps": []}, {"steps": [shape_step("a")]}) == [
         "Step count differs: 0 vs 1",
         "Step at index 0: missing in first shape (second has 'a')",
     ]
@@ -196,7 +170,7 @@ def test_extra_step_in_second_shape(conn: psycopg.Connection) -> None:
 def test_every_field_difference_in_order(conn: psycopg.Connection) -> None:
     local = {
         "steps": [
-            step(
+            shape_step(
                 "a",
                 ["y", "x"],
                 step_type="map",
@@ -209,7 +183,7 @@ def test_every_field_difference_in_order(conn: psycopg.Connection) -> None:
     }
     db = {
         "steps": [
-            step(
+            shape_step(
                 "b",
                 ["x"],
                 step_type="single",
@@ -235,8 +209,8 @@ def test_every_field_difference_in_order(conn: psycopg.Connection) -> None:
 
 
 def test_count_difference_comes_before_per_index_differences(conn: psycopg.Connection) -> None:
-    local = {"steps": [step("a"), step("b", ["a"])]}
-    db = {"steps": [step("a", step_type="map"), step("c", ["a"]), step("d")]}
+    local = {"steps": [shape_step("a"), shape_step("b", ["a"])]}
+    db = {"steps": [shape_step("a", step_type="map"), shape_step("c", ["a"]), shape_step("d")]}
     assert compare(conn, local, db) == [
         "Step count differs: 2 vs 3",
         "Step at index 0: type differs 'single' vs 'map'",
@@ -246,40 +220,42 @@ def test_count_difference_comes_before_per_index_differences(conn: psycopg.Conne
 
 
 def test_dependencies_differ_with_empty_side(conn: psycopg.Connection) -> None:
-    local = {"steps": [step("a"), step("b")]}
-    db = {"steps": [step("a"), step("b", ["a"])]}
+    local = {"steps": [shape_step("a"), shape_step("b")]}
+    db = {"steps": [shape_step("a"), shape_step("b", ["a"])]}
     assert compare(conn, local, db) == ["Step at index 1: dependencies differ [] vs [a]"]
 
 
 def test_fields_missing_on_one_side_do_not_count(conn: psycopg.Connection) -> None:
     """Old shapes without the mode keys (or other scalar fields) still match."""
-    old = step("a")
+    old = shape_step("a")
     for key in ("whenUnmet", "whenExhausted"):
         del old[key]
-    assert compare(conn, {"steps": [old]}, {"steps": [step("a", when_unmet="fail")]}) == []
-    assert compare(conn, {"steps": [step("a", when_exhausted="skip")]}, {"steps": [old]}) == []
-    nameless = step("a", step_type="map")
+    assert compare(conn, {"steps": [old]}, {"steps": [shape_step("a", when_unmet="fail")]}) == []
+    assert (
+        compare(conn, {"steps": [shape_step("a", when_exhausted="skip")]}, {"steps": [old]}) == []
+    )
+    nameless = shape_step("a", step_type="map")
     del nameless["slug"], nameless["stepType"]
-    assert compare(conn, {"steps": [nameless]}, {"steps": [step("zzz")]}) == []
+    assert compare(conn, {"steps": [nameless]}, {"steps": [shape_step("zzz")]}) == []
 
 
 def test_missing_pattern_prints_as_empty(conn: psycopg.Connection) -> None:
-    local = step("a")
+    local = shape_step("a")
     del local["requiredInputPattern"]
-    assert compare(conn, {"steps": [local]}, {"steps": [step("a")]}) == [
+    assert compare(conn, {"steps": [local]}, {"steps": [shape_step("a")]}) == [
         "Step at index 0: requiredInputPattern differs '' vs '{\"defined\": false}'"
     ]
 
 
 def test_patterns_compare_as_jsonb(conn: psycopg.Connection) -> None:
     """Key order and whitespace are irrelevant; values are not."""
-    same_local = step("a", required={"b": 1, "a": [1, {"c": True}]})
-    same_db = step("a", required={"a": [1, {"c": True}], "b": 1})
+    same_local = shape_step("a", required={"b": 1, "a": [1, {"c": True}]})
+    same_db = shape_step("a", required={"a": [1, {"c": True}], "b": 1})
     assert compare(conn, {"steps": [same_local]}, {"steps": [same_db]}) == []
     assert compare(
         conn,
-        {"steps": [step("a", forbidden={"n": 1})]},
-        {"steps": [step("a", forbidden={"n": 1.5})]},
+        {"steps": [shape_step("a", forbidden={"n": 1})]},
+        {"steps": [shape_step("a", forbidden={"n": 1.5})]},
     ) == [
         "Step at index 0: forbiddenInputPattern differs"
         ' \'{"value": {"n": 1}, "defined": true}\' vs \'{"value": {"n": 1.5}, "defined": true}\''
@@ -288,7 +264,7 @@ def test_patterns_compare_as_jsonb(conn: psycopg.Connection) -> None:
 
 def test_null_or_stepless_shapes_compare_as_empty(conn: psycopg.Connection) -> None:
     assert compare(conn, None, {"steps": []}) == []
-    assert compare(conn, {}, {"steps": [step("a")]}) == [
+    assert compare(conn, {}, {"steps": [shape_step("a")]}) == [
         "Step count differs: 0 vs 1",
         "Step at index 0: missing in first shape (second has 'a')",
     ]
@@ -351,10 +327,10 @@ def test_create_from_shape_uses_options(conn: psycopg.Connection) -> None:
         "options": {"maxAttempts": 7, "baseDelay": 2, "timeout": 45},
         "steps": [
             {
-                **step("a"),
+                **shape_step("a"),
                 "options": {"maxAttempts": 1, "baseDelay": 3, "timeout": 9, "startDelay": 4},
             },
-            {**step("b", ["a"]), "options": {"timeout": 11}},
+            {**shape_step("b", ["a"]), "options": {"timeout": 11}},
         ],
     }
     conn.execute("select pgflow._create_flow_from_shape('f', %s)", (Jsonb(shape),))
@@ -385,7 +361,9 @@ def test_create_from_shape_uses_options(conn: psycopg.Connection) -> None:
 
 def test_create_from_shape_keeps_dependency_order(conn: psycopg.Connection) -> None:
     """Dependencies are added in the order given; a map's deps count is checked by add_step."""
-    shape = {"steps": [step("z"), step("a"), step("m", ["z", "a"], step_type="map")]}
+    shape = {
+        "steps": [shape_step("z"), shape_step("a"), shape_step("m", ["z", "a"], step_type="map")]
+    }
     with pytest.raises(psycopg.errors.RaiseException) as caught:
         conn.execute("select pgflow._create_flow_from_shape('f', %s)", (Jsonb(shape),))
     assert caught.value.diag.message_primary == (
@@ -407,7 +385,7 @@ def flow_created_at(conn: psycopg.Connection, flow: str) -> Any:
 
 CHANGED_SHAPE: Shape = {
     "options": {"maxAttempts": 2},
-    "steps": [step("fetch"), step("summary", ["fetch"])],
+    "steps": [shape_step("fetch"), shape_step("summary", ["fetch"])],
 }
 CHANGED_DIFFERENCES = [
     "Step count differs: 2 vs 3",

@@ -12,8 +12,10 @@ import pytest
 
 from tests.engine.helpers import (
     Row,
+    add_step,
     archived_messages,
     complete,
+    create_flow,
     fail,
     fetch,
     read_and_start,
@@ -76,9 +78,9 @@ def archived_runs(conn: psycopg.Connection, flow_slug: str) -> list[str]:
 
 
 def two_step_flow(conn: psycopg.Connection, slug: str) -> None:
-    conn.execute("select pgflow.create_flow(%s, max_attempts => 1)", (slug,))
-    conn.execute("select pgflow.add_step(%s, 'a')", (slug,))
-    conn.execute("select pgflow.add_step(%s, 'b', array['a'])", (slug,))
+    create_flow(conn, slug, max_attempts=1)
+    add_step(conn, slug, "a")
+    add_step(conn, slug, "b", ["a"])
 
 
 def completed_run(conn: psycopg.Connection, slug: str) -> Row:

@@ -20,6 +20,7 @@ from tests.engine.helpers import (
     complete_sql_null,
     create_flow,
     fetch,
+    map_step_run,
     queue_ids,
     read_and_start,
     run_row,
@@ -80,10 +81,7 @@ def test_null_and_falsy_task_outputs_are_kept(conn: psycopg.Connection) -> None:
 
 @pytest.mark.parametrize("output", [{"k": 1}, [1, 2], "x"], ids=repr)
 def test_one_task_map_outputs_a_one_element_array(conn: psycopg.Connection, output: Any) -> None:
-    create_flow(conn, "f")
-    add_step(conn, "f", "m", step_type="map")
-    run = start_flow(conn, "f", ["only"])
-    [task] = read_and_start(conn, "f")
+    run, [task] = map_step_run(conn, ["only"], qty=1)
 
     complete(conn, task, output)
 

@@ -12,19 +12,20 @@ import psycopg
 from tests.engine.helpers import (
     DEFAULT_WORKER,
     Row,
+    add_step,
     archived_messages,
     complete,
+    create_flow,
     fetch,
     queue_messages,
     read_and_start,
+    scalar,
     start_flow,
 )
 
 
 def requeue(conn: psycopg.Connection) -> int:
-    row = conn.execute("select pgflow.requeue_stalled_tasks()").fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(scalar(conn, "select pgflow.requeue_stalled_tasks()"))
 
 
 def age_started_tasks(conn: psycopg.Connection, seconds: int, step: str | None = None) -> None:
@@ -54,9 +55,9 @@ def visible_ids(conn: psycopg.Connection, queue: str) -> list[int]:
 
 def flow(conn: psycopg.Connection, slug: str, timeout: int, *steps: tuple[str, Any]) -> None:
     """A flow of independent root steps; each step is (slug, its own timeout or None)."""
-    conn.execute("select pgflow.create_flow(%s, timeout => %s)", (slug, timeout))
+    create_flow(conn, slug, timeout=timeout)
     for step, step_timeout in steps:
-        conn.execute("select pgflow.add_step(%s, %s, timeout => %s)", (slug, step, step_timeout))
+        add_step(conn, slug, step, timeout=step_timeout)
 
 
 def test_task_within_timeout_and_grace_is_left_alone(conn: psycopg.Connection) -> None:
@@ -198,8 +199,8 @@ def test_only_started_tasks_are_considered(conn: psycopg.Connection) -> None:
 
 
 def test_requeues_map_tasks_and_several_flows_in_one_call(conn: psycopg.Connection) -> None:
-    conn.execute("select pgflow.create_flow('f1', timeout => 10)")
-    conn.execute("select pgflow.add_step('f1', 'm', step_type => 'map')")
+    create_flow(conn, "f1", timeout=10)
+    add_step(conn, "f1", "m", step_type="map")
     flow(conn, "f2", 10, ("a", None))
     start_flow(conn, "f1", [1, 2, 3])
     start_flow(conn, "f2", {})

@@ -13,28 +13,14 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from tests.engine.helpers import Row, fetch
+from tests.engine.helpers import Row, fetch, scalar, shape_step, start_tasks
 
 Connect = Callable[[str | None], psycopg.Connection]
 
 
-def shape_step(slug: str, *deps: str) -> dict[str, Any]:
-    """One step of a flow shape as _get_flow_shape describes it."""
-    return {
-        "slug": slug,
-        "stepType": "single",
-        "dependencies": sorted(deps),
-        "whenUnmet": "skip",
-        "whenExhausted": "fail",
-        "requiredInputPattern": {"defined": False},
-        "forbiddenInputPattern": {"defined": False},
-    }
-
-
-SHAPE = {"steps": [shape_step("first"), shape_step("second", "first")]}
+SHAPE = {"steps": [shape_step("first"), shape_step("second", ["first"])]}
 
 
 @pytest.fixture
@@ -60,12 +46,6 @@ def connect_as(conn: psycopg.Connection, db: str) -> Iterator[Connect]:
         conn.execute(f"drop role {name}")
 
 
-def one(conn: psycopg.Connection, query: str, *params: Any) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def refused(conn: psycopg.Connection, query: str, *params: Any) -> None:
     """The statement fails with 42501 (permission denied)."""
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -81,10 +61,7 @@ def read_and_start_as(worker: psycopg.Connection, flow: str, worker_id: uuid.UUI
             "select msg_id from pgmq.read_with_poll(%s, 30, 10, 1, 50)", (flow,)
         ).fetchall()
     ]
-    with worker.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "select * from pgflow.start_tasks(%s, %s, %s)", (flow, ids, worker_id)
-        ).fetchall()
+    return start_tasks(worker, flow, ids, worker_id)
 
 
 def test_roles_are_nologin_groups(conn: psycopg.Connection) -> None:
@@ -111,12 +88,14 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     # the worker starts up: registers, verifies its flow, heartbeats
     worker_id = uuid.uuid4()
     worker.execute("select pgflow.register_worker(%s, 'pipeline', 'py')", (worker_id,))
-    verified = one(worker, "select pgflow.ensure_flow_compiled('pipeline', %s)", Jsonb(SHAPE))
+    verified = scalar(worker, "select pgflow.ensure_flow_compiled('pipeline', %s)", Jsonb(SHAPE))
     assert verified == {"status": "verified", "differences": []}
-    assert one(worker, "select pgflow.worker_heartbeat(%s)", worker_id) is True
+    assert scalar(worker, "select pgflow.worker_heartbeat(%s)", worker_id) is True
 
     # the client starts a run
-    started = one(client, "select pgflow.start_flow_with_states('pipeline', %s)", Jsonb({"n": 1}))
+    started = scalar(
+        client, "select pgflow.start_flow_with_states('pipeline', %s)", Jsonb({"n": 1})
+    )
     run_id = started["run"]["run_id"]
     assert [s["status"] for s in started["steps"]] == ["started", "created"]
 
@@ -131,7 +110,7 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     assert second["input"] == {"first": {"doubled": 2}}
     assert second["flow_input"] is None
     # dependent steps load the flow input lazily
-    assert one(worker, "select input from pgflow.runs where run_id = %s", run_id) == {"n": 1}
+    assert scalar(worker, "select input from pgflow.runs where run_id = %s", run_id) == {"n": 1}
     worker.execute("select pgflow.fail_task(%s, 'second', 0, 'flaky')", (run_id,))
     worker.execute(
         "update pgmq.q_pipeline set vt = clock_timestamp() where msg_id = %s", (second["msg_id"],)
@@ -141,21 +120,21 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     assert retry["msg_id"] == second["msg_id"]
 
     # maintenance and shutdown
-    assert one(worker, "select pgflow.requeue_stalled_tasks()") == 0
+    assert scalar(worker, "select pgflow.requeue_stalled_tasks()") == 0
     worker.execute("select pgflow.mark_worker_stopped(%s)", (worker_id,))
 
     # the client follows the run
-    run = one(client, "select pgflow.get_run_with_states(%s)", run_id)
+    run = scalar(client, "select pgflow.get_run_with_states(%s)", run_id)
     assert run["run"]["status"] == "completed"
     assert run["run"]["output"] == {"second": "done"}
-    assert one(client, "select status from pgflow.runs where run_id = %s", run_id) == "completed"
-    assert one(client, "select count(*) from pgflow.step_states where status = 'completed'") == 2
+    assert scalar(client, "select status from pgflow.runs where run_id = %s", run_id) == "completed"
+    assert scalar(client, "select count(*) from pgflow.step_states where status = 'completed'") == 2
 
     # the admin reads everything and prunes it
-    assert one(admin, "select count(*) from pgflow.step_tasks where run_id = %s", run_id) == 2
-    assert one(admin, "select stopped_at is not null from pgflow.workers") is True
+    assert scalar(admin, "select count(*) from pgflow.step_tasks where run_id = %s", run_id) == 2
+    assert scalar(admin, "select stopped_at is not null from pgflow.workers") is True
     admin.execute("select pgflow.prune_data_older_than('0 seconds')")
-    assert one(admin, "select count(*) from pgflow.runs") == 0
+    assert scalar(admin, "select count(*) from pgflow.runs") == 0
 
 
 def test_client_can_call_start_flow_directly(connect_as: Connect, conn: psycopg.Connection) -> None:
@@ -163,12 +142,12 @@ def test_client_can_call_start_flow_directly(connect_as: Connect, conn: psycopg.
     conn.execute("select pgflow.add_step('f', 'm', step_type => 'map')")
     client = connect_as("pgflow_client")
 
-    run_id = one(client, "select run_id from pgflow.start_flow('f', %s)", Jsonb([1, 2, 3]))
+    run_id = scalar(client, "select run_id from pgflow.start_flow('f', %s)", Jsonb([1, 2, 3]))
 
-    assert one(conn, "select count(*) from pgmq.q_f") == 3
-    assert one(client, "select status from pgflow.runs where run_id = %s", run_id) == "started"
+    assert scalar(conn, "select count(*) from pgmq.q_f") == 3
+    assert scalar(client, "select status from pgflow.runs where run_id = %s", run_id) == "started"
     # an empty array completes the run at once, in the same call
-    done = one(client, "select pgflow.start_flow_with_states('f', %s)", Jsonb([]))
+    done = scalar(client, "select pgflow.start_flow_with_states('f', %s)", Jsonb([]))
     assert done["run"]["status"] == "completed"
 
 
@@ -178,28 +157,28 @@ def test_worker_compiles_a_new_flow_and_the_client_can_use_its_queue(
     worker = connect_as("pgflow_worker")
     client = connect_as("pgflow_client")
 
-    compiled = one(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(SHAPE))
+    compiled = scalar(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(SHAPE))
     assert compiled["status"] == "compiled"
     # the queue belongs to the migration owner, not to the worker's login role
-    owner = one(worker, "select tableowner from pg_tables where tablename = 'q_fresh'")
-    assert owner == one(
+    owner = scalar(worker, "select tableowner from pg_tables where tablename = 'q_fresh'")
+    assert owner == scalar(
         worker, "select nspowner::regrole::text from pg_namespace where nspname = 'pgflow'"
     )
 
-    run = one(client, "select pgflow.start_flow_with_states('fresh', '{}')")
+    run = scalar(client, "select pgflow.start_flow_with_states('fresh', '{}')")
     [task] = read_and_start_as(worker, "fresh", uuid.uuid4())
     assert task["run_id"] == uuid.UUID(run["run"]["run_id"])
 
     # a changed shape is a mismatch for the worker unless it allows data loss
     changed = {"steps": [*SHAPE["steps"], shape_step("third")]}
-    mismatch = one(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(changed))
+    mismatch = scalar(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(changed))
     assert mismatch["status"] == "mismatch"
-    recompiled = one(
+    recompiled = scalar(
         worker, "select pgflow.ensure_flow_compiled('fresh', %s, true)", Jsonb(changed)
     )
     assert recompiled["status"] == "recompiled"
-    assert one(client, "select count(*) from pgflow.runs") == 0
-    assert one(client, "select count(*) from pgflow.steps where flow_slug = 'fresh'") == 3
+    assert scalar(client, "select count(*) from pgflow.runs") == 0
+    assert scalar(client, "select count(*) from pgflow.steps where flow_slug = 'fresh'") == 3
     # the recreated queue is usable too
     client.execute("select pgflow.start_flow_with_states('fresh', '{}')")
     assert len(read_and_start_as(worker, "fresh", uuid.uuid4())) == 2
@@ -227,15 +206,15 @@ def test_worker_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Co
     )
     refused(worker, "select pgmq.create('planted')")
     refused(worker, "select pgmq.drop_queue('f')")
-    assert one(conn, "select count(*) from pgflow.flows") == 1
-    assert one(conn, "select count(*) from pgflow.runs") == 0
+    assert scalar(conn, "select count(*) from pgflow.flows") == 1
+    assert scalar(conn, "select count(*) from pgflow.runs") == 0
 
 
 def test_client_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Connection) -> None:
     conn.execute("select pgflow.create_flow('f')")
     conn.execute("select pgflow.add_step('f', 'a')")
     client = connect_as("pgflow_client")
-    run_id = one(client, "select run_id from pgflow.start_flow('f', '{}')")
+    run_id = scalar(client, "select run_id from pgflow.start_flow('f', '{}')")
     [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.q_f")]
 
     # it cannot take or settle tasks
@@ -257,9 +236,9 @@ def test_client_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Co
     refused(client, "delete from pgflow.runs")
     refused(client, "update pgflow.flows set opt_timeout = 1")
     refused(client, "update pgmq.q_f set vt = now()")
-    task = one(conn, "select status from pgflow.step_tasks where run_id = %s", run_id)
+    task = scalar(conn, "select status from pgflow.step_tasks where run_id = %s", run_id)
     assert task == "queued"
-    assert one(conn, "select read_ct from pgmq.q_f") == 0
+    assert scalar(conn, "select read_ct from pgmq.q_f") == 0
 
 
 def test_admin_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Connection) -> None:
@@ -276,14 +255,14 @@ def test_admin_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Con
     refused(admin, "update pgflow.runs set status = 'failed'")
     refused(admin, "delete from pgflow.flows")
     refused(admin, "insert into pgflow.flows (flow_slug) values ('x')")
-    assert one(conn, "select count(*) from pgflow.flows") == 1
+    assert scalar(conn, "select count(*) from pgflow.flows") == 1
 
 
 def test_public_can_do_nothing(connect_as: Connect, conn: psycopg.Connection) -> None:
     conn.execute("select pgflow.create_flow('f')")
     conn.execute("select pgflow.add_step('f', 'a')")
     nobody = connect_as(None)
-    role = one(nobody, "select current_user")
+    role = scalar(nobody, "select current_user")
 
     privileges = fetch(
         conn,
@@ -303,9 +282,9 @@ def test_public_can_do_nothing(connect_as: Connect, conn: psycopg.Connection) ->
     )
     assert len(tables) == 7
     assert [t["relname"] for t in tables if t["can"]] == []
-    assert one(conn, "select has_schema_privilege(%s, 'pgflow', 'usage')", role) is False
-    assert one(conn, "select has_schema_privilege(%s, 'pgflow', 'create')", role) is False
-    assert one(conn, "select has_schema_privilege(%s, 'pgmq', 'usage')", role) is False
+    assert scalar(conn, "select has_schema_privilege(%s, 'pgflow', 'usage')", role) is False
+    assert scalar(conn, "select has_schema_privilege(%s, 'pgflow', 'create')", role) is False
+    assert scalar(conn, "select has_schema_privilege(%s, 'pgmq', 'usage')", role) is False
     # no EXECUTE granted to PUBLIC on any pgflow function, by ACL
     public_grants = fetch(
         conn,
@@ -360,11 +339,11 @@ def test_definer_functions_ignore_the_callers_search_path(
 ) -> None:
     conn.execute("select pgflow.create_flow('f')")
     conn.execute("select pgflow.add_step('f', 'a')")
-    database = one(conn, "select current_database()")
+    database = scalar(conn, "select current_database()")
     conn.execute(f"grant create on database {database} to pgflow_worker")
     try:
         worker = connect_as("pgflow_worker")
-        run_id = one(conn, "select run_id from pgflow.start_flow('f', '{}')")
+        run_id = scalar(conn, "select run_id from pgflow.start_flow('f', '{}')")
         read_and_start_as(worker, "f", uuid.uuid4())
         conn.execute(
             "update pgflow.step_tasks set queued_at = queued_at - interval '1 hour',"
@@ -377,11 +356,11 @@ def test_definer_functions_ignore_the_callers_search_path(
             " as $$ select timestamptz '2000-01-01' $$"
         )
         worker.execute("set search_path = trap, pg_catalog")
-        assert one(worker, "select now()").year == 2000
+        assert scalar(worker, "select now()").year == 2000
 
         # ...but requeue_stalled_tasks, running as its owner, does not resolve it
-        assert one(worker, "select pgflow.requeue_stalled_tasks()") == 1
-        status = one(conn, "select status from pgflow.step_tasks where run_id = %s", run_id)
+        assert scalar(worker, "select pgflow.requeue_stalled_tasks()") == 1
+        status = scalar(conn, "select status from pgflow.step_tasks where run_id = %s", run_id)
         assert status == "queued"
     finally:
         conn.execute("drop schema if exists trap cascade")
@@ -391,7 +370,7 @@ def test_definer_functions_ignore_the_callers_search_path(
 def test_cron_setup_never_calls_a_planted_cron_schema(
     connect_as: Connect, conn: psycopg.Connection
 ) -> None:
-    database = one(conn, "select current_database()")
+    database = scalar(conn, "select current_database()")
     conn.execute(f"grant create on database {database} to pgflow_client")
     try:
         client = connect_as("pgflow_client")
@@ -411,7 +390,7 @@ def test_cron_setup_never_calls_a_planted_cron_schema(
         # ...which the security definer setup refuses to run with its owner's rights
         with pytest.raises(psycopg.errors.RaiseException, match="pg_cron is not installed"):
             admin.execute("select pgflow.setup_requeue_stalled_tasks_cron()")
-        assert one(conn, "select count(*) from cron.called") == 0
+        assert scalar(conn, "select count(*) from cron.called") == 0
     finally:
         conn.execute("drop schema if exists cron cascade")
         conn.execute(f"revoke create on database {database} from pgflow_client")
@@ -476,7 +455,7 @@ def test_slug_injection_fails_without_side_effects(
         # privilege or syntax error from executing part of the slug
         assert raised.value.sqlstate in {"23514", "23503", "P0001"}, (query, raised.value)
         assert snapshot(conn) == before, query
-    assert one(conn, "select to_regclass('pgflow.runs') is not null") is True
+    assert scalar(conn, "select to_regclass('pgflow.runs') is not null") is True
 
 
 def test_flow_slug_too_long_for_pgmq_leaves_no_flow_behind(

@@ -19,12 +19,14 @@ from tests.engine.helpers import (
     archived_messages,
     complete,
     create_flow,
+    fail_run_by_hand,
     fetch,
     queue_messages,
     read_and_start,
     run_count,
     run_row,
     scalar,
+    single_step_run,
     start_flow,
     states,
     statuses,
@@ -295,10 +297,7 @@ def test_start_flow_with_states_returns_run_and_steps(conn: psycopg.Connection) 
 
 
 def test_get_run_with_states_reflects_progress(conn: psycopg.Connection) -> None:
-    create_flow(conn, "f")
-    add_step(conn, "f", "a")
-    run = start_flow(conn, "f", {})
-    (task,) = read_and_start(conn, "f")
+    run, task = single_step_run(conn, {})
     complete(conn, task, {"done": True})
 
     result = scalar(conn, "select pgflow.get_run_with_states(%s)", run["run_id"])
@@ -318,10 +317,7 @@ def test_start_ready_steps_does_nothing_on_a_failed_run(conn: psycopg.Connection
     add_step(conn, "f", "a")
     add_step(conn, "f", "b", ["a"])
     run = start_flow(conn, "f", {})
-    conn.execute(
-        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s",
-        (run["run_id"],),
-    )
+    fail_run_by_hand(conn, run["run_id"])
     conn.execute(
         "update pgflow.step_states set remaining_deps = 0 where run_id = %s and step_slug = 'b'",
         (run["run_id"],),

@@ -18,10 +18,12 @@ from tests.engine.helpers import (
     complete,
     create_flow,
     ensure_worker,
+    fail_run_by_hand,
     fetch,
     queue_messages,
     read_and_start,
     start_flow,
+    start_tasks,
     states,
     tasks,
     vt_seconds_from_now,
@@ -31,9 +33,7 @@ from tests.engine.helpers import (
 def start(conn: psycopg.Connection, flow: str, msg_ids: list[int] | None) -> list[Row]:
     """start_tasks for explicit message ids with the default worker."""
     ensure_worker(conn, flow)
-    return fetch(
-        conn, "select * from pgflow.start_tasks(%s, %s, %s)", flow, msg_ids, DEFAULT_WORKER
-    )
+    return start_tasks(conn, flow, msg_ids, DEFAULT_WORKER)
 
 
 def msg_ids(conn: psycopg.Connection, flow: str) -> list[int]:
@@ -219,10 +219,7 @@ def test_tasks_of_failed_run_or_unstarted_step_are_ignored(conn: psycopg.Connect
     )
     assert start(conn, "f", [by_step["b"]]) == []
 
-    conn.execute(
-        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s",
-        (run["run_id"],),
-    )
+    fail_run_by_hand(conn, run["run_id"])
     assert start(conn, "f", [by_step["a"]]) == []
     assert {t["status"] for t in tasks(conn, run["run_id"])} == {"queued"}
 
@@ -249,7 +246,7 @@ def test_worker_id_is_recorded_per_call(conn: psycopg.Connection) -> None:
     ids = msg_ids(conn, "f")
 
     start(conn, "f", ids[:1])
-    fetch(conn, "select * from pgflow.start_tasks('f', %s, %s)", ids[1:], other)
+    start_tasks(conn, "f", ids[1:], other)
 
     assert [t["last_worker_id"] for t in tasks(conn, run["run_id"])] == [DEFAULT_WORKER, other]
 

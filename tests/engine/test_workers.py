@@ -6,26 +6,19 @@ from __future__ import annotations
 import uuid
 
 import psycopg
-from psycopg.rows import dict_row
 
-from tests.engine.helpers import Row, fetch, start_flow
+from tests.engine.helpers import Row, fetch, scalar, start_flow, start_tasks
 
 WORKER = uuid.UUID("22222222-2222-2222-2222-222222222222")
 
 
 def register(conn: psycopg.Connection, worker: uuid.UUID, queue: str, function: str) -> Row:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "select * from pgflow.register_worker(%s, %s, %s)", (worker, queue, function)
-        ).fetchone()
-    assert row is not None
+    [row] = fetch(conn, "select * from pgflow.register_worker(%s, %s, %s)", worker, queue, function)
     return row
 
 
 def heartbeat(conn: psycopg.Connection, worker: uuid.UUID) -> bool:
-    row = conn.execute("select pgflow.worker_heartbeat(%s)", (worker,)).fetchone()
-    assert row is not None
-    return bool(row[0])
+    return bool(scalar(conn, "select pgflow.worker_heartbeat(%s)", worker))
 
 
 def worker_row(conn: psycopg.Connection, worker: uuid.UUID) -> Row:
@@ -133,7 +126,7 @@ def test_registered_worker_is_recorded_on_the_tasks_it_starts(conn: psycopg.Conn
     register(conn, WORKER, "f", "w")
     [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.read('f', 5, 1)")]
 
-    [task] = fetch(conn, "select * from pgflow.start_tasks('f', %s, %s)", [msg_id], WORKER)
+    [task] = start_tasks(conn, "f", [msg_id], WORKER)
 
     assert task["run_id"] == run["run_id"]
     [row] = fetch(conn, "select last_worker_id from pgflow.step_tasks")
