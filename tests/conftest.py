@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -48,6 +49,15 @@ class Server:
         with self.admin() as conn:
             conn.execute(f"drop database if exists {name} with (force)")
 
+    @contextmanager
+    def database(self, template: str | None = None) -> Iterator[str]:
+        """A new database (optionally from a template) that is dropped afterwards; its name."""
+        name = self.create_database(template)
+        try:
+            yield name
+        finally:
+            self.drop_database(name)
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
@@ -67,24 +77,18 @@ def pg_server() -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def template_db(pg_server: Server) -> Iterator[str]:
     """A database with pgmq and all generated migrations, used as template for each test."""
-    name = pg_server.create_database()
-    try:
+    with pg_server.database() as name:
         with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
             install_pgmq(conn)
             apply_migrations(conn)
         yield name
-    finally:
-        pg_server.drop_database(name)
 
 
 @pytest.fixture
 def db(pg_server: Server, template_db: str) -> Iterator[str]:
     """DSN of a fresh database holding pgmq and the engine (dropped after the test)."""
-    name = pg_server.create_database(template=template_db)
-    try:
+    with pg_server.database(template_db) as name:
         yield pg_server.dsn(name)
-    finally:
-        pg_server.drop_database(name)
 
 
 @pytest.fixture
@@ -97,8 +101,5 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def empty_db(pg_server: Server) -> Iterator[str]:
     """DSN of a fresh empty database (no pgmq, no engine)."""
-    name = pg_server.create_database()
-    try:
+    with pg_server.database() as name:
         yield pg_server.dsn(name)
-    finally:
-        pg_server.drop_database(name)

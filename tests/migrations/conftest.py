@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,10 @@ def real_ws(tmp_path: Path) -> Workspace:
 @pytest.fixture(scope="session")
 def pgmq_template(pg_server: Server) -> Iterator[str]:
     """A database holding only pgmq, cloned for each fresh database."""
-    name = pg_server.create_database()
-    try:
+    with pg_server.database() as name:
         with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
             install_pgmq(conn)
         yield name
-    finally:
-        pg_server.drop_database(name)
 
 
 FreshDb = Callable[[], str]
@@ -104,16 +102,12 @@ FreshDb = Callable[[], str]
 @pytest.fixture
 def fresh_db(pg_server: Server, pgmq_template: str) -> Iterator[FreshDb]:
     """Factory of fresh databases holding pgmq (all dropped after the test)."""
-    created: list[str] = []
+    with ExitStack() as databases:
 
-    def make() -> str:
-        name = pg_server.create_database(template=pgmq_template)
-        created.append(name)
-        return pg_server.dsn(name)
+        def make() -> str:
+            return pg_server.dsn(databases.enter_context(pg_server.database(pgmq_template)))
 
-    yield make
-    for name in created:
-        pg_server.drop_database(name)
+        yield make
 
 
 def install_snapshot(dsn: str, schema: SchemaIR) -> None:

@@ -18,6 +18,12 @@ from tests.migrations.conftest import (
 )
 
 
+def assert_in_order(sql: str, lines: list[str]) -> None:
+    """Each line occurs in the migration, in this order."""
+    positions = [sql.index(line) for line in lines]
+    assert positions == sorted(positions), sql
+
+
 def converge(ws: Workspace, upgraded: str, fresh_db: FreshDb, expected: str) -> None:
     """Apply the newest migration to ``upgraded``; compare with a fresh install of it."""
     assert upgrade(upgraded, ws) == [expected]
@@ -69,15 +75,16 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
     ws.edit("check: shop.is_valid_name(name)}", 'check: "shop.is_valid_name(name, 100)"}')
     ws.write("functions/is_valid_name.sql", "select length(name) between 1 and max_length\n")
     sql = ws.new("name_length")
-    order = [
-        "alter table shop.customers drop constraint customers_name_check;",
-        "drop function shop.is_valid_name(text);",
-        "create function shop.is_valid_name(",
-        "alter table shop.customers add constraint customers_name_check check",
-        "grant execute on function shop.is_valid_name(text, integer) to shop_clerk;",
-    ]
-    positions = [sql.index(line) for line in order]
-    assert positions == sorted(positions), sql
+    assert_in_order(
+        sql,
+        [
+            "alter table shop.customers drop constraint customers_name_check;",
+            "drop function shop.is_valid_name(text);",
+            "create function shop.is_valid_name(",
+            "alter table shop.customers add constraint customers_name_check check",
+            "grant execute on function shop.is_valid_name(text, integer) to shop_clerk;",
+        ],
+    )
     converge(ws, upgraded, fresh_db, "0005_name_length.sql")
 
     # 6. a new status: its derived checks change
@@ -215,14 +222,15 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
         "attributes: {a: integer, b: bigint, c: text}",
     )
     sql = ws.new("pair_bigint")
-    order = [
-        "drop function shop.order_pair(bigint);",
-        "drop type shop.pair;",
-        "create type shop.pair as (",
-        "create function shop.order_pair(",
-    ]
-    positions = [sql.index(line) for line in order]
-    assert positions == sorted(positions), sql
+    assert_in_order(
+        sql,
+        [
+            "drop function shop.order_pair(bigint);",
+            "drop type shop.pair;",
+            "create type shop.pair as (",
+            "create function shop.order_pair(",
+        ],
+    )
     converge(ws, upgraded, fresh_db, "0011_pair_bigint.sql")
 
     # 12. a role leaves the spec (privileges revoked, role kept); a function is removed
@@ -290,11 +298,12 @@ def test_new_table_referencing_a_new_key_of_an_existing_table(
         "    foreign_keys:\n      - {columns: [author], references: customers, ref_columns: [name]}\n",
     )
     sql = ws.new("reviews")
-    order = [
-        "create table shop.reviews (",
-        "alter table shop.customers add constraint customers_name_key unique (name);",
-        "alter table shop.reviews add constraint reviews_author_fkey foreign key (author)",
-    ]
-    positions = [sql.index(line) for line in order]
-    assert positions == sorted(positions), sql
+    assert_in_order(
+        sql,
+        [
+            "create table shop.reviews (",
+            "alter table shop.customers add constraint customers_name_key unique (name);",
+            "alter table shop.reviews add constraint reviews_author_fkey foreign key (author)",
+        ],
+    )
     converge(ws, upgraded, fresh_db, "0002_reviews.sql")
