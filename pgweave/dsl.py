@@ -28,7 +28,17 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from pgweave.handlers import (
     HandlerError,
@@ -103,6 +113,31 @@ class StepOptions:
     base_delay: int | None = None
     timeout: int | None = None
     start_delay: int | None = None
+
+
+class StepKeywords(TypedDict, total=False):
+    """The options :meth:`Flow.step` and :meth:`Flow.map` take as keywords; one left out
+    (or ``None``) inherits the flow's value or the SQL default."""
+
+    max_attempts: int | None
+    base_delay: int | None
+    timeout: int | None
+    start_delay: int | None
+    if_: Mapping[str, Any] | None
+    """A JSON containment pattern the step's input must match (else ``when_unmet``)."""
+    if_not: Mapping[str, Any] | None
+    """A JSON containment pattern the step's input must not match."""
+    when_unmet: WhenMode | None
+    """What an unmet condition does: ``fail``, ``skip`` or ``skip-cascade``."""
+    when_exhausted: WhenMode | None
+    """What a task out of attempts does: ``fail``, ``skip`` or ``skip-cascade``."""
+
+
+def _refuse_unknown(method: str, options: Mapping[str, object]) -> None:
+    """Raise the ``TypeError`` Python raises for an unexpected keyword argument."""
+    for name in options:
+        if name not in StepKeywords.__annotations__:
+            raise TypeError(f"Flow.{method}() got an unexpected keyword argument {name!r}")
 
 
 @dataclass(frozen=True)
@@ -299,14 +334,7 @@ class Flow(Generic[InputT]):
         handler: Handler[InputT],
         *,
         depends_on: None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[InputT]: ...
 
     @overload
@@ -316,14 +344,7 @@ class Flow(Generic[InputT]):
         handler: Handler[Any],
         *,
         depends_on: Sequence[str],
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[InputT]: ...
 
     def step(
@@ -332,42 +353,21 @@ class Flow(Generic[InputT]):
         handler: Handler[Any],
         *,
         depends_on: Sequence[str] | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[InputT]:
         """A new flow with a single step appended.
 
         ``depends_on`` lists earlier steps whose outputs the handler receives as
-        ``{slug: output}``; without it the handler receives the flow input. ``if_`` /
-        ``if_not`` are JSON containment patterns tested against that input; ``when_unmet``
-        says what an unmet condition does and ``when_exhausted`` what a task out of
-        attempts does (``fail``, ``skip`` or ``skip-cascade``).
+        ``{slug: output}``; without it the handler receives the flow input. The other
+        options are those of :class:`StepKeywords`.
         """
+        _refuse_unknown("step", options)
         if isinstance(depends_on, str):
             raise FlowDefinitionError(
                 f"flow {self.slug!r}, step {slug!r}: depends_on must be a list of step slugs, "
                 f"got the string {depends_on!r} (did you mean [{depends_on!r}]?)"
             )
-        return self._add(
-            slug,
-            handler,
-            "single",
-            tuple(depends_on or ()),
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            start_delay=start_delay,
-            if_=if_,
-            if_not=if_not,
-            when_unmet=when_unmet,
-            when_exhausted=when_exhausted,
-        )
+        return self._add(slug, handler, "single", tuple(depends_on or ()), options)
 
     @overload
     def map(
@@ -376,14 +376,7 @@ class Flow(Generic[InputT]):
         handler: Handler[E],
         *,
         array: None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[list[E]]: ...
 
     @overload
@@ -393,14 +386,7 @@ class Flow(Generic[InputT]):
         handler: Handler[Any],
         *,
         array: str,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[InputT]: ...
 
     def map(
@@ -409,39 +395,21 @@ class Flow(Generic[InputT]):
         handler: Handler[Any],
         *,
         array: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        if_: Mapping[str, Any] | None = None,
-        if_not: Mapping[str, Any] | None = None,
-        when_unmet: WhenMode | None = None,
-        when_exhausted: WhenMode | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Flow[Any]:
         """A new flow with a map step appended: one task per element of an array.
 
         ``array`` names the step whose output (an array) is mapped over; without it the
         step maps over the flow input, which must then be an array. The handler receives
-        one element; the step's output is the array of the handler results, in order.
+        one element; the step's output is the array of the handler results, in order. The
+        other options are those of :class:`StepKeywords`.
         """
+        _refuse_unknown("map", options)
         if array is not None and not isinstance(array, str):
             raise FlowDefinitionError(
                 f"flow {self.slug!r}, map step {slug!r}: array must be one step slug, got {array!r}"
             )
-        return self._add(
-            slug,
-            handler,
-            "map",
-            (array,) if array is not None else (),
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            start_delay=start_delay,
-            if_=if_,
-            if_not=if_not,
-            when_unmet=when_unmet,
-            when_exhausted=when_exhausted,
-        )
+        return self._add(slug, handler, "map", (array,) if array is not None else (), options)
 
     def _add(
         self,
@@ -449,15 +417,7 @@ class Flow(Generic[InputT]):
         handler: Callable[..., Any],
         step_type: StepType,
         dependencies: tuple[str, ...],
-        *,
-        max_attempts: int | None,
-        base_delay: int | None,
-        timeout: int | None,
-        start_delay: int | None,
-        if_: Mapping[str, Any] | None,
-        if_not: Mapping[str, Any] | None,
-        when_unmet: WhenMode | None,
-        when_exhausted: WhenMode | None,
+        options: StepKeywords,
     ) -> Flow[InputT]:
         validate_slug(slug, f"flow {self.slug!r}: step slug")
         where = f"flow {self.slug!r}, step {slug!r}"
@@ -477,11 +437,11 @@ class Flow(Generic[InputT]):
                     f"(steps defined before it: {self._known()})"
                 )
             seen.add(dep)
-        options = StepOptions(
-            max_attempts=_check_int(where, "max_attempts", max_attempts, 1),
-            base_delay=_check_int(where, "base_delay", base_delay, 1),
-            timeout=_check_int(where, "timeout", timeout, 3),
-            start_delay=_check_int(where, "start_delay", start_delay, 0),
+        step_options = StepOptions(
+            max_attempts=_check_int(where, "max_attempts", options.get("max_attempts"), 1),
+            base_delay=_check_int(where, "base_delay", options.get("base_delay"), 1),
+            timeout=_check_int(where, "timeout", options.get("timeout"), 3),
+            start_delay=_check_int(where, "start_delay", options.get("start_delay"), 0),
         )
         try:
             info = inspect_handler(handler)
@@ -493,11 +453,11 @@ class Flow(Generic[InputT]):
             info=info,
             step_type=step_type,
             dependencies=dependencies,
-            options=options,
-            required_input_pattern=_check_pattern(where, "if_", if_),
-            forbidden_input_pattern=_check_pattern(where, "if_not", if_not),
-            when_unmet=_check_mode(where, "when_unmet", when_unmet),
-            when_exhausted=_check_mode(where, "when_exhausted", when_exhausted),
+            options=step_options,
+            required_input_pattern=_check_pattern(where, "if_", options.get("if_")),
+            forbidden_input_pattern=_check_pattern(where, "if_not", options.get("if_not")),
+            when_unmet=_check_mode(where, "when_unmet", options.get("when_unmet")),
+            when_exhausted=_check_mode(where, "when_exhausted", options.get("when_exhausted")),
             index=len(self._steps),
         )
         self._check_handler_types(where, step)
