@@ -1036,6 +1036,26 @@ def test_unknown_flow_and_null_input_fail_on_the_runs_constraints(conn: psycopg.
 
 
 # ---------------------------------------------------------------------------------------
+# 3.3 Map and retry rules (the rest is in test_maps and test_retries)
+# ---------------------------------------------------------------------------------------
+
+
+def test_start_delay_applies_to_the_first_send_only(tx: psycopg.Connection) -> None:
+    tx.execute("select pgflow.create_flow('sd', max_attempts => 3, base_delay => 1)")
+    tx.execute("select pgflow.add_step('sd', 'a', start_delay => 100)")
+    run_id = one(tx, "select run_id from pgflow.start_flow('sd', '{}')")
+    first = one(tx, "select floor(extract(epoch from vt - enqueued_at))::int from pgmq.q_sd")
+    assert first == 100
+    tx.execute("update pgmq.q_sd set vt = now()")
+    [task] = read_and_start(tx, "sd")
+    assert task["step_slug"] == "a"
+    tx.execute("select pgflow.fail_task(%s, 'a', 0, 'a FAILED')", (run_id,))
+    retry = one(tx, "select floor(extract(epoch from vt - enqueued_at))::int from pgmq.q_sd")
+    # backoff 2 x base_delay, not the start delay
+    assert retry == one(tx, "select pgflow.calculate_retry_delay(1, 1)") == 2
+
+
+# ---------------------------------------------------------------------------------------
 # 3.2 Events through realtime.send (pgTAP's realtime.messages, no extra columns)
 # ---------------------------------------------------------------------------------------
 
@@ -1178,7 +1198,7 @@ def test_a_whole_run_with_a_retry_in_one_transaction(tx: psycopg.Connection) -> 
     # assert_retry_delay: vt - enqueued_at in whole seconds vs calculate_retry_delay
     delay = one(
         tx,
-        "select extract(epoch from (q.vt - q.enqueued_at))::int"
+        "select floor(extract(epoch from (q.vt - q.enqueued_at)))::int"
         " from pgmq.q_audit as q join pgflow.step_tasks as t on t.message_id = q.msg_id"
         " where t.run_id = %s and t.step_slug = 'root'",
         run_id,
