@@ -18,13 +18,18 @@ from collections.abc import AsyncIterator, Callable, Container
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from pgweave.client import RunNotFoundError, RunTimeoutError
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
-from pgweave.runs import RunEvent, RunState, run_channel
+from pgweave.runs import (
+    RunEvent,
+    RunState,
+    RunTimeoutError,
+    apply_events,
+    listen_statement,
+    state_of,
+)
 from pgweave_client import AsyncPgflowClient
 
 
@@ -46,9 +51,7 @@ class AsyncClient:
             result = await AsyncPgflowClient(conn).start_flow_with_states(
                 slug, Jsonb(to_json(input)), run_id
             )
-        if not isinstance(result, dict):
-            raise RunNotFoundError(f"start_flow_with_states returned {result!r}")
-        state = RunState.from_json(result)
+        state = state_of(result, f"start_flow_with_states returned {result!r}")
         return AsyncFlowRun(self, state.run_id, state)
 
     async def get_run(self, run_id: uuid.UUID | str) -> RunState:
@@ -67,13 +70,9 @@ class AsyncClient:
         """Wait until the run's status is in ``status`` (or it ended); :class:`RunTimeoutError`."""
         state: RunState | None = None
         async for state in self._follow(uuid.UUID(str(run_id)), timeout, on_event):
-            if state.status in status or state.is_terminal:
+            if state.reached(status):
                 return state
-        raise RunTimeoutError(
-            f"run {run_id} did not reach the awaited state within {timeout} s"
-            + (f" (it is {state.status})" if state else ""),
-            state,
-        )
+        raise RunTimeoutError.waiting_for(run_id, timeout, state)
 
     async def events(
         self, run_id: uuid.UUID | str, *, timeout: float | None = None
@@ -97,7 +96,7 @@ class AsyncClient:
     ) -> AsyncIterator[RunState]:
         deadline = None if timeout is None else time.monotonic() + timeout
         async with await self._connect() as listener, await self._connect() as reader:
-            await listener.execute(sql.SQL("listen {}").format(sql.Identifier(run_channel(run_id))))
+            await listener.execute(listen_statement(run_id))
             state = await _read_run(reader, run_id)
             yield state
             while not state.is_terminal:
@@ -110,11 +109,8 @@ class AsyncClient:
                 ]
                 if not batch:
                     continue
-                reread = False
-                for event in batch:
-                    state = state.apply(event)
-                    reread = reread or event.truncated
-                if reread or state.is_terminal:
+                state, reread = apply_events(state, batch)
+                if reread:
                     state = await _read_run(reader, run_id)
                 for event in batch:
                     if on_event is not None:
@@ -124,9 +120,7 @@ class AsyncClient:
 
 async def _read_run(conn: psycopg.AsyncConnection, run_id: uuid.UUID) -> RunState:
     result = await AsyncPgflowClient(conn).get_run_with_states(run_id)
-    if not isinstance(result, dict):
-        raise RunNotFoundError(f"no run {run_id}")
-    return RunState.from_json(result)
+    return state_of(result, f"no run {run_id}")
 
 
 class AsyncFlowRun:

@@ -19,25 +19,14 @@ from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
-from pgweave.runs import RunEvent, RunState, run_channel
+from pgweave.runs import RunEvent, RunState, apply_events, listen_statement, state_of
+from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
+from pgweave.runs import RunTimeoutError as RunTimeoutError
 from pgweave_client import PgflowClient
-
-
-class RunNotFoundError(LookupError):
-    """No run has this id."""
-
-
-class RunTimeoutError(TimeoutError):
-    """A run did not reach the awaited state in time; ``state`` is the last one seen."""
-
-    def __init__(self, message: str, state: RunState | None) -> None:
-        super().__init__(message)
-        self.state = state
 
 
 class Client:
@@ -60,9 +49,7 @@ class Client:
         slug = flow.slug if isinstance(flow, Flow) else flow
         with self._connect() as conn:
             result = PgflowClient(conn).start_flow_with_states(slug, Jsonb(to_json(input)), run_id)
-        if not isinstance(result, dict):
-            raise RunNotFoundError(f"start_flow_with_states returned {result!r}")
-        state = RunState.from_json(result)
+        state = state_of(result, f"start_flow_with_states returned {result!r}")
         return FlowRun(self, state.run_id, state)
 
     def get_run(self, run_id: uuid.UUID | str) -> RunState:
@@ -84,13 +71,9 @@ class Client:
         on_event: Callable[[RunEvent, RunState], None] | None = None,
     ) -> RunState:
         """Block until the run's status is in ``status``; :class:`RunTimeoutError` otherwise."""
-        wanted = status
-
-        def done(state: RunState) -> bool:
-            return state.status in wanted or state.is_terminal
-
-        final = self.wait_until(run_id, done, timeout=timeout, on_event=on_event)
-        return final
+        return self.wait_until(
+            run_id, lambda state: state.reached(status), timeout=timeout, on_event=on_event
+        )
 
     def wait_until(
         self,
@@ -105,11 +88,7 @@ class Client:
         for state in self._follow(uuid.UUID(str(run_id)), timeout=timeout, on_event=on_event):
             if predicate(state):
                 return state
-        raise RunTimeoutError(
-            f"run {run_id} did not reach the awaited state within {timeout} s"
-            + (f" (it is {state.status})" if state else ""),
-            state,
-        )
+        raise RunTimeoutError.waiting_for(run_id, timeout, state)
 
     def events(
         self, run_id: uuid.UUID | str, *, timeout: float | None = None
@@ -138,7 +117,7 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._connect() as listener, self._connect() as reader:
-            listener.execute(sql.SQL("listen {}").format(sql.Identifier(run_channel(run_id))))
+            listener.execute(listen_statement(run_id))
             state = _read_run(reader, run_id)
             yield state
             while not state.is_terminal:
@@ -151,12 +130,8 @@ class Client:
                 ]
                 if not batch:
                     continue
-                reread = False
-                for event in batch:
-                    state = state.apply(event)
-                    reread = reread or event.truncated
-                if reread or state.is_terminal:
-                    # complete values (and, at the end, every column) from the tables
+                state, reread = apply_events(state, batch)
+                if reread:
                     state = _read_run(reader, run_id)
                 for event in batch:
                     if on_event is not None:
@@ -165,10 +140,7 @@ class Client:
 
 
 def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:
-    result = PgflowClient(conn).get_run_with_states(run_id)
-    if not isinstance(result, dict):
-        raise RunNotFoundError(f"no run {run_id}")
-    return RunState.from_json(result)
+    return state_of(PgflowClient(conn).get_run_with_states(run_id), f"no run {run_id}")
 
 
 class FlowRun:

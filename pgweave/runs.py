@@ -4,16 +4,22 @@ A :class:`RunState` is built from ``pgflow.get_run_with_states`` and moved forwa
 engine's events (``run:started``, ``step:<slug>:completed``…). Applying is idempotent and
 never moves a status backwards, so a client may read the state after subscribing and then
 apply events that were already included in what it read.
+
+The sync and async clients (:mod:`pgweave.client`, :mod:`pgweave.aio`) share everything
+here that does not wait: the LISTEN statement, reading results into states, applying a
+batch of events and deciding when a wait is over.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+from psycopg import sql
 
 RUN_TERMINAL = frozenset({"completed", "failed"})
 STEP_TERMINAL = frozenset({"completed", "failed", "skipped"})
@@ -21,9 +27,55 @@ _RUN_RANK = {"started": 0, "completed": 1, "failed": 1}
 _STEP_RANK = {"created": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2}
 
 
+class RunNotFoundError(LookupError):
+    """No run has this id."""
+
+
+class RunTimeoutError(TimeoutError):
+    """A run did not reach the awaited state in time; ``state`` is the last one seen."""
+
+    def __init__(self, message: str, state: RunState | None) -> None:
+        super().__init__(message)
+        self.state = state
+
+    @classmethod
+    def waiting_for(
+        cls, run_id: uuid.UUID | str, timeout: float | None, state: RunState | None
+    ) -> RunTimeoutError:
+        """The error of a wait for ``run_id`` that ended after ``timeout`` seconds."""
+        return cls(
+            f"run {run_id} did not reach the awaited state within {timeout} s"
+            + (f" (it is {state.status})" if state else ""),
+            state,
+        )
+
+
 def run_channel(run_id: uuid.UUID | str) -> str:
     """The NOTIFY channel (and realtime topic) of a run's events."""
     return f"pgflow:run:{run_id}"
+
+
+def listen_statement(run_id: uuid.UUID) -> sql.Composed:
+    """``listen "pgflow:run:<run_id>"``."""
+    return sql.SQL("listen {}").format(sql.Identifier(run_channel(run_id)))
+
+
+def state_of(result: object, missing: str) -> RunState:
+    """The state in a ``get_run_with_states`` / ``start_flow_with_states`` result;
+    :class:`RunNotFoundError` with ``missing`` when there is none."""
+    if not isinstance(result, dict):
+        raise RunNotFoundError(missing)
+    return RunState.from_json(result)
+
+
+def apply_events(state: RunState, batch: Sequence[RunEvent]) -> tuple[RunState, bool]:
+    """The state moved by a batch of events, and whether to read the run again: when an
+    event arrived truncated (for the complete values) or the run ended (for every column)."""
+    reread = False
+    for event in batch:
+        state = state.apply(event)
+        reread = reread or event.truncated
+    return state, reread or state.is_terminal
 
 
 def _ts(value: Any) -> datetime | None:
@@ -120,6 +172,10 @@ class RunState:
     def step(self, slug: str) -> StepState:
         """The state of one step (``KeyError`` when the flow has no such step)."""
         return self.steps[slug]
+
+    def reached(self, status: Container[str]) -> bool:
+        """Whether the run's status is in ``status``, or it ended (and will not move on)."""
+        return self.status in status or self.is_terminal
 
     def apply(self, event: RunEvent) -> RunState:
         """This state moved forward by an event (unchanged when the event is old news)."""
