@@ -1035,6 +1035,35 @@ def test_unknown_flow_and_null_input_fail_on_the_runs_constraints(conn: psycopg.
     assert nn.value.diag.column_name == "input"
 
 
+def test_taskless_single_step_completes_with_null_output(tx: psycopg.Connection) -> None:
+    # cascade_complete_taskless_steps called directly after a direct UPDATE (pgTAP style):
+    # a single step completes with output NULL, started_at = completed_at, no task.
+    define_flow(tx)
+    run_id = one(tx, "select run_id from pgflow.start_flow('audit', '{}')")
+    tx.execute(
+        "update pgflow.step_states set remaining_deps = 0, initial_tasks = 0"
+        " where run_id = %s and step_slug = 'left'",
+        (run_id,),
+    )
+    assert one(tx, "select pgflow.cascade_complete_taskless_steps(%s)", run_id) == 1
+    state = fetch(
+        tx, "select * from pgflow.step_states where run_id = %s and step_slug = 'left'", run_id
+    )[0]
+    assert (state["status"], state["output"], state["remaining_tasks"]) == ("completed", None, 0)
+    assert state["started_at"] == state["completed_at"]
+    assert (
+        one(
+            tx,
+            "select remaining_deps from pgflow.step_states where run_id = %s"
+            " and step_slug = 'leaf'",
+            run_id,
+        )
+        == 1
+    )
+    assert one(tx, "select remaining_steps from pgflow.runs where run_id = %s", run_id) == 3
+    assert one(tx, "select count(*) from pgflow.step_tasks where step_slug = 'left'") == 0
+
+
 # ---------------------------------------------------------------------------------------
 # 3.3 Map and retry rules (the rest is in test_maps and test_retries)
 # ---------------------------------------------------------------------------------------
