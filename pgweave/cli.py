@@ -9,14 +9,13 @@ import click
 import psycopg
 
 from generator.render import GeneratedFile
-from pgweave import PROJECT_ROOT
+from pgweave.cli_common import fail, fail_on_spec_error, out_option, spec_option
 from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
 
-DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
-DEFAULT_OUT = PROJECT_ROOT / "generated"
+generated_option = out_option("Directory of the generated files.")
 
 
 @click.group()
@@ -33,28 +32,14 @@ def _files(spec: Path, out: Path) -> list[GeneratedFile]:
     try:
         return generate_files(spec, out)
     except SpecError as exc:
-        for issue in exc.issues:
-            click.secho(str(issue), fg="red", err=True)
-        click.secho(f"{len(exc.issues)} problem(s) in the spec; nothing written.", err=True)
-        sys.exit(1)
+        fail_on_spec_error(exc, "nothing written")
     except (SnapshotError, PlanError) as exc:
-        click.secho(f"{exc}; nothing written.", fg="red", err=True)
-        sys.exit(1)
-
-
-spec_option = click.option(
-    "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
-    help="The spec's entry file (YAML or JSON).",
-)  # fmt: skip
-out_option = click.option(
-    "--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
-    help="Directory of the generated files.",
-)  # fmt: skip
+        fail(f"{exc}; nothing written.")
 
 
 @main.command()
 @spec_option
-@out_option
+@generated_option
 def generate(spec: Path, out: Path) -> None:
     """Generate every output from the spec into the output directory."""
     from generator.pipeline import write
@@ -73,7 +58,7 @@ def generate(spec: Path, out: Path) -> None:
 
 @main.command()
 @spec_option
-@out_option
+@generated_option
 def check(spec: Path, out: Path) -> None:
     """Fail (exit 1, with a unified diff) when the output directory is not what the spec produces.
 
@@ -116,7 +101,7 @@ def install_pgmq_command(dsn: str) -> None:
 
 @main.command()
 @spec_option
-@out_option
+@generated_option
 def smoke(spec: Path, out: Path) -> None:
     """Generate, then install everything into a throwaway PostgreSQL and run a flow there."""
     from generator.pipeline import write

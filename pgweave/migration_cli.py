@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from pgweave import PROJECT_ROOT
+from pgweave.cli_common import fail, fail_on_spec_error, out_option, spec_option
 
-DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
-DEFAULT_OUT = PROJECT_ROOT / "generated"
-
-spec_option = click.option(
-    "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
-    help="The spec's entry file (YAML or JSON).",
-)  # fmt: skip
-out_option = click.option(
-    "--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
-    help="Directory of the generated files (snapshots/ and migrations/ live there).",
-)  # fmt: skip
+generated_option = out_option(
+    "Directory of the generated files (snapshots/ and migrations/ live there)."
+)
 destructive_option = click.option(
     "--allow-destructive",
     is_flag=True,
     help="Accept destructive changes (drop table/column, narrowing a column type).",
 )
-
-
-def fail(message: str) -> None:
-    """Print an error in red and exit 1."""
-    click.secho(message, fg="red", err=True)
-    sys.exit(1)
 
 
 def pending_message(spec: Path, out: Path) -> str | None:
@@ -57,13 +42,9 @@ def _record(spec: Path, out: Path, name: str | None, *, redo: bool, allow: bool)
     try:
         recorded = record(load_ir(spec), out, name, redo=redo, allow_destructive=allow)
     except SpecError as exc:
-        for issue in exc.issues:
-            click.secho(str(issue), fg="red", err=True)
-        fail(f"{len(exc.issues)} problem(s) in the spec; nothing recorded.")
-        return
+        fail_on_spec_error(exc, "nothing recorded")
     except (MigrationError, PlanError, SnapshotError) as exc:
         fail(str(exc))
-        return
     target = out / recorded.snapshot.path
     replaced = out / recorded.replaced if recorded.replaced else None
     previous = replaced.read_bytes() if replaced is not None else None
@@ -101,7 +82,7 @@ def migration() -> None:
 @migration.command("new")
 @click.argument("name")
 @spec_option
-@out_option
+@generated_option
 @destructive_option
 def new_command(name: str, spec: Path, out: Path, allow_destructive: bool) -> None:
     """Record the spec's changes since the last migration as migration NNNN_NAME.
@@ -116,7 +97,7 @@ def new_command(name: str, spec: Path, out: Path, allow_destructive: bool) -> No
 @migration.command("redo")
 @click.option("--name", default=None, help="Also rename the migration.")
 @spec_option
-@out_option
+@generated_option
 @destructive_option
 def redo_command(name: str | None, spec: Path, out: Path, allow_destructive: bool) -> None:
     """Record the last migration again from the current spec (only while it is unreleased).
@@ -129,7 +110,7 @@ def redo_command(name: str | None, spec: Path, out: Path, allow_destructive: boo
 
 @migration.command("plan")
 @spec_option
-@out_option
+@generated_option
 def plan_command(spec: Path, out: Path) -> None:
     """Print the migration `migration new` would record now (writes nothing)."""
     from generator.build import load_ir

@@ -1,0 +1,46 @@
+"""What the ``pgweave`` command groups share: the --spec/--out options and how they fail."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+from click.decorators import FC
+
+from pgweave import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from generator.diagnostics import SpecError
+
+DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
+DEFAULT_OUT = PROJECT_ROOT / "generated"
+
+spec_option = click.option(
+    "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
+    help="The spec's entry file (YAML or JSON).",
+)  # fmt: skip
+
+
+def out_option(help: str) -> Callable[[FC], FC]:
+    """``--out``: the directory of the generated files (``help`` says what it holds)."""
+    return click.option(
+        "--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+        help=help,
+    )  # fmt: skip
+
+
+def fail(message: str) -> NoReturn:
+    """Print an error in red and exit 1."""
+    click.secho(message, fg="red", err=True)
+    sys.exit(1)
+
+
+def fail_on_spec_error(error: SpecError, nothing: str) -> NoReturn:
+    """Print every problem of a refused spec in red, then how many and that ``nothing``
+    (e.g. "nothing written") happened; exit 1."""
+    for issue in error.issues:
+        click.secho(str(issue), fg="red", err=True)
+    fail(f"{len(error.issues)} problem(s) in the spec; {nothing}.")
