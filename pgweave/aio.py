@@ -24,6 +24,7 @@ from pgweave.dsl import Flow
 from pgweave.handlers import to_json
 from pgweave.runs import (
     RunEvent,
+    RunHandle,
     RunState,
     RunTimeoutError,
     apply_events,
@@ -123,23 +124,8 @@ async def _read_run(conn: psycopg.AsyncConnection, run_id: uuid.UUID) -> RunStat
     return state_of(result, f"no run {run_id}")
 
 
-class AsyncFlowRun:
+class AsyncFlowRun(RunHandle[AsyncClient]):
     """A handle on one run for asyncio code."""
-
-    def __init__(self, client: AsyncClient, run_id: uuid.UUID, state: RunState) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.state = state
-
-    @property
-    def status(self) -> str:
-        """The last status seen."""
-        return self.state.status
-
-    @property
-    def output(self) -> Any:
-        """The run's output once completed."""
-        return self.state.output
 
     async def refresh(self) -> RunState:
         """Re-read the run from the database."""
@@ -162,6 +148,3 @@ class AsyncFlowRun:
     def events(self, *, timeout: float | None = None) -> AsyncIterator[RunEvent]:
         """The run's events from now on, until it ends."""
         return self.client.events(self.run_id, timeout=timeout)
-
-    def __repr__(self) -> str:
-        return f"AsyncFlowRun({self.run_id}, {self.state.flow_slug!r}, {self.status!r})"

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
-from pgweave.runs import RunEvent, RunState, apply_events, listen_statement, state_of
+from pgweave.runs import RunEvent, RunHandle, RunState, apply_events, listen_statement, state_of
 from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
 from pgweave.runs import RunTimeoutError as RunTimeoutError
 from pgweave_client import PgflowClient
@@ -143,23 +143,8 @@ def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:
     return state_of(PgflowClient(conn).get_run_with_states(run_id), f"no run {run_id}")
 
 
-class FlowRun:
+class FlowRun(RunHandle[Client]):
     """A handle on one run: its id, the last state seen, and ways to wait for it."""
-
-    def __init__(self, client: Client, run_id: uuid.UUID, state: RunState) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.state = state
-
-    @property
-    def status(self) -> str:
-        """The last status seen (call :meth:`refresh` or :meth:`wait` to update)."""
-        return self.state.status
-
-    @property
-    def output(self) -> Any:
-        """The run's output (the leaf steps' outputs) once completed."""
-        return self.state.output
 
     def refresh(self) -> RunState:
         """Re-read the run from the database."""
@@ -194,6 +179,3 @@ class FlowRun:
     def events(self, *, timeout: float | None = None) -> Iterator[RunEvent]:
         """The run's events from now on, until it ends."""
         return self.client.events(self.run_id, timeout=timeout)
-
-    def __repr__(self) -> str:
-        return f"FlowRun({self.run_id}, {self.state.flow_slug!r}, {self.status!r})"

@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from psycopg import sql
+
+ClientT = TypeVar("ClientT")
 
 RUN_TERMINAL = frozenset({"completed", "failed"})
 STEP_TERMINAL = frozenset({"completed", "failed", "skipped"})
@@ -258,3 +260,29 @@ class RunEvent:
     def is_run_terminal(self) -> bool:
         """``run:completed`` or ``run:failed``."""
         return self.event in ("run:completed", "run:failed")
+
+
+class RunHandle(Generic[ClientT]):
+    """What a handle on one run keeps: its client, its id and the last state seen.
+
+    :class:`pgweave.client.FlowRun` and :class:`pgweave.aio.AsyncFlowRun` add the ways to
+    refresh it and wait for it.
+    """
+
+    def __init__(self, client: ClientT, run_id: uuid.UUID, state: RunState) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.state = state
+
+    @property
+    def status(self) -> str:
+        """The last status seen (call ``refresh`` or ``wait`` to update)."""
+        return self.state.status
+
+    @property
+    def output(self) -> Any:
+        """The run's output (the leaf steps' outputs) once completed."""
+        return self.state.output
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.run_id}, {self.state.flow_slug!r}, {self.status!r})"
