@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -34,10 +35,25 @@ def _sql_literal_text(value: Any) -> Any:
     return value
 
 
+SqlDefault = Annotated[SqlText | None, BeforeValidator(_sql_literal_text)]
+"""An SQL default expression; YAML scalars (0, true, …) are taken as their SQL text."""
+
+
 class SpecModel(BaseModel):
     """Base of every spec model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TypeShorthand(SpecModel):
+    """Base of the models that may also be written as a bare type string (``{"type": …}``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        return data
 
 
 class QueueSettings(SpecModel):
@@ -59,12 +75,12 @@ class Settings(SpecModel):
     )
 
 
-class Column(SpecModel):
+class Column(TypeShorthand):
     """One table column. Written as a bare type string or as a mapping."""
 
     type: str
     nullable: bool = True
-    default: SqlText | None = None
+    default: SqlDefault = None
     check: SqlText | None = Field(
         default=None,
         description="Column CHECK; gets PostgreSQL's default name <table>_<column>_check.",
@@ -77,18 +93,6 @@ class Column(SpecModel):
             " and adding a column (a no-op once the rename is released)."
         ),
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"type": data}
-        return data
-
-    @field_validator("default", mode="before")
-    @classmethod
-    def _default_as_sql(cls, value: Any) -> Any:
-        return _sql_literal_text(value)
 
 
 class PrimaryKey(SpecModel):
@@ -235,24 +239,12 @@ class StateMachine(SpecModel):
     transitions: list[Transition] = Field(min_length=1)
 
 
-class Argument(SpecModel):
+class Argument(TypeShorthand):
     """A function argument. Written as a bare type string or as a mapping."""
 
     type: str
-    default: SqlText | None = Field(default=None, description="SQL default expression.")
+    default: SqlDefault = Field(default=None, description="SQL default expression.")
     doc: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"type": data}
-        return data
-
-    @field_validator("default", mode="before")
-    @classmethod
-    def _default_as_sql(cls, value: Any) -> Any:
-        return _sql_literal_text(value)
 
 
 class Returns(SpecModel):
