@@ -26,8 +26,9 @@ so the command line can refuse them unless allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from generator.ir import (
     AttributeIR,
@@ -537,6 +538,85 @@ def _reverse_fk_order(tables: list[TableIR]) -> list[TableIR]:
     return ordered
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Renamable(_Named, Protocol):
+    @property
+    def renamed_from(self) -> str | None: ...
+
+
+NamedT = TypeVar("NamedT", bound=_Named)
+
+
+def _declared_renames(
+    wanted: Iterable[_Renamable], old_names: set[str], what: str
+) -> dict[str, str]:
+    """Old name -> new name, for what declares ``renamed_from`` an old name it replaces.
+
+    Two claiming one old name is an error; ``what`` starts its message ("tables ")."""
+    renames: dict[str, str] = {}
+    for item in wanted:
+        source = item.renamed_from
+        if source is None or item.name in old_names or source not in old_names:
+            continue
+        if source in renames:
+            raise PlanError(
+                f"{what}{renames[source]} and {item.name} are both renamed from {source}"
+            )
+        renames[source] = item.name
+    return renames
+
+
+def _renamed_equivalents(
+    before: Sequence[NamedT],
+    after: Sequence[NamedT],
+    wanted: set[str],
+    had: set[str],
+    definition: Callable[[NamedT], object],
+) -> dict[str, str]:
+    """Old name -> new name, for each item of ``before`` whose name is no longer ``wanted``
+    and whose definition a new item of ``after`` (one not ``had``, not claimed yet) has."""
+    renames: dict[str, str] = {}
+    for item in before:
+        if item.name in wanted:
+            continue
+        for candidate in after:
+            if (
+                candidate.name not in had
+                and candidate.name not in renames.values()
+                and definition(candidate) == definition(item)
+            ):
+                renames[item.name] = candidate.name
+                break
+    return renames
+
+
+def _drop_and_add_reasons(
+    before: Sequence[NamedT],
+    after: Sequence[NamedT],
+    same: Callable[[NamedT, NamedT], bool],
+    uses_dropped: Callable[[NamedT], bool],
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """(name, why it is dropped, why it is added) for each constraint or index that is
+    removed, changes, uses a function about to be recreated, or is new."""
+    wanted = {item.name: item for item in after}
+    for item in before:
+        other = wanted.get(item.name)
+        if other is None:
+            yield item.name, "removed", None
+        elif not same(other, item):
+            yield item.name, "definition changes", "definition changed"
+        elif uses_dropped(item):
+            yield item.name, "its function is recreated", "its function was recreated"
+    had = {item.name for item in before}
+    for name in wanted:
+        if name not in had:
+            yield name, None, "new"
+
+
 class _Planner:
     """Computes one plan; the old model is first mapped through the declared renames."""
 
@@ -595,35 +675,6 @@ class _Planner:
         return Plan(self.old, self.new, tuple(changes), tuple(self.notes))
 
     # renames ------------------------------------------------------------------------
-    def table_renames(self) -> dict[str, str]:
-        old_names = {t.name for t in self.old.tables}
-        renames: dict[str, str] = {}
-        for table in self.new.tables:
-            source = table.renamed_from
-            if source is None or table.name in old_names or source not in old_names:
-                continue
-            if source in renames:
-                raise PlanError(
-                    f"tables {renames[source]} and {table.name} are both renamed from {source}"
-                )
-            renames[source] = table.name
-        return renames
-
-    def column_renames(self, old: TableIR, new: TableIR) -> dict[str, str]:
-        old_names = {c.name for c in old.columns}
-        renames: dict[str, str] = {}
-        for column in new.columns:
-            source = column.renamed_from
-            if source is None or column.name in old_names or source not in old_names:
-                continue
-            if source in renames:
-                raise PlanError(
-                    f"columns {new.name}.{renames[source]} and {column.name} are both renamed "
-                    f"from {source}"
-                )
-            renames[source] = column.name
-        return renames
-
     def map_type(self, ref: TypeRef, tables: dict[str, str]) -> TypeRef:
         if ref.kind == "table" and ref.name in tables:
             return replace(ref, name=tables[ref.name])
@@ -669,13 +720,15 @@ class _Planner:
 
     def renames(self) -> list[Change]:
         """Declared renames; maps the old tables and functions to their new names."""
-        tables = self.table_renames()
+        tables = _declared_renames(self.new.tables, {t.name for t in self.old.tables}, "tables ")
         wanted = {t.name: t for t in self.new.tables}
         column_maps: dict[str, dict[str, str]] = {}
         for table in self.old.tables:
             name = tables.get(table.name, table.name)
             if name in wanted:
-                column_maps[name] = self.column_renames(table, wanted[name])
+                column_maps[name] = _declared_renames(
+                    wanted[name].columns, {c.name for c in table.columns}, f"columns {name}."
+                )
         changes: list[Change] = [RenameTable(old, new) for old, new in tables.items()]
         for table in self.new.tables:
             for old, new in column_maps.get(table.name, {}).items():
@@ -711,38 +764,22 @@ class _Planner:
         had_indexes = {i.name for t in self.old_tables.values() for i in t.indexes}
         for table in self.common:
             before = self.old_tables[table.name]
-            wanted = {c.name for c in table.constraints}
-            had = {c.name for c in before.constraints}
-            renames: dict[str, str] = {}
-            for constraint in before.constraints:
-                if constraint.name in wanted:
-                    continue
-                for candidate in table.constraints:
-                    if (
-                        candidate.name not in had
-                        and candidate.name not in renames.values()
-                        and (candidate.kind, candidate.definition)
-                        == (constraint.kind, constraint.definition)
-                    ):
-                        renames[constraint.name] = candidate.name
-                        changes.append(
-                            RenameConstraint(table.name, constraint.name, candidate.name)
-                        )
-                        break
-            index_renames: dict[str, str] = {}
-            for index in before.indexes:
-                if index.name in wanted_indexes:
-                    continue
-                for other in table.indexes:
-                    if (
-                        other.name not in had_indexes
-                        and other.name not in index_renames.values()
-                        and (other.columns, other.unique, other.where)
-                        == (index.columns, index.unique, index.where)
-                    ):
-                        index_renames[index.name] = other.name
-                        changes.append(RenameIndex(index.name, other.name))
-                        break
+            renames = _renamed_equivalents(
+                before.constraints,
+                table.constraints,
+                {c.name for c in table.constraints},
+                {c.name for c in before.constraints},
+                lambda c: (c.kind, c.definition),
+            )
+            changes.extend(RenameConstraint(table.name, old, new) for old, new in renames.items())
+            index_renames = _renamed_equivalents(
+                before.indexes,
+                table.indexes,
+                wanted_indexes,
+                had_indexes,
+                lambda i: (i.columns, i.unique, i.where),
+            )
+            changes.extend(RenameIndex(old, new) for old, new in index_renames.items())
             self.old_tables[table.name] = replace(
                 before,
                 constraints=tuple(
@@ -818,35 +855,26 @@ class _Planner:
         """What to drop and add, including dependants of recreated functions and keys."""
         for table in self.common:
             before = self.old_tables[table.name]
-            wanted = {c.name: c for c in table.constraints}
-            for constraint in before.constraints:
-                key = (table.name, constraint.name)
-                other = wanted.get(constraint.name)
-                if other is None:
-                    self.drop_constraints[key] = "removed"
-                elif (other.kind, other.definition) != (constraint.kind, constraint.definition):
-                    self.drop_constraints[key] = "definition changes"
-                    self.add_constraints[key] = "definition changed"
-                elif self.uses_dropped(constraint.definition):
-                    self.drop_constraints[key] = "its function is recreated"
-                    self.add_constraints[key] = "its function was recreated"
-            for name in wanted:
-                if all(c.name != name for c in before.constraints):
-                    self.add_constraints[(table.name, name)] = "new"
-            wanted_indexes = {i.name: i for i in table.indexes}
-            for index in before.indexes:
-                other_index = wanted_indexes.get(index.name)
-                if other_index is None:
-                    self.drop_indexes[index.name] = "removed"
-                elif replace(other_index, doc=None) != replace(index, doc=None):
-                    self.drop_indexes[index.name] = "definition changes"
-                    self.add_indexes[index.name] = "definition changed"
-                elif self.uses_dropped(index.where):
-                    self.drop_indexes[index.name] = "its function is recreated"
-                    self.add_indexes[index.name] = "its function was recreated"
-            for name in wanted_indexes:
-                if all(i.name != name for i in before.indexes):
-                    self.add_indexes[name] = "new"
+            for name, drop, add in _drop_and_add_reasons(
+                before.constraints,
+                table.constraints,
+                lambda a, b: (a.kind, a.definition) == (b.kind, b.definition),
+                lambda c: self.uses_dropped(c.definition),
+            ):
+                if drop:
+                    self.drop_constraints[(table.name, name)] = drop
+                if add:
+                    self.add_constraints[(table.name, name)] = add
+            for name, drop, add in _drop_and_add_reasons(
+                before.indexes,
+                table.indexes,
+                lambda a, b: replace(a, doc=None) == replace(b, doc=None),
+                lambda i: self.uses_dropped(i.where),
+            ):
+                if drop:
+                    self.drop_indexes[name] = drop
+                if add:
+                    self.add_indexes[name] = add
             for column in before.columns:
                 kept = next((c for c in table.columns if c.name == column.name), None)
                 if kept is None or not self.uses_dropped(column.default):
