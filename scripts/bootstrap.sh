@@ -34,7 +34,7 @@ wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "installing Python dependencies into .venv" >&2
   # (pip's notes about this machine's unused local index paths are filtered out)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$wanted" > "$stamp"
 fi

@@ -131,10 +131,11 @@ def _param(
         elif spelled == "DEFAULT":
             annotation = f"{annotation} | SqlDefault"
     python = python_name(name)
-    json_arg = ref.kind == "base" and ref.name in JSON_TYPES and not ref.array
+    json_arg = ref.kind == "base" and ref.name in JSON_TYPES
     value = python
     if json_arg:
-        value = f"{'jsonb' if ref.name == 'jsonb' else 'json'}({python})"
+        helper = "jsonb" if ref.name == "jsonb" else "json"
+        value = f"{helper}_array({python})" if ref.array else f"{helper}({python})"
     elif ref.array:
         value = f"array({python})"
     text = py_doc(doc) if doc else None
@@ -239,6 +240,17 @@ def render_python_client(schema: SchemaIR, source: str) -> list[GeneratedFile]:
         "machines": machines,
         "results": results,
         "result_models": sorted({m.model for m in methods if m.model is not None}),
+        "array_helpers_import": "".join(
+            f", {helper}"
+            for helper in sorted(
+                {
+                    p.value.split("(")[0]
+                    for m in methods
+                    for p in m.params
+                    if p.value.startswith(("jsonb_array(", "json_array("))
+                }
+            )
+        ),
         "args_models": [args_model(f) for f in public_functions(schema)],
         **names,
     }

@@ -107,6 +107,13 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     assert isinstance(again, dict)
     assert isinstance(again["steps"], list)
     assert len(again["steps"]) == 2
+    [batch] = await client.read_and_start_tasks("relay", WORKER, 10)
+    assert isinstance(batch, models.StepTaskRecord)
+    assert batch.flow_input == {"n": 5}
+    assert batch.run_id is not None
+    assert (batch.step_slug, batch.task_index) == ("one", 0)
+    [finished] = await client.complete_tasks([batch.run_id], ["one"], [0], [{"n": 6}])
+    assert (finished.status, finished.output) == (StepTaskStatus.COMPLETED, {"n": 6})
     assert await client.requeue_stalled_tasks() == 0
     await client.prune_data_older_than(datetime.timedelta(hours=1))
     await client.mark_worker_stopped(WORKER)

@@ -226,6 +226,30 @@ def test_setup_cron_without_pg_cron_raises_the_documented_error(client: Recordin
     assert "install pg_cron" in caught.value.params["hint"]
 
 
+def test_batch_calls_return_task_records_and_rows(client: RecordingClient) -> None:
+    client.create_flow("bulk")
+    client.add_step("bulk", "each", step_type="map")
+    client.register_worker(WORKER, "bulk", "bulk_worker")
+    [run] = client.start_flow("bulk", [1, 2, 3])
+    tasks = client.read_and_start_tasks("bulk", WORKER, qty=2, vt=30)
+    assert all(isinstance(t, models.StepTaskRecord) for t in tasks)
+    assert [(t.task_index, t.input) for t in tasks] == [(0, 1), (1, 2)]
+    assert [t.task_index for t in client.read_and_start_tasks("bulk", WORKER, 10)] == [2]
+    assert client.read_and_start_tasks("bulk", WORKER, 10) == []
+    rows = client.complete_tasks([run.run_id] * 3, ["each"] * 3, [2, 0, 1], [30, 10, None])
+    assert all(isinstance(r, models.StepTasksRow) for r in rows)
+    assert [(r.task_index, r.status, r.output) for r in rows] == [
+        (2, StepTaskStatus.COMPLETED, 30),
+        (0, StepTaskStatus.COMPLETED, 10),
+        (1, StepTaskStatus.COMPLETED, None),
+    ]
+    state = client.get_run_with_states(run.run_id)
+    assert isinstance(state, dict)
+    run_json = state["run"]
+    assert isinstance(run_json, dict)
+    assert run_json["output"] == {"each": [10, None, 30]}
+
+
 def test_every_public_function_was_called() -> None:
     """Runs last in this module (pytest keeps definition order; xdist keeps files whole)."""
     public = public_function_names()

@@ -1,0 +1,1 @@
+"""pgweave's benchmark suite: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,246 @@
+"""``python -m bench``: the benchmark command (see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.cluster import Server, pgbench_init, pgbench_tps
+from bench.report import machine_info, print_report, ratio, write_json, write_plot
+from bench.runner import (
+    DRIVERS,
+    BenchError,
+    CaseResult,
+    Options,
+    measure_latency,
+    measure_memory,
+    phase,
+    run_case,
+    run_peer,
+    time_start_flow,
+    time_type_violation,
+)
+from bench.workloads import workloads
+from pgweave import PROJECT_ROOT
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="pgweave's benchmark suite: W1-W6 with the Python worker and raw SQL "
+        "drivers, pgbench and PgQueuer anchors, profile; prints a table and writes JSON + PNG.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small smoke run (CI), well under a minute"
+    )
+    parser.add_argument("--dsn", help="use this server instead of a throwaway durable cluster")
+    parser.add_argument(
+        "--out", type=Path, default=PROJECT_ROOT / "bench" / "out", help="output directory"
+    )
+    parser.add_argument(
+        "--ks", help="worker process counts, e.g. 1,2,4 (default: 1,2,4; quick: 1,2)"
+    )
+    parser.add_argument("--workloads", help="only these workloads, e.g. W1,W3-10k")
+    parser.add_argument("--drivers", help=f"only these drivers ({','.join(DRIVERS)})")
+    parser.add_argument(
+        "--batch", type=int, default=50, help="batch size of raw-batch and of the worker"
+    )
+    parser.add_argument("--pgbench-seconds", type=int, help="duration of each pgbench run")
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="PgQueuer anchor (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile pass with pg_stat_statements",
+    )
+    parser.add_argument(
+        "--extras",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start_flow and type-violation timings, latency (W6) and memory",
+    )
+    return parser.parse_args(argv)
+
+
+def _csv(text: str | None, default: list[str]) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else default
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the suite; exit 1 when any verification failed."""
+    args = parse_args(argv)
+    console = Console(width=200)
+    quick = args.quick
+    ks = [int(k) for k in _csv(args.ks, ["1"] if quick else ["1", "2", "4"])]
+    drivers = _csv(args.drivers, list(DRIVERS))
+    unknown = sorted(set(drivers) - set(DRIVERS))
+    if unknown:
+        sys.exit(f"unknown drivers {unknown}; choose from {DRIVERS}")
+    selected = _csv(args.workloads, [w.key for w in workloads(quick)])
+    chosen = [w for w in workloads(quick) if w.key in selected]
+    pgbench_seconds = args.pgbench_seconds or (1 if quick else 10)
+    peer_on = (not quick) if args.peer is None else args.peer
+    options = Options(
+        ks=ks,
+        drivers=drivers,
+        batch=args.batch,
+        logs=args.out / "logs",
+        poll_seconds=1 if quick else 2,
+        checkpoint=not quick,
+        hold_seconds=1.0 if quick else 3.0,
+    )
+    started = time.time()
+    doc: dict[str, Any] = {
+        "meta": {
+            "mode": "quick" if quick else "full",
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "ks": ks,
+            "drivers": drivers,
+            "batch": args.batch,
+            "task_batch": options.task_batch,
+            "poll_seconds": options.poll_seconds,
+            "pgbench_seconds": pgbench_seconds,
+        },
+        "pgbench": {},
+        "cases": [],
+    }
+    failures: list[str] = []
+    server = Server.start(args.dsn)
+    try:
+        doc["meta"]["server"] = server.server_info()
+        with phase(console, "template database (pgmq, migrations, bench flows)"):
+            server.prepare_template()
+        with phase(console, "pgbench anchor (before)"):
+            pgdb = pgbench_init(server, scale=2 if quick else 10)
+            before = {k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks}
+            console.print(f"  pgbench TPS: {before}")
+
+        results: list[CaseResult] = []
+        shared = {(d, k): server.case_database() for d in drivers for k in ks} if quick else {}
+        for workload in chosen:
+            for driver in drivers:
+                for k in ks:
+                    with phase(console, f"{workload.key} ({workload.title}) - {driver}, K={k}"):
+                        result = run_case(
+                            server, workload, driver, k, options, shared_db=shared.get((driver, k))
+                        )
+                    console.print(
+                        f"  {result.tasks_per_s:,.0f} tasks/s, {result.seconds:.2f} s"
+                        + ("" if result.verified else f"  [red]{result.problems}[/red]")
+                    )
+                    results.append(result)
+
+        profiles: dict[str, Any] = {}
+        if args.profile and server.has_pgss:
+            profile_cases = (
+                [(chosen[0], "raw-batch")]
+                if quick
+                else [
+                    (w, d)
+                    for w in chosen
+                    if w.key in ("W1", "W2", "W3-10k", "W4")
+                    for d in ("raw-task", "raw-batch", "worker")
+                    if d in drivers
+                ]
+            )
+            for workload, driver in profile_cases:
+                with phase(console, f"profile {workload.key} - {driver}, K=1"):
+                    result = run_case(server, workload, driver, 1, options, profile=True)
+                profiles[f"{workload.key}/{driver}/K=1"] = {
+                    "tasks_per_s_while_profiling": result.tasks_per_s,
+                    "wal_bytes_per_task": result.wal_bytes / result.tasks,
+                    "server_cpu_ms_per_task": 1000 * result.server_cpu_s / result.tasks
+                    if result.server_cpu_s is not None
+                    else None,
+                    **(result.profile or {}),
+                }
+                if not result.verified:
+                    failures.append(f"profile {workload.key}/{driver}: {result.problems}")
+        doc["profiles"] = profiles
+
+        if args.extras:
+            with phase(console, "W3: start_flow alone, root map of 10,000"):
+                doc["start_flow"] = time_start_flow(
+                    server, 1000 if quick else 10000, 3 if quick else 5
+                )
+            with phase(console, "W5: type violation with queued map tasks (engine time)"):
+                doc["type_violation"] = time_type_violation(
+                    server, 500 if quick else 5000, 3 if quick else 5
+                )
+            with phase(console, "W6: latency at low load (real worker, event-driven client)"):
+                doc["latency"] = measure_latency(server, 10 if quick else 200, options)
+            with phase(console, "worker memory with 1,000 tasks in flight"):
+                doc["memory"] = measure_memory(server, 100 if quick else 1000, options)
+            for key in ("start_flow", "type_violation", "latency", "memory"):
+                failures += [f"{key}: {p}" for p in doc[key]["problems"]]
+
+        peer: dict[str, Any] = {}
+        if peer_on:
+            jobs = next((w.runs for w in chosen if w.key == "W1"), 2000)
+            for k in ks:
+                with phase(console, f"peer: PgQueuer draining {jobs} jobs, K={k}"):
+                    peer[str(k)] = run_peer(server, jobs, k, options)
+                failures += [f"PgQueuer K={k}: {p}" for p in peer[str(k)]["problems"]]
+
+        with phase(console, "pgbench anchor (after)"):
+            after = {k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks}
+            console.print(f"  pgbench TPS: {after}")
+    except BenchError as exc:
+        console.print(f"[red]benchmark error: {exc}[/red]")
+        sys.exit(2)
+    finally:
+        server.stop()
+
+    for k in ks:
+        doc["pgbench"][str(k)] = {
+            "tps": statistics.mean([before[k], after[k]]),
+            "before": before[k],
+            "after": after[k],
+        }
+    for result in results:
+        case = result.as_json()
+        case["ratio_pgbench"] = ratio(result.tasks_per_s, doc["pgbench"][str(result.k)]["tps"])
+        doc["cases"].append(case)
+        if not result.verified:
+            failures.append(f"{result.workload}/{result.driver}/K={result.k}: {result.problems}")
+    for peer_k, entry in peer.items():
+        entry["ratio_pgbench"] = ratio(entry["jobs_per_s"], doc["pgbench"][peer_k]["tps"])
+    doc["peer"] = peer
+    doc["worker_vs_raw"] = {}
+    for k in ks:
+        worker = [
+            c["tasks_per_s"]
+            for c in doc["cases"]
+            if c["driver"] == "worker" and c["k"] == k and c["workload"] != "W5"
+        ]
+        raw = [
+            c["tasks_per_s"]
+            for c in doc["cases"]
+            if c["driver"] == "raw-batch" and c["k"] == k and c["workload"] != "W5"
+        ]
+        if worker and len(worker) == len(raw):
+            doc["worker_vs_raw"][str(k)] = statistics.geometric_mean(
+                [w / r for w, r in zip(worker, raw, strict=True)]
+            )
+    doc["verification"] = {"passed": not failures, "failures": failures}
+    doc["meta"]["duration_s"] = round(time.time() - started, 1)
+
+    print_report(console, doc)
+    write_json(args.out / "results.json", doc)
+    write_plot(args.out / "results.png", doc)
+    console.print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'}")
+    if failures:
+        sys.exit(1)

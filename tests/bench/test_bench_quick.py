@@ -1,0 +1,49 @@
+"""The benchmark's quick mode runs end to end and verifies its work (no speed thresholds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgweave import PROJECT_ROOT
+
+WORKLOADS = {"W1", "W2", "W3-1k", "W3-10k", "W4", "W5"}
+DRIVERS = {"worker", "raw-task", "raw-batch"}
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_and_verifies_every_workload(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)]
+    if os.environ.get("PGFLOW_TEST_DSN"):
+        command += ["--dsn", os.environ["PGFLOW_TEST_DSN"]]
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["verification"] == {"passed": True, "failures": []}
+    assert doc["meta"]["mode"] == "quick"
+    cases = doc["cases"]
+    assert {(c["workload"], c["driver"]) for c in cases} == {
+        (w, d) for w in WORKLOADS for d in DRIVERS
+    }
+    for case in cases:
+        assert case["verified"], case
+        assert case["tasks_per_s"] > 0
+        assert case["ratio_pgbench"] > 0
+        assert case["wal_bytes_per_task"] > 0
+    assert all(doc["pgbench"][str(k)]["tps"] > 0 for k in doc["meta"]["ks"])
+    assert doc["start_flow"]["median_ms"] > 0
+    assert doc["type_violation"]["median_ms"] > 0
+    assert doc["latency"]["run_completed"]["p50_ms"] > 0
+    assert doc["latency"]["first_task_started"]["p99_ms"] > 0
+    assert doc["memory"]["rss_mb_inflight"] > 0
+    if doc["meta"]["server"]["embedded"]:  # pg_stat_statements preloaded
+        assert doc["profiles"], "the profile pass recorded nothing"
+    assert (tmp_path / "results.png").stat().st_size > 0

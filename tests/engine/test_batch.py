@@ -1,0 +1,460 @@
+"""The batch protocol: complete_tasks and read_and_start_tasks behave exactly like the
+per-task calls they replace.
+
+Each scenario runs twice from the same start, in two databases cloned from one template
+(so run ids, message ids and everything else coincide): once with the pgflow-compatible
+calls (complete_task per entry, or read_with_poll then start_tasks) in one transaction,
+once with the batch function. The returned rows, every engine table, the queue and its
+archive, and the events (through the realtime stub, in emission order) must be equal up
+to timestamps (compared as set or not set).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
+
+from tests.conftest import Server
+from tests.engine.helpers import (
+    Row,
+    add_step,
+    create_flow,
+    ensure_worker,
+    fetch,
+    install_realtime_stub,
+    read_and_start,
+)
+
+Entry = tuple[uuid.UUID | None, str | None, int | None, Any]
+Setup = Callable[[psycopg.Connection], None]
+
+RUN_A = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
+RUN_B = uuid.UUID("bbbbbbbb-0000-0000-0000-000000000002")
+RUN_C = uuid.UUID("cccccccc-0000-0000-0000-000000000003")
+NULL = object()
+"""An SQL NULL output (as opposed to JSON null)."""
+
+
+@pytest.fixture
+def pair(
+    pg_server: Server, template_db: str
+) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    """Two autocommit connections to two identical fresh engine databases."""
+    names = [pg_server.create_database(template=template_db) for _ in range(2)]
+    conns = [psycopg.connect(pg_server.dsn(name), autocommit=True) for name in names]
+    try:
+        for conn in conns:
+            install_realtime_stub(conn)
+        yield conns[0], conns[1]
+    finally:
+        for conn in conns:
+            conn.close()
+        for name in names:
+            pg_server.drop_database(name)
+
+
+def _norm(value: Any, key: str = "") -> Any:
+    """Timestamps become 'set' (or None); everything else is compared as is."""
+    if isinstance(value, datetime):
+        return "set"
+    if isinstance(value, dict):
+        return {k: _norm(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    if isinstance(value, str) and key.endswith("_at"):
+        return "set"
+    return value
+
+
+def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
+    """Every engine table, every queue and archive, and the events recorded so far."""
+    state: dict[str, Any] = {
+        "runs": fetch(conn, "select * from pgflow.runs order by run_id"),
+        "step_states": fetch(conn, "select * from pgflow.step_states order by run_id, step_slug"),
+        "step_tasks": fetch(
+            conn, "select * from pgflow.step_tasks order by run_id, step_slug, task_index"
+        ),
+        "events": fetch(
+            conn, "select event, topic, payload, private from realtime.messages order by seq"
+        ),
+    }
+    for (queue,) in conn.execute("select queue_name from pgmq.list_queues() order by 1").fetchall():
+        state[f"q_{queue}"] = fetch(
+            conn,
+            f"select msg_id, read_ct, message, vt > clock_timestamp() + interval '3 seconds' as hidden"
+            f" from pgmq.q_{queue} order by msg_id",
+        )
+        state[f"a_{queue}"] = fetch(
+            conn, f"select msg_id, read_ct, message from pgmq.a_{queue} order by msg_id"
+        )
+    normalized: dict[str, Any] = _norm(state)
+    return normalized
+
+
+def _json(output: Any) -> Jsonb | None:
+    return None if output is NULL else Jsonb(output)
+
+
+def per_task(conn: psycopg.Connection, entries: list[Entry]) -> list[Row]:
+    """complete_task for each entry, in order, in one transaction."""
+    rows: list[Row] = []
+    with conn.transaction():
+        for run_id, step, index, output in entries:
+            rows += fetch(
+                conn,
+                "select * from pgflow.complete_task(%s, %s, %s, %s)",
+                run_id,
+                step,
+                index,
+                _json(output),
+            )
+    return rows
+
+
+def batched(conn: psycopg.Connection, entries: list[Entry]) -> list[Row]:
+    """One complete_tasks call with the entries."""
+    return fetch(
+        conn,
+        "select * from pgflow.complete_tasks(%s::uuid[], %s::text[], %s::integer[], %s::jsonb[])",
+        [e[0] for e in entries],
+        [e[1] for e in entries],
+        [e[2] for e in entries],
+        [_json(e[3]) for e in entries],
+    )
+
+
+def assert_same_completion(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+    setup: Setup,
+    entries: Callable[[psycopg.Connection], list[Entry]],
+) -> list[Row]:
+    """Run ``setup`` in both databases, then the entries per task in one and batched in
+    the other; everything must be equal. Returns the batch's rows."""
+    single, batch = pair
+    for conn in pair:
+        setup(conn)
+    todo = entries(single)
+    assert todo == entries(batch)
+    expected_rows = per_task(single, todo)
+    rows = batched(batch, todo)
+    assert _norm(rows) == _norm(expected_rows)
+    assert snapshot(batch) == snapshot(single)
+    return rows
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def _start(conn: psycopg.Connection, flow: str, run_id: uuid.UUID, flow_input: Any) -> None:
+    conn.execute("select pgflow.start_flow(%s, %s, %s)", (flow, Jsonb(flow_input), run_id))
+
+
+def _read_all(conn: psycopg.Connection, flow: str, qty: int = 100) -> list[Row]:
+    return read_and_start(conn, flow, vt=30, qty=qty)
+
+
+def _entries(tasks: list[Row], output: Callable[[Row], Any]) -> list[Entry]:
+    return [(t["run_id"], t["step_slug"], t["task_index"], output(t)) for t in tasks]
+
+
+def single_flow(conn: psycopg.Connection) -> None:
+    create_flow(conn, "one")
+    add_step(conn, "one", "only")
+    for run_id, n in ((RUN_A, 1), (RUN_B, 2), (RUN_C, 3)):
+        _start(conn, "one", run_id, {"n": n})
+
+
+def test_single_steps_of_several_runs(pair: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+    rows = assert_same_completion(
+        pair, single_flow, lambda c: _entries(_read_all(c, "one"), lambda t: {"n": 2})
+    )
+    assert [r["status"] for r in rows] == ["completed"] * 3
+
+
+def test_repeated_and_late_entries(pair: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _read_all(conn, "one", qty=2)
+        first = _entries(tasks[:1], lambda t: "first")
+        return [*first, *first, *_entries(tasks, lambda t: "again"), (RUN_C, "only", 0, "queued")]
+
+    assert_same_completion(pair, single_flow, entries)
+
+
+def test_chain_completes_steps_and_runs(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, "chain")
+        add_step(conn, "chain", "a")
+        add_step(conn, "chain", "b", ["a"])
+        add_step(conn, "chain", "c", ["a", "b"], required_input_pattern={"a": 1})
+        _start(conn, "chain", RUN_A, {"x": 1})
+        _start(conn, "chain", RUN_B, {"x": 2})
+        for task in _read_all(conn, "chain"):
+            conn.execute(
+                "select pgflow.complete_task(%s, %s, %s, %s)",
+                (task["run_id"], "a", 0, Jsonb(1 if task["run_id"] == RUN_A else 2)),
+            )
+
+    # b completes in both runs: c runs in A (a = 1) and is skipped in B
+    assert_same_completion(pair, setup, lambda c: _entries(_read_all(c, "chain"), lambda t: "b"))
+
+
+def map_flow(size: int, run_id: uuid.UUID = RUN_A) -> Setup:
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, "maps")
+        add_step(conn, "maps", "m1", step_type="map")
+        add_step(conn, "maps", "m2", ["m1"], step_type="map")
+        add_step(conn, "maps", "last", ["m2"])
+        _start(conn, "maps", run_id, list(range(size)))
+
+    return setup
+
+
+def test_a_whole_map_then_its_dependent_map(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _read_all(conn, "maps")
+        return _entries(list(reversed(tasks)), lambda t: t["input"] * 10)
+
+    rows = assert_same_completion(pair, map_flow(7), entries)
+    assert len(rows) == 7
+    single, _ = pair
+    # and the dependent map, whose tasks came from that batch, batched as well
+    assert_same_completion(
+        pair, lambda c: None, lambda c: _entries(_read_all(c, "maps"), lambda t: [t["input"]])
+    )
+    assert fetch(single, "select status from pgflow.step_states where step_slug = 'm2'") == [
+        {"status": "completed"}
+    ]
+
+
+def test_part_of_a_map_with_duplicates_queued_tasks_and_nulls(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _read_all(conn, "maps", qty=4)  # tasks 0..3 started, 4..5 queued
+        return [
+            (RUN_A, "m1", 2, "two"),
+            (RUN_A, "m1", 2, "two again"),
+            (RUN_A, "m1", 5, "queued"),
+            (RUN_A, "m1", 0, NULL),
+            (RUN_A, "m1", None, "no index"),
+            (RUN_A, "m1", 99, "no such task"),
+            (RUN_A, "m1", 1, None),
+            *_entries(tasks[3:], lambda t: False),
+        ]
+
+    rows = assert_same_completion(pair, map_flow(6), entries)
+    assert [r["task_index"] for r in rows] == [2, 2, 5, 0, 1, 3]
+
+
+def test_the_finishing_entry_in_the_middle_of_a_batch(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _entries(_read_all(conn, "maps"), lambda t: t["input"])
+        return [*tasks[:2], *tasks, *tasks[:1]]
+
+    assert_same_completion(pair, map_flow(4), entries)
+
+
+def test_interleaved_runs_and_steps(pair: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, "mix")
+        add_step(conn, "mix", "m", step_type="map")
+        add_step(conn, "mix", "s")
+        add_step(conn, "mix", "after", ["m", "s"])
+        _start(conn, "mix", RUN_A, [1, 2, 3])
+        _start(conn, "mix", RUN_B, [4, 5])
+
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _read_all(conn, "mix")
+        by_key = {(t["run_id"], t["step_slug"], t["task_index"]): t for t in tasks}
+        order = [
+            (RUN_A, "m", 0), (RUN_B, "m", 0), (RUN_A, "m", 1), (RUN_A, "s", 0),
+            (RUN_B, "s", 0), (RUN_B, "m", 1), (RUN_A, "m", 2),
+        ]  # fmt: skip
+        return [(r, s, i, {"v": by_key[(r, s, i)]["task_index"]}) for r, s, i in order]
+
+    assert_same_completion(pair, setup, entries)
+    assert_same_completion(
+        pair, lambda c: None, lambda c: _entries(_read_all(c, "mix"), lambda t: "done")
+    )
+
+
+def violation_flow(conn: psycopg.Connection) -> None:
+    create_flow(conn, "tv")
+    add_step(conn, "tv", "big", step_type="map")
+    add_step(conn, "tv", "bad")
+    add_step(conn, "tv", "child", ["bad"], step_type="map")
+    _start(conn, "tv", RUN_A, [1, 2, 3, 4, 5])
+
+
+def test_a_type_violation_in_the_middle_of_a_batch(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        _read_all(conn, "tv", qty=4)  # bad, big 0..2 started, big 3..4 queued
+        return [
+            (RUN_A, "big", 0, "fine"),
+            (RUN_A, "big", 1, "fine"),
+            (RUN_A, "bad", 0, {"not": "an array"}),
+            (RUN_A, "big", 2, "after the failure"),
+            (RUN_A, "big", 3, "never started"),
+        ]
+
+    rows = assert_same_completion(pair, violation_flow, entries)
+    assert [r["status"] for r in rows] == [
+        "completed",
+        "completed",
+        "failed",
+        "cancelled",
+        "cancelled",
+    ]
+
+
+def test_unknown_runs_and_null_entries(pair: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+    unknown = uuid.uuid4()
+
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        tasks = _entries(_read_all(conn, "one"), lambda t: 1)
+        return [(unknown, "only", 0, 1), (None, None, None, None), (RUN_A, None, 0, 1), *tasks]
+
+    assert_same_completion(pair, single_flow, entries)
+
+
+def test_empty_and_null_arrays_complete_nothing(conn: psycopg.Connection) -> None:
+    assert fetch(conn, "select * from pgflow.complete_tasks('{}', '{}', '{}', '{}')") == []
+    assert fetch(conn, "select * from pgflow.complete_tasks(null, null, null, null)") == []
+
+
+@pytest.mark.parametrize(
+    ("arrays", "lengths"),
+    [
+        (
+            "array[gen_random_uuid()], '{}', '{}', '{}'",
+            "run_ids 1, step_slugs 0, task_indexes 0, outputs 0",
+        ),
+        (
+            "array[gen_random_uuid()], array['a'], array[0], null",
+            "run_ids 1, step_slugs 1, task_indexes 1, outputs 0",
+        ),
+        ("'{}', '{}', array[1, 2], '{}'", "run_ids 0, step_slugs 0, task_indexes 2, outputs 0"),
+    ],
+)
+def test_arrays_of_different_lengths_are_refused(
+    conn: psycopg.Connection, arrays: str, lengths: str
+) -> None:
+    with pytest.raises(psycopg.errors.RaiseException) as info:
+        conn.execute(f"select * from pgflow.complete_tasks({arrays})")
+    assert info.value.diag.message_primary == f"batch arrays differ in length: {lengths}"
+
+
+def test_generated_client_maps_the_length_error(conn: psycopg.Connection) -> None:
+    from pgweave_client import PgflowClient
+    from pgweave_client.errors import BatchLengthMismatchError
+
+    with pytest.raises(BatchLengthMismatchError) as info:
+        PgflowClient(conn).complete_tasks([uuid.uuid4()], [], [], [])
+    assert info.value.params == {
+        "run_ids_length": "1",
+        "step_slugs_length": "0",
+        "task_indexes_length": "0",
+        "outputs_length": "0",
+    }
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    size=st.integers(min_value=1, max_value=6),
+    started=st.integers(min_value=0, max_value=6),
+    picks=st.lists(st.integers(min_value=-1, max_value=7), min_size=0, max_size=12),
+    split=st.integers(min_value=0, max_value=12),
+)
+def test_any_sequence_of_map_completions(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+    size: int,
+    started: int,
+    picks: list[int],
+    split: int,
+) -> None:
+    """Random entries (repeats, queued and unknown tasks) over a map and its dependent
+    map, in two batches; a fresh flow per example."""
+    flow = f"p_{uuid.uuid4().hex[:10]}"
+    run_id = uuid.uuid4()
+
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, flow)
+        add_step(conn, flow, "m1", step_type="map")
+        add_step(conn, flow, "m2", ["m1"], step_type="map")
+        _start(conn, flow, run_id, list(range(size)))
+        if started:
+            read_and_start(conn, flow, vt=30, qty=started)
+
+    entries: list[Entry] = [(run_id, "m1", None if p < 0 else p, p * 3) for p in picks]
+    assert_same_completion(pair, setup, lambda c: entries[:split])
+    assert_same_completion(pair, lambda c: None, lambda c: entries[split:])
+    assert_same_completion(
+        pair,
+        lambda c: None,
+        lambda c: _entries(read_and_start(c, flow, vt=30, qty=50), lambda t: t["input"]),
+    )
+
+
+# -- read_and_start_tasks -------------------------------------------------------------------
+
+
+def _two_phase(conn: psycopg.Connection, flow: str, worker: uuid.UUID, qty: int) -> list[Row]:
+    with conn.transaction():
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "select msg_id from pgmq.read_with_poll(%s, 5, %s, 1, 100)", (flow, qty)
+            ).fetchall()
+        ]
+        return fetch(conn, "select * from pgflow.start_tasks(%s, %s, %s)", flow, ids, worker)
+
+
+def _one_call(conn: psycopg.Connection, flow: str, worker: uuid.UUID, qty: int) -> list[Row]:
+    return fetch(conn, "select * from pgflow.read_and_start_tasks(%s, %s, %s)", flow, worker, qty)
+
+
+@pytest.mark.parametrize("qty", [1, 3, 10])
+def test_read_and_start_tasks_is_read_then_start(
+    pair: tuple[psycopg.Connection, psycopg.Connection], qty: int
+) -> None:
+    single, batch = pair
+    worker = uuid.UUID("22222222-2222-2222-2222-222222222222")
+    for conn in pair:
+        map_flow(5, uuid.UUID("dddddddd-0000-0000-0000-000000000004"))(conn)
+        single_flow(conn)
+        ensure_worker(conn, "maps", worker)
+        # a run failed by hand: its message is read but its task is not started
+        conn.execute("update pgflow.runs set status = 'failed' where run_id = %s", (RUN_B,))
+    for flow in ("maps", "one", "maps", "one"):
+        expected = _two_phase(single, flow, worker, qty)
+        got = _one_call(batch, flow, worker, qty)
+        assert _norm(got) == _norm(expected)
+        assert snapshot(batch) == snapshot(single)
+
+
+def test_read_and_start_tasks_on_an_empty_queue_and_a_missing_one(conn: psycopg.Connection) -> None:
+    create_flow(conn, "empty")
+    worker = ensure_worker(conn, "empty")
+    assert _one_call(conn, "empty", worker, 10) == []
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        _one_call(conn, "no_such_flow", worker, 10)
