@@ -371,24 +371,26 @@ def archive_ids(conn: psycopg.Connection, flow: str) -> set[int]:
     return {row["msg_id"] for row in archived_messages(conn, flow)}
 
 
-def vt_seconds_from_now(conn: psycopg.Connection, flow: str, msg_id: int) -> float:
-    """How far in the future a message's vt lies, in seconds (negative when visible)."""
-    query = sql.SQL(
-        "select extract(epoch from vt - clock_timestamp())::float8 from pgmq.{} where msg_id = %s"
-    ).format(sql.Identifier(f"q_{flow}"))
+def _queued_message_value(conn: psycopg.Connection, flow: str, msg_id: int, value: str) -> Any:
+    """The SQL expression ``value`` over message ``msg_id``, which must be in ``pgmq.q_<flow>``."""
+    query = sql.SQL("select {} from pgmq.{} where msg_id = %s").format(
+        sql.SQL(value), sql.Identifier(f"q_{flow}")
+    )
     row = conn.execute(query, (msg_id,)).fetchone()
     assert row is not None, f"message {msg_id} is not in the queue"
-    return float(row[0])
+    return row[0]
+
+
+def vt_seconds_from_now(conn: psycopg.Connection, flow: str, msg_id: int) -> float:
+    """How far in the future a message's vt lies, in seconds (negative when visible)."""
+    value = "extract(epoch from vt - clock_timestamp())::float8"
+    return float(_queued_message_value(conn, flow, msg_id, value))
 
 
 def retry_delay_seconds(conn: psycopg.Connection, flow: str, msg_id: int) -> int:
     """A message's ``vt - enqueued_at`` in whole seconds (how pgflow's tests measure backoff)."""
-    query = sql.SQL(
-        "select floor(extract(epoch from vt - enqueued_at))::int from pgmq.{} where msg_id = %s"
-    ).format(sql.Identifier(f"q_{flow}"))
-    row = conn.execute(query, (msg_id,)).fetchone()
-    assert row is not None, f"message {msg_id} is not in the queue"
-    return int(row[0])
+    value = "floor(extract(epoch from vt - enqueued_at))::int"
+    return int(_queued_message_value(conn, flow, msg_id, value))
 
 
 def make_visible(conn: psycopg.Connection, flow: str) -> None:
