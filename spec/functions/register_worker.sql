@@ -1,11 +1,11 @@
 insert into pgflow.workers as w (worker_id, queue_name, function_name, started_at, last_heartbeat_at)
-values (
+select
   register_worker.worker_id,
   register_worker.queue_name,
   register_worker.function_name,
-  clock_timestamp(),
-  clock_timestamp()
-)
+  moment.at,
+  moment.at
+from (select clock_timestamp() as at) as moment
 on conflict (worker_id) do update set
   queue_name = excluded.queue_name,
   function_name = excluded.function_name,
