@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
@@ -81,6 +82,8 @@ def _csv(text: str | None, default: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Run the suite; exit 1 when any verification failed."""
     args = parse_args(argv)
+    # SIGTERM ends the run through the cleanup below (the throwaway cluster is removed)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     console = Console(width=200)
     quick = args.quick
     ks = [int(k) for k in _csv(args.ks, ["1"] if quick else ["1", "2", "4"])]

@@ -127,14 +127,14 @@ def _raw_loop(
     while not stop.requested:
         if batch:
             stop.polling = True
-            tasks = conn.execute(
-                READ_AND_START,
-                (flow, worker_id, args.batch, args.vt, args.poll_seconds, args.poll_ms),
-            ).fetchall()
-            stop.polling = False
+            tasks = conn.execute(READ_AND_START, (flow, worker_id, args.batch, args.vt)).fetchall()
             stats.round_trips += 1
             if not tasks:
+                # read_and_start_tasks does not wait: poll at pgflow's interval
+                time.sleep(args.poll_ms / 1000)
+                stop.polling = False
                 continue
+            stop.polling = False
             outputs = [Jsonb(output_for(flow, t[1], t[3], t[4])) for t in tasks]
             violating = any((flow, t[1]) in VIOLATING_STEPS for t in tasks)
             started = time.perf_counter()

@@ -7,6 +7,12 @@ thread), at most ``max_concurrent`` at a time → ``pgflow.complete_task`` with 
 ``pgflow.fail_task`` with the exception text. Retries and backoff are the engine's business:
 a worker never retries by itself.
 
+Where the database offers the batch protocol (``pgflow.read_and_start_tasks`` and
+``pgflow.complete_tasks``), a busy worker reads and starts a batch in one call (the long
+poll is kept for an empty queue) and reports the outputs of handlers that finish together in
+one ``complete_tasks`` call: the same effects as the per-task calls, fewer round trips and
+commits. A batch the engine refuses is reported again task by task.
+
 Around the loop it registers in ``pgflow.workers``, checks the flow with
 ``ensure_flow_compiled`` (a shape mismatch raises :class:`FlowShapeMismatchError` unless data
 loss is allowed), heartbeats (a worker marked deprecated stops), calls
@@ -45,6 +51,17 @@ log = logging.getLogger("pgweave.worker")
 T = TypeVar("T")
 DB_RETRIES = 3
 """Attempts for reporting a task outcome when the connection fails."""
+BATCH_PROTOCOL_CHECK = (
+    "select to_regprocedure('pgflow.read_and_start_tasks(text, uuid, integer, integer)') is not null"
+    " and to_regprocedure('pgflow.complete_tasks(uuid[], text[], integer[], jsonb[])') is not null"
+)
+READ_AND_START = (
+    "select flow_slug, run_id, step_slug, input, msg_id, task_index, flow_input"
+    " from pgflow.read_and_start_tasks(%s, %s, %s, %s)"
+)
+COMPLETE_MANY = (
+    "select count(*) from pgflow.complete_tasks(%s::uuid[], %s::text[], %s::integer[], %s::jsonb[])"
+)
 
 
 class WorkerError(RuntimeError):
@@ -125,6 +142,9 @@ class Worker:
         )
         self._flow_inputs: OrderedDict[uuid.UUID, Any] = OrderedDict()
         self._log_fields = {"worker_id": self.worker_id, "flow": flow.slug}
+        self._batch_protocol = False
+        self._completions: list[_Completion] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,6 +161,7 @@ class Worker:
         if self.config.compile_flow:
             status = await self._ensure_compiled()
         await self.api.register_worker(self.worker_id, self.flow.slug, self.function_name)
+        self._batch_protocol = await self._has_batch_protocol()
         log.info(
             "worker.started",
             extra=fields(
@@ -151,6 +172,12 @@ class Worker:
             ),
         )
         return status
+
+    async def _has_batch_protocol(self) -> bool:
+        """Whether the engine offers read_and_start_tasks and complete_tasks (pgweave)."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(BATCH_PROTOCOL_CHECK)).fetchone()
+        return bool(row and row[0])
 
     async def _ensure_compiled(self) -> str:
         result = await self.api.ensure_flow_compiled(
@@ -276,6 +303,20 @@ class Worker:
     async def _poll(self, qty: int) -> list[TaskRecord]:
         """Read up to ``qty`` messages and start their tasks (ignored ids start nothing)."""
         self.stats.polls += 1
+        if self._batch_protocol:
+            # Busy queue: read and start in one call; an empty result falls through to
+            # the long poll below.
+            async with self.pool.connection() as conn:
+                rows = await (
+                    await conn.execute(
+                        READ_AND_START,
+                        (self.flow.slug, self.worker_id, qty, self.config.visibility_timeout),
+                    )
+                ).fetchall()
+            if rows:
+                records = [_record(row) for row in rows]
+                self.stats.started += len(records)
+                return records
         async with self.pool.connection() as conn:
             rows = await (
                 await conn.execute(
@@ -351,14 +392,72 @@ class Worker:
             )
             self.stats.failed += 1
             return
+        if self._batch_protocol:
+            await self._complete_batched(record, output, task_fields)
+        else:
+            await self._complete_one(record, output, task_fields)
+        self.stats.completed += 1
+        log.info("task.completed", extra=fields(**task_fields))
+
+    async def _complete_one(
+        self, record: TaskRecord, output: Any, task_fields: dict[str, Any]
+    ) -> None:
         await _with_retries(
             lambda: self.api.complete_task(
                 record.run_id, record.step_slug, record.task_index, Jsonb(output)
             ),
             task_fields,
         )
-        self.stats.completed += 1
-        log.info("task.completed", extra=fields(**task_fields))
+
+    async def _complete_batched(
+        self, record: TaskRecord, output: Any, task_fields: dict[str, Any]
+    ) -> None:
+        """Queue the output for the next complete_tasks call and wait until it is reported."""
+        done = asyncio.get_running_loop().create_future()
+        self._completions.append(_Completion(record, output, task_fields, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_completions(), name="complete")
+        await asyncio.shield(done)
+
+    async def _flush_completions(self) -> None:
+        """Report queued outputs, one complete_tasks call per batch of what finished meanwhile."""
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                await self._complete_many(batch)
+            finally:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(None)
+
+    async def _complete_many(self, batch: list[_Completion]) -> None:
+        params = (
+            [c.record.run_id for c in batch],
+            [c.record.step_slug for c in batch],
+            [c.record.task_index for c in batch],
+            [Jsonb(c.output) for c in batch],
+        )
+        for attempt in range(1, DB_RETRIES + 1):
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(COMPLETE_MANY, params)
+                return
+            except (psycopg.OperationalError, OSError) as exc:
+                if attempt == DB_RETRIES:
+                    for item in batch:
+                        log.error("task.report_failed", extra=fields(**item.task_fields, error=exc))
+                    return
+                await asyncio.sleep(0.5 * attempt)
+            except psycopg.Error as exc:
+                # The engine refused the batch (one bad output sinks the whole call): report
+                # each task on its own, as without the batch protocol.
+                log.warning(
+                    "tasks.batch_refused",
+                    extra=fields(**self._log_fields, count=len(batch), error=exc),
+                )
+                for item in batch:
+                    await self._complete_one(item.record, item.output, item.task_fields)
+                return
 
     async def _call_handler(self, step: StepDefinition, record: TaskRecord) -> Any:
         info = step.info
@@ -434,6 +533,29 @@ class Worker:
             if count:
                 self.stats.requeued += count
                 log.info("tasks.requeued", extra=fields(**self._log_fields, count=count))
+
+
+@dataclass
+class _Completion:
+    """A handler's output waiting for the next complete_tasks call."""
+
+    record: TaskRecord
+    output: Any
+    task_fields: dict[str, Any]
+    done: asyncio.Future[None]
+
+
+def _record(row: Sequence[Any]) -> TaskRecord:
+    flow_slug, run_id, step_slug, task_input, msg_id, task_index, flow_input = row
+    return TaskRecord(
+        flow_slug=str(flow_slug),
+        run_id=_required(run_id),
+        step_slug=str(step_slug),
+        input=task_input,
+        msg_id=_required(msg_id),
+        task_index=_required(task_index),
+        flow_input=flow_input,
+    )
 
 
 def _required(value: T | None) -> T:
