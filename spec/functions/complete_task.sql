@@ -6,6 +6,8 @@ declare
   v_map_child text;
   v_produced text;
   v_child_tasks integer;
+  v_task_flow_slug text;
+  v_message_id bigint;
 begin
   -- Lock order: the run, then the step state. Sibling tasks completing at the same time
   -- queue up on the run row, so exactly one of them sees remaining_tasks reach 0.
@@ -139,7 +141,8 @@ begin
   where t.run_id = complete_task.run_id
     and t.step_slug = complete_task.step_slug
     and t.task_index = complete_task.task_index
-    and t.status = 'started';
+    and t.status = 'started'
+  returning t.flow_slug, t.message_id into v_task_flow_slug, v_message_id;
 
   if not found then
     -- Queued, completed or failed task: nothing changes, nothing is archived.
@@ -160,11 +163,12 @@ begin
   if v_state.remaining_tasks = 0 then
     -- The last task completes the step. A map's output is every task's output ordered by
     -- task_index (JSON nulls kept), not by completion order.
-    update pgflow.step_states as ss
-    set status = 'completed',
-        completed_at = now(),
-        output = case
-          when v_step.step_type = 'map' then coalesce(
+    -- (Two statements rather than one CASE, so each has a cached plan.)
+    if v_step.step_type = 'map' then
+      update pgflow.step_states as ss
+      set status = 'completed',
+          completed_at = now(),
+          output = coalesce(
             (
               select jsonb_agg(t.output order by t.task_index)
               from pgflow.step_tasks as t
@@ -174,11 +178,18 @@ begin
             ),
             '[]'::jsonb
           )
-          else complete_task.output
-        end
-    where ss.run_id = complete_task.run_id
-      and ss.step_slug = complete_task.step_slug
-    returning ss.* into v_state;
+      where ss.run_id = complete_task.run_id
+        and ss.step_slug = complete_task.step_slug
+      returning ss.* into v_state;
+    else
+      update pgflow.step_states as ss
+      set status = 'completed',
+          completed_at = now(),
+          output = complete_task.output
+      where ss.run_id = complete_task.run_id
+        and ss.step_slug = complete_task.step_slug
+      returning ss.* into v_state;
+    end if;
 
     -- A dependent map waiting for its array learns its task count from it. The output is
     -- an array here for a map parent, and for a single parent the type check above ran.
@@ -220,7 +231,9 @@ begin
 
     if not pgflow.cascade_resolve_conditions(complete_task.run_id) then
       -- An unmet condition with when_unmet=fail failed the run.
-      perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
+      if v_message_id is not null then
+        perform pgmq.archive(v_task_flow_slug, v_message_id);
+      end if;
       return query
         select t.* from pgflow.step_tasks as t
         where t.run_id = complete_task.run_id
@@ -232,7 +245,11 @@ begin
     perform pgflow.cascade_complete_taskless_steps(complete_task.run_id);
   end if;
 
-  perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
+  -- The task's message, as _archive_task_message would archive it (known from the update
+  -- above, so no lookup).
+  if v_message_id is not null then
+    perform pgmq.archive(v_task_flow_slug, v_message_id);
+  end if;
   perform pgflow.start_ready_steps(complete_task.run_id);
   perform pgflow.maybe_complete_run(complete_task.run_id);
 

@@ -2,6 +2,7 @@ declare
   run_flow_slug text;
   step record;
   msg_ids bigint[];
+  messages jsonb[];
 begin
   select r.flow_slug into run_flow_slug
   from pgflow.runs as r
@@ -53,10 +54,17 @@ begin
 
     -- One batch per step, task_index 0..n-1 in order, so message ids ascend with
     -- task_index. The start delay applies to this first send only.
-    select array_agg(sent.msg_id order by sent.ord) into msg_ids
-    from pgmq.send_batch(
-      run_flow_slug,
-      array(
+    -- (The messages are built apart from the send, and a single task's without a
+    -- query, so the send's plan is cached instead of planned for every step.)
+    if step.initial_tasks = 1 then
+      messages := array[jsonb_build_object(
+        'flow_slug', run_flow_slug,
+        'run_id', step.run_id,
+        'step_slug', step.step_slug,
+        'task_index', 0
+      )];
+    else
+      messages := array(
         select jsonb_build_object(
           'flow_slug', run_flow_slug,
           'run_id', step.run_id,
@@ -65,9 +73,12 @@ begin
         )
         from generate_series(0, step.initial_tasks - 1) as i
         order by i
-      ),
-      coalesce(step.opt_start_delay, 0)
-    ) with ordinality as sent(msg_id, ord);
+      );
+    end if;
+
+    select array_agg(sent.msg_id order by sent.ord) into msg_ids
+    from pgmq.send_batch(run_flow_slug, messages, coalesce(step.opt_start_delay, 0))
+      with ordinality as sent(msg_id, ord);
 
     insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
     select run_flow_slug, step.run_id, step.step_slug, (m.ord - 1)::integer, 'queued', m.msg_id
