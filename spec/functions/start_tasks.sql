@@ -39,6 +39,13 @@ visibility as (
     (select array_agg(x.message_id order by x.message_id) from timeouts as x),
     (select array_agg(x.vt_offset order by x.message_id) from timeouts as x)
   )
+),
+-- Each run's input once per call, and decompressed once (#> '{}' is the identity): a
+-- large root map input would otherwise be decompressed again for every task.
+run_inputs as materialized (
+  select r.run_id, r.input #> '{}' as input
+  from pgflow.runs as r
+  where r.run_id in (select st.run_id from started as st)
 )
 select
   st.flow_slug,
@@ -75,6 +82,6 @@ select
   -- only root single steps get the flow input; the others load it lazily
   case when s.step_type = 'single' and s.deps_count = 0 then r.input end as flow_input
 from started as st
-join pgflow.runs as r on r.run_id = st.run_id
+join run_inputs as r on r.run_id = st.run_id
 join pgflow.steps as s on s.flow_slug = st.flow_slug and s.step_slug = st.step_slug
 where (select v.extended from visibility as v) >= 0
