@@ -75,6 +75,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's speed targets against this run's figures (informative: never a failure)."""
+    rows: list[dict[str, Any]] = []
+
+    def ratio_of(workload: str, driver: str, k: int) -> float | None:
+        for case in doc["cases"]:
+            if (case["workload"], case["driver"], case["k"]) == (workload, driver, k):
+                value = case["ratio_pgbench"]
+                return float(value) if value is not None else None
+        return None
+
+    for workload, goal in (("W1", 1.0), ("W2", 1.0), ("W3-1k", 1.0), ("W3-10k", 1.0), ("W4", 0.6)):
+        for k in (1, 2):
+            value = ratio_of(workload, "raw-batch", k)
+            if value is not None:
+                rows.append(
+                    {
+                        "target": f"{workload} raw-batch tasks/s / pgbench TPS, K={k}",
+                        "goal": f">= {goal}",
+                        "value": round(value, 2),
+                        "met": value >= goal,
+                    }
+                )
+    checks = (
+        ("start_flow", "median_ms", "W3 start_flow of {elements:,} elements (ms)", 100.0),
+        ("type_violation", "median_ms", "W5 type violation, {elements:,} queued tasks (ms)", 30.0),
+        ("memory", "rss_mb_inflight", "worker RSS with {inflight:,} tasks in flight (MB)", 80.0),
+    )
+    for key, field, label, goal in checks:
+        entry = doc.get(key)
+        if entry and entry.get(field) is not None:
+            value = float(entry[field])
+            rows.append(
+                {
+                    "target": label.format(**entry),
+                    "goal": f"<= {goal:g}",
+                    "value": round(value, 1),
+                    "met": value <= goal,
+                }
+            )
+    for k, value in (doc.get("worker_vs_raw") or {}).items():
+        rows.append(
+            {
+                "target": f"Python worker / raw-batch tasks/s (geometric mean W1-W4), K={k}",
+                "goal": ">= 0.7",
+                "value": round(value, 2),
+                "met": value >= 0.7,
+            }
+        )
+    return rows
+
+
 def _csv(text: str | None, default: list[str]) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()] if text else default
 
@@ -238,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
             doc["worker_vs_raw"][str(k)] = statistics.geometric_mean(
                 [w / r for w, r in zip(worker, raw, strict=True)]
             )
+    doc["targets"] = targets(doc)
     doc["verification"] = {"passed": not failures, "failures": failures}
     doc["meta"]["duration_s"] = round(time.time() - started, 1)
 

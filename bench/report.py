@@ -164,6 +164,17 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
         for k, value in (doc.get(key) or {}).items():
             engine.add_row(f"{label}, K={k}", _fmt(value))
     console.print(engine)
+    goals = Table(title="targets (issue 8), this run")
+    for column in ("target", "goal", "value", "met"):
+        goals.add_column(column, justify="left" if column == "target" else "right")
+    for row in doc.get("targets") or []:
+        goals.add_row(
+            row["target"],
+            row["goal"],
+            f"{row['value']:g}",
+            "yes" if row["met"] else "[red]no[/red]",
+        )
+    console.print(goals)
     verification = doc["verification"]
     if verification["passed"]:
         console.print("[green]verification passed: every case completed all its work[/green]")
