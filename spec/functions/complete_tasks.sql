@@ -24,6 +24,15 @@ begin
       coalesce(cardinality(complete_tasks.outputs), 0);
   end if;
 
+  -- Every run of the batch is locked up front, in run_id order (complete_task locks its
+  -- run first too): concurrent batches naming the same runs in different orders would
+  -- otherwise deadlock.
+  perform 1
+  from pgflow.runs as r
+  where r.run_id = any(complete_tasks.run_ids)
+  order by r.run_id
+  for update;
+
   while i <= n loop
     seg_run := complete_tasks.run_ids[i];
     seg_step := complete_tasks.step_slugs[i];

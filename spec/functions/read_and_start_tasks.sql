@@ -12,10 +12,10 @@ begin
     ) as m
   );
 
-  -- Then exactly start_tasks(flow_slug, v_msg_ids, worker_id): the same statement, kept in
-  -- step with start_tasks.sql (tests/engine/test_batch.py compares the two), here with a
-  -- plan cached for the session, where the SQL function start_tasks is planned at every
-  -- call.
+  -- Then start_tasks(flow_slug, v_msg_ids, worker_id): the same statement, kept in step
+  -- with start_tasks.sql (tests/engine/test_batch.py compares the two), here with a plan
+  -- cached for the session (the SQL function start_tasks is planned at every call), and
+  -- skipping locked task rows (below).
   return query
     with startable as (
       -- Only queued tasks of started steps of started runs; every other id is ignored.
@@ -28,7 +28,10 @@ begin
         and t.status = 'queued'
         and r.status = 'started'
         and ss.status = 'started'
-      for update of t
+      -- Unlike start_tasks, a task row another transaction holds is skipped, not waited
+      -- for: that transaction is cancelling or skipping the task and archives its message
+      -- next, which this transaction holds since its read (waiting would deadlock).
+      for update of t skip locked
     ),
     started as (
       update pgflow.step_tasks as t

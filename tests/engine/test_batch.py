@@ -11,6 +11,8 @@ to timestamps (compared as set or not set).
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -458,3 +460,78 @@ def test_read_and_start_tasks_on_an_empty_queue_and_a_missing_one(conn: psycopg.
     assert _one_call(conn, "empty", worker, 10) == []
     with pytest.raises(psycopg.errors.UndefinedTable):
         _one_call(conn, "no_such_flow", worker, 10)
+
+
+# -- locking --------------------------------------------------------------------------------
+
+
+def test_complete_tasks_locks_its_runs_up_front_in_run_id_order(db: str) -> None:
+    """Batches naming the same runs in different orders cannot deadlock: a batch takes
+    every run lock first, lowest run_id first, before completing anything."""
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    with psycopg.connect(db, autocommit=True) as setup:
+        create_flow(setup, "locks")
+        add_step(setup, "locks", "only")
+        for run_id in (low, high):
+            _start(setup, "locks", run_id, {})
+        tasks = {t["run_id"]: t for t in read_and_start(setup, "locks", vt=30, qty=2)}
+    with (
+        psycopg.connect(db) as holder,
+        psycopg.connect(db, autocommit=True) as batch,
+        psycopg.connect(db) as probe,
+    ):
+        holder.execute("select 1 from pgflow.runs where run_id = %s for update", (high,))
+        done = threading.Event()
+
+        def run_batch() -> None:
+            # high's entry first: without the up-front locks it would wait for high
+            # before ever locking low
+            batched(batch, [(r, "only", 0, "x") for r in (high, low)])
+            done.set()
+
+        thread = threading.Thread(target=run_batch)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                # the batch holds low (taken first) while it waits for high
+                try:
+                    with probe.transaction():
+                        probe.execute(
+                            "select 1 from pgflow.runs where run_id = %s for update nowait", (low,)
+                        )
+                except psycopg.errors.LockNotAvailable:
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("complete_tasks did not lock the lower run_id first")
+            assert not done.is_set()
+        finally:
+            holder.rollback()
+            thread.join(10)
+    assert done.is_set()
+    assert set(tasks) == {low, high}
+
+
+def test_read_and_start_tasks_skips_a_task_another_transaction_holds(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        create_flow(conn, "held")
+        add_step(conn, "held", "m", step_type="map")
+        _start(conn, "held", RUN_A, [0, 1, 2])
+        worker = ensure_worker(conn, "held")
+        with psycopg.connect(db) as holder:
+            holder.execute(
+                "select 1 from pgflow.step_tasks where run_id = %s and task_index = 1 for update",
+                (RUN_A,),
+            )
+            started = time.monotonic()
+            rows = _one_call(conn, "held", worker, 10)
+            assert time.monotonic() - started < 2  # not waited for
+            assert [r["task_index"] for r in rows] == [0, 2]
+            holder.rollback()
+        statuses: dict[int, str] = dict(
+            conn.execute(
+                "select task_index, status from pgflow.step_tasks where run_id = %s", (RUN_A,)
+            ).fetchall()
+        )
+        assert statuses == {0: "started", 1: "queued", 2: "started"}
