@@ -55,6 +55,16 @@ def jsonb(value: JsonInput | Jsonb) -> Jsonb | None:
     return Jsonb(value)
 
 
+def jsonb_array(values: Sequence[JsonInput | Jsonb] | None) -> list[Jsonb | None] | None:
+    """A ``jsonb[]`` argument: each element is sent as JSON, ``None`` as an SQL NULL element."""
+    return None if values is None else [jsonb(value) for value in values]
+
+
+def json_array(values: Sequence[JsonInput | Json] | None) -> list[Json | None] | None:
+    """A ``json[]`` argument: each element is sent as JSON, ``None`` as an SQL NULL element."""
+    return None if values is None else [json(value) for value in values]
+
+
 def json(value: JsonInput | Json) -> Json | None:
     """A ``json`` argument: Python values are sent as JSON, ``None`` as SQL NULL."""
     if value is None or isinstance(value, Json):

@@ -23,7 +23,14 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
 from . import errors
-from ._base import Arg, JsonInput, array, compose_call, jsonb
+from ._base import (
+    Arg,
+    JsonInput,
+    array,
+    compose_call,
+    jsonb,
+    jsonb_array,
+)
 from .models import FlowsRow, RunsRow, StepsRow, StepTaskRecord, StepTasksRow, WorkersRow
 
 Row = dict[str, Any]
@@ -197,6 +204,48 @@ class AsyncPgflowClient:
                 Arg("output", "jsonb", jsonb(output)),
             ),
             (
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return [StepTasksRow.model_validate(row) for row in rows]
+
+    async def complete_tasks(
+        self,
+        run_ids: Sequence[uuid.UUID],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        outputs: Sequence[JsonInput | Jsonb],
+    ) -> list[StepTasksRow]:
+        """Batch form of complete_task: completes the tasks one after the other in array order,
+        exactly as that many complete_task calls in one transaction would (same rows, queue
+        contents and events), returning each call's row in order. Consecutive completions of a
+        map step that do not finish it are applied set-based. The runs of the batch are locked
+        first, in run_id order, so concurrent batches cannot deadlock. The arrays must have one
+        length; NULL arrays complete nothing.
+
+        Calls ``pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[], outputs jsonb[])``.
+
+        Raises:
+            errors.BatchLengthMismatchError: A batch call needs arrays of one length, one element per task.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: step:completed, step:skipped, step:failed, run:failed, step:started, run:completed.
+        """
+        rows = await self._call(
+            "complete_tasks",
+            (
+                Arg("run_ids", "uuid[]", array(run_ids)),
+                Arg("step_slugs", "text[]", array(step_slugs)),
+                Arg("task_indexes", "integer[]", array(task_indexes)),
+                Arg("outputs", "jsonb[]", jsonb_array(outputs)),
+            ),
+            (
+                errors.BatchLengthMismatchError,
                 errors.TasklessCascadeLimitError,
                 errors.ConditionCascadeLimitError,
                 errors.QueueMissingError,
@@ -403,6 +452,38 @@ class AsyncPgflowClient:
             (),
             from_clause=False,
         )
+
+    async def read_and_start_tasks(
+        self,
+        flow_slug: str,
+        worker_id: uuid.UUID,
+        qty: int,
+        vt: int = 5,
+    ) -> list[StepTaskRecord]:
+        """Both polling phases in one call and one transaction: pgmq.read of up to qty visible
+        messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read;
+        returns what start_tasks returns. It does not wait for messages (a transaction that
+        waited would start tasks before they were queued, by its clock): on an empty result,
+        pause and call again. A task whose row another transaction holds (cancelling or skipping
+        it) is not waited for but left, like an id start_tasks ignores.
+
+        Calls ``pgflow.read_and_start_tasks(flow_slug text, worker_id uuid, qty integer, vt integer default 5)``.
+
+        Raises:
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+        """
+        rows = await self._call(
+            "read_and_start_tasks",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("worker_id", "uuid", worker_id),
+                Arg("qty", "integer", qty),
+                Arg("vt", "integer", vt),
+            ),
+            (errors.QueueMissingError,),
+            from_clause=True,
+        )
+        return [StepTaskRecord.model_validate(row) for row in rows]
 
     async def register_worker(
         self,

@@ -178,6 +178,20 @@ class RunNotFoundError(EngineError):
     PATTERN = re.compile(r"\ARun not found: (?P<run_id>.*?)\Z", re.DOTALL)
 
 
+class BatchLengthMismatchError(EngineError):
+    """A batch call needs arrays of one length, one element per task.
+
+    SQLSTATE P0001, message ``batch arrays differ in length: run_ids {run_ids_length}, step_slugs {step_slugs_length}, task_indexes {task_indexes_length}, outputs {outputs_length}`` (``params``: run_ids_length, step_slugs_length, task_indexes_length, outputs_length).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "batch arrays differ in length: run_ids {run_ids_length}, step_slugs {step_slugs_length}, task_indexes {task_indexes_length}, outputs {outputs_length}"
+    PATTERN = re.compile(
+        r"\Abatch arrays differ in length: run_ids (?P<run_ids_length>.*?), step_slugs (?P<step_slugs_length>.*?), task_indexes (?P<task_indexes_length>.*?), outputs (?P<outputs_length>.*?)\Z",
+        re.DOTALL,
+    )
+
+
 class PgCronMissingError(EngineError):
     """Scheduling with pg_cron was asked for but pg_cron is not installed.
 
@@ -368,6 +382,7 @@ ERRORS: Final[tuple[type[PgflowError], ...]] = (
     TasklessCascadeLimitError,
     ConditionCascadeLimitError,
     RunNotFoundError,
+    BatchLengthMismatchError,
     PgCronMissingError,
     QueueMissingError,
     InvalidFlowSlugError,

@@ -65,6 +65,21 @@ class CompleteTaskArgs(BaseModel):
     output: JsonValue
 
 
+class CompleteTasksArgs(BaseModel):
+    """
+    Arguments of pgflow.complete_tasks: Batch form of complete_task: completes the tasks one after the other in array order, exactly as that many complete_task calls in one transaction would (same rows, queue contents and events), returning each call's row in order. Consecutive completions of a map step that do not finish it are applied set-based. The runs of the batch are locked first, in run_id order, so concurrent batches cannot deadlock. The arrays must have one length; NULL arrays complete nothing.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+    run_ids: list[UUID]
+    step_slugs: list[str]
+    task_indexes: list[int]
+    outputs: list[JsonValue]
+
+
 class CreateFlowArgs(BaseModel):
     """
     Arguments of pgflow.create_flow: Create a flow and its pgmq queue. Idempotent: an existing flow is returned unchanged (its options are not updated). NULL options become 3 attempts, 5 s base delay, 60 s timeout.
@@ -305,6 +320,20 @@ class PruneDataOlderThanArgs(BaseModel):
         extra="forbid",
     )
     retention_interval: timedelta
+
+
+class ReadAndStartTasksArgs(BaseModel):
+    """
+    Arguments of pgflow.read_and_start_tasks: Both polling phases in one call and one transaction: pgmq.read of up to qty visible messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read; returns what start_tasks returns. It does not wait for messages (a transaction that waited would start tasks before they were queued, by its clock): on an empty result, pause and call again. A task whose row another transaction holds (cancelling or skipping it) is not waited for but left, like an id start_tasks ignores.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    flow_slug: str
+    worker_id: UUID
+    qty: int
+    vt: int = 5
 
 
 class RegisterWorkerArgs(BaseModel):

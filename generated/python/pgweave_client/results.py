@@ -21,6 +21,9 @@ CalculateRetryDelayResult: TypeAlias = int | None
 CompleteTaskResult: TypeAlias = list[StepTasksRow]
 """Result of ``pgflow.complete_task`` (arguments: ``CompleteTaskArgs``)."""
 
+CompleteTasksResult: TypeAlias = list[StepTasksRow]
+"""Result of ``pgflow.complete_tasks`` (arguments: ``CompleteTasksArgs``)."""
+
 CreateFlowResult: TypeAlias = FlowsRow
 """Result of ``pgflow.create_flow`` (arguments: ``CreateFlowArgs``)."""
 
@@ -47,6 +50,9 @@ MarkWorkerStoppedResult: TypeAlias = None
 
 PruneDataOlderThanResult: TypeAlias = None
 """Result of ``pgflow.prune_data_older_than`` (arguments: ``PruneDataOlderThanArgs``)."""
+
+ReadAndStartTasksResult: TypeAlias = list[StepTaskRecord]
+"""Result of ``pgflow.read_and_start_tasks`` (arguments: ``ReadAndStartTasksArgs``)."""
 
 RegisterWorkerResult: TypeAlias = WorkersRow
 """Result of ``pgflow.register_worker`` (arguments: ``RegisterWorkerArgs``)."""
