@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pgbench-seconds", type=int, help="duration of each pgbench run")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every case this many times (interleaved) and report the median",
+    )
+    parser.add_argument(
         "--peer",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             "task_batch": options.task_batch,
             "poll_seconds": options.poll_seconds,
             "pgbench_seconds": pgbench_seconds,
+            "repeat": args.repeat,
         },
         "pgbench": {},
         "cases": [],
@@ -184,19 +191,40 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"  pgbench TPS: {before}")
 
         results: list[CaseResult] = []
-        shared = {(d, k): server.case_database() for d in drivers for k in ks} if quick else {}
-        for workload in chosen:
-            for driver in drivers:
-                for k in ks:
-                    with phase(console, f"{workload.key} ({workload.title}) - {driver}, K={k}"):
-                        result = run_case(
-                            server, workload, driver, k, options, shared_db=shared.get((driver, k))
+        samples: dict[tuple[str, str, int], list[CaseResult]] = {}
+        between: list[dict[int, float]] = []
+        for rep in range(args.repeat):
+            shared = {(d, k): server.case_database() for d in drivers for k in ks} if quick else {}
+            # repetitions interleaved (not back to back), pgbench after each
+            for workload in chosen:
+                for driver in drivers:
+                    for k in ks:
+                        title = f"{workload.key} ({workload.title}) - {driver}, K={k}"
+                        if args.repeat > 1:
+                            title += f", run {rep + 1}/{args.repeat}"
+                        with phase(console, title):
+                            result = run_case(
+                                server,
+                                workload,
+                                driver,
+                                k,
+                                options,
+                                shared_db=shared.get((driver, k)),
+                            )
+                        console.print(
+                            f"  {result.tasks_per_s:,.0f} tasks/s, {result.seconds:.2f} s"
+                            + ("" if result.verified else f"  [red]{result.problems}[/red]")
                         )
-                    console.print(
-                        f"  {result.tasks_per_s:,.0f} tasks/s, {result.seconds:.2f} s"
-                        + ("" if result.verified else f"  [red]{result.problems}[/red]")
-                    )
-                    results.append(result)
+                        samples.setdefault((workload.key, driver, k), []).append(result)
+            if rep + 1 < args.repeat:
+                with phase(console, "pgbench anchor (between repetitions)"):
+                    between.append({k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks})
+        for runs_of_case in samples.values():
+            ordered = sorted(runs_of_case, key=lambda r: r.tasks_per_s)
+            median = ordered[len(ordered) // 2]
+            median.samples = [r.tasks_per_s for r in runs_of_case]
+            median.problems = [p for r in runs_of_case for p in r.problems]
+            results.append(median)
 
         profiles: dict[str, Any] = {}
         if args.profile and server.has_pgss:
@@ -260,10 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         server.stop()
 
     for k in ks:
+        measured = [before[k], *[b[k] for b in between], after[k]]
         doc["pgbench"][str(k)] = {
-            "tps": statistics.mean([before[k], after[k]]),
+            "tps": statistics.mean(measured),
             "before": before[k],
             "after": after[k],
+            "all": measured,
         }
     for result in results:
         case = result.as_json()

@@ -71,6 +71,8 @@ class CaseResult:
     problems: list[str]
     violation_call_ms: list[float] = field(default_factory=list)
     profile: dict[str, Any] | None = None
+    samples: list[float] = field(default_factory=list)
+    """tasks/s of every repetition (--repeat); this result is their median."""
 
     @property
     def verified(self) -> bool:
