@@ -12,6 +12,8 @@ declare
   v_started integer;
   v_done integer;
   v_msg_ids bigint[];
+  w integer;
+  g_len integer;
 begin
   if n <> coalesce(cardinality(complete_tasks.step_slugs), 0)
     or n <> coalesce(cardinality(complete_tasks.task_indexes), 0)
@@ -34,6 +36,78 @@ begin
   for update;
 
   while i <= n loop
+    -- Final completions of single steps in different runs: the entries from i on that
+    -- _complete_final_tasks may take (see there), set-based. Entries of one run next to
+    -- each other (a map's tasks) cannot form such a group: not even checked.
+    if i < n and complete_tasks.run_ids[i + 1] is distinct from complete_tasks.run_ids[i] then
+      w := least(n, i + 199);
+      select coalesce(min(f.ord) filter (where not f.eligible), w - i + 2)::integer - 1
+      into g_len
+      from (
+        select
+          e.ord,
+          row_number() over (partition by e.run_id order by e.ord) = 1
+          and exists (
+            select 1
+            from pgflow.runs as r
+            join pgflow.step_states as ss
+              on ss.run_id = r.run_id and ss.step_slug = e.step_slug
+            join pgflow.steps as s
+              on s.flow_slug = r.flow_slug and s.step_slug = e.step_slug
+            join pgflow.step_tasks as t
+              on t.run_id = r.run_id and t.step_slug = e.step_slug and t.task_index = e.task_index
+            where r.run_id = e.run_id
+              and r.status = 'started'
+              and ss.status = 'started'
+              and ss.remaining_tasks = 1
+              and s.step_type = 'single'
+              and t.status = 'started'
+              -- no condition anywhere in the flow
+              and not exists (
+                select 1
+                from pgflow.steps as c
+                where c.flow_slug = r.flow_slug
+                  and (c.required_input_pattern is not null or c.forbidden_input_pattern is not null)
+              )
+              -- no map depends on the step (no type check, no task count to set)
+              and not exists (
+                select 1
+                from pgflow.deps as d
+                join pgflow.steps as c on c.flow_slug = d.flow_slug and c.step_slug = d.step_slug
+                where d.flow_slug = r.flow_slug
+                  and d.dep_slug = e.step_slug
+                  and c.step_type = 'map'
+              )
+              -- no taskless step waiting in the run
+              and not exists (
+                select 1
+                from pgflow.step_states as x
+                where x.run_id = r.run_id
+                  and x.status = 'created'
+                  and x.initial_tasks = 0
+              )
+          ) as eligible
+        from unnest(
+          complete_tasks.run_ids[i:w],
+          complete_tasks.step_slugs[i:w],
+          complete_tasks.task_indexes[i:w]
+        ) with ordinality as e(run_id, step_slug, task_index, ord)
+      ) as f;
+
+      if g_len >= 2 then
+        return query
+          select *
+          from pgflow._complete_final_tasks(
+            complete_tasks.run_ids[i:i + g_len - 1],
+            complete_tasks.step_slugs[i:i + g_len - 1],
+            complete_tasks.task_indexes[i:i + g_len - 1],
+            complete_tasks.outputs[i:i + g_len - 1]
+          );
+        i := i + g_len;
+        continue;
+      end if;
+    end if;
+
     seg_run := complete_tasks.run_ids[i];
     seg_step := complete_tasks.step_slugs[i];
 

@@ -11,6 +11,7 @@ to timestamps (compared as set or not set).
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -32,7 +33,9 @@ from tests.engine.helpers import (
     ensure_worker,
     fetch,
     install_realtime_stub,
+    make_visible,
     read_and_start,
+    scalar,
 )
 
 Entry = tuple[uuid.UUID | None, str | None, int | None, Any]
@@ -121,34 +124,47 @@ def per_task(conn: psycopg.Connection, entries: list[Entry]) -> list[Row]:
     return rows
 
 
-def batched(conn: psycopg.Connection, entries: list[Entry]) -> list[Row]:
-    """One complete_tasks call with the entries."""
-    return fetch(
-        conn,
-        "select * from pgflow.complete_tasks(%s::uuid[], %s::text[], %s::integer[], %s::jsonb[])",
-        [e[0] for e in entries],
-        [e[1] for e in entries],
-        [e[2] for e in entries],
-        [_json(e[3]) for e in entries],
-    )
+def batched(conn: psycopg.Connection, entries: list[Entry]) -> tuple[list[Row], int]:
+    """One complete_tasks call with the entries; also how many set-based groups of final
+    completions (_complete_final_tasks calls) it made."""
+    with conn.transaction():
+        conn.execute("set local track_functions = 'pl'")
+        rows = fetch(
+            conn,
+            "select * from pgflow.complete_tasks(%s::uuid[], %s::text[], %s::integer[], %s::jsonb[])",
+            [e[0] for e in entries],
+            [e[1] for e in entries],
+            [e[2] for e in entries],
+            [_json(e[3]) for e in entries],
+        )
+        groups = scalar(
+            conn,
+            "select coalesce(sum(calls), 0) from pg_stat_xact_user_functions"
+            " where schemaname = 'pgflow' and funcname = '_complete_final_tasks'",
+        )
+    return rows, int(groups)
 
 
 def assert_same_completion(
     pair: tuple[psycopg.Connection, psycopg.Connection],
     setup: Setup,
     entries: Callable[[psycopg.Connection], list[Entry]],
+    groups: int | None = None,
 ) -> list[Row]:
     """Run ``setup`` in both databases, then the entries per task in one and batched in
-    the other; everything must be equal. Returns the batch's rows."""
+    the other; everything must be equal (and, when given, the batch must have made
+    ``groups`` set-based groups of final completions). Returns the batch's rows."""
     single, batch = pair
     for conn in pair:
         setup(conn)
     todo = entries(single)
     assert todo == entries(batch)
     expected_rows = per_task(single, todo)
-    rows = batched(batch, todo)
+    rows, made = batched(batch, todo)
     assert _norm(rows) == _norm(expected_rows)
     assert snapshot(batch) == snapshot(single)
+    if groups is not None:
+        assert made == groups
     return rows
 
 
@@ -176,7 +192,7 @@ def single_flow(conn: psycopg.Connection) -> None:
 
 def test_single_steps_of_several_runs(pair: tuple[psycopg.Connection, psycopg.Connection]) -> None:
     rows = assert_same_completion(
-        pair, single_flow, lambda c: _entries(_read_all(c, "one"), lambda t: {"n": 2})
+        pair, single_flow, lambda c: _entries(_read_all(c, "one"), lambda t: {"n": 2}), groups=1
     )
     assert [r["status"] for r in rows] == ["completed"] * 3
 
@@ -291,6 +307,187 @@ def test_interleaved_runs_and_steps(pair: tuple[psycopg.Connection, psycopg.Conn
     assert_same_completion(pair, setup, entries)
     assert_same_completion(
         pair, lambda c: None, lambda c: _entries(_read_all(c, "mix"), lambda t: "done")
+    )
+
+
+# -- final completions of single steps, set-based ------------------------------------------
+
+
+def _runs(count: int) -> list[uuid.UUID]:
+    return [uuid.UUID(int=0xD000 + n) for n in range(count)]
+
+
+def dag_flow(conn: psycopg.Connection) -> None:
+    """a -> (b, c after a 5 s start delay) -> d, in four runs; a second flow beside it."""
+    create_flow(conn, "dag")
+    add_step(conn, "dag", "a")
+    add_step(conn, "dag", "b", ["a"])
+    add_step(conn, "dag", "c", ["a"], start_delay=5)
+    add_step(conn, "dag", "d", ["b", "c"])
+    create_flow(conn, "pair")
+    add_step(conn, "pair", "x")
+    add_step(conn, "pair", "y", ["x"])
+    for n, run_id in enumerate(_runs(4)):
+        _start(conn, "dag", run_id, {"n": n})
+        _start(conn, "pair", uuid.UUID(int=0xE000 + n), {"n": n})
+
+
+def test_a_dag_of_single_steps_wave_by_wave(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def wave(conn: psycopg.Connection) -> list[Entry]:
+        make_visible(conn, "dag")
+        tasks = [*_read_all(conn, "dag"), *_read_all(conn, "pair")]
+        # runs of both flows alternate; each step's output is its input's size
+        tasks.sort(key=lambda t: (t["run_id"].int & 0xFFF, t["run_id"].int))
+        return _entries(tasks, lambda t: {"from": t["step_slug"], "size": len(t["input"])})
+
+    # a and x in 8 runs (x unlocks y at once, a unlocks b and the delayed c)
+    assert_same_completion(pair, dag_flow, wave, groups=1)
+    # b, c (now visible) and y: every run twice in a row, so groups are cut there
+    assert_same_completion(pair, lambda c: None, wave)
+    # d completes the dag runs
+    rows = assert_same_completion(pair, lambda c: None, wave, groups=1)
+    assert len(rows) == 4
+    single, _ = pair
+    assert scalar(single, "select count(*) from pgflow.runs where status = 'completed'") == 8
+
+
+def test_start_delays_and_queues_split_the_sends(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, "slow")
+        add_step(conn, "slow", "first")
+        add_step(conn, "slow", "later", ["first"], start_delay=30)
+        add_step(conn, "slow", "now", ["first"])
+        create_flow(conn, "fast")
+        add_step(conn, "fast", "first")
+        add_step(conn, "fast", "next", ["first"])
+        for n, run_id in enumerate(_runs(3)):
+            _start(conn, "slow", run_id, n)
+            _start(conn, "fast", uuid.UUID(int=0xE000 + n), n)
+
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        slow = _read_all(conn, "slow")
+        fast = _read_all(conn, "fast")
+        mixed = [t for both in zip(slow, fast, strict=True) for t in both]
+        return _entries(mixed, lambda t: t["input"])
+
+    assert_same_completion(pair, setup, entries, groups=1)
+
+
+def test_groups_stop_where_other_entries_start(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def setup(conn: psycopg.Connection) -> None:
+        single_flow(conn)
+        create_flow(conn, "cond")
+        add_step(conn, "cond", "a")
+        add_step(conn, "cond", "b", ["a"], required_input_pattern={"a": 1})
+        _start(conn, "cond", uuid.UUID(int=0xF001), {})
+        create_flow(conn, "feeds")
+        add_step(conn, "feeds", "list")
+        add_step(conn, "feeds", "each", ["list"], step_type="map")
+        _start(conn, "feeds", uuid.UUID(int=0xF002), {})
+        for n, run_id in enumerate(_runs(4)):
+            _start(conn, "one", run_id, {"n": n})
+
+    def entries(conn: psycopg.Connection) -> list[Entry]:
+        one = _entries(_read_all(conn, "one"), lambda t: "done")
+        cond = _entries(_read_all(conn, "cond"), lambda t: 1)
+        feeds = _entries(_read_all(conn, "feeds"), lambda t: [1, 2])
+        late = [(one[0][0], "only", 0, "late")]
+        # group, a conditional flow's entry, group, a step feeding a map, a repeated
+        # entry (a late callback by then), the rest as a group
+        return [*one[:2], *cond, *one[2:4], *feeds, *late, *one[4:]]
+
+    assert_same_completion(pair, setup, entries, groups=3)
+
+
+def test_a_batch_longer_than_one_group_window(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, "many")
+        add_step(conn, "many", "only")
+        conn.execute(
+            "select pgflow.start_flow('many', jsonb_build_object('n', n),"
+            " ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid)"
+            " from generate_series(1, 230) as n"
+        )
+
+    assert_same_completion(
+        pair,
+        setup,
+        lambda c: _entries(_read_all(c, "many", qty=300), lambda t: t["input"]),
+        groups=2,
+    )
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    deps=st.lists(st.lists(st.booleans(), max_size=4), min_size=1, max_size=5),
+    delays=st.lists(st.sampled_from([None, 0, 20]), min_size=5, max_size=5),
+    runs=st.integers(min_value=1, max_value=4),
+    seed=st.integers(min_value=0, max_value=2**32),
+    extra=st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+)
+def test_any_dag_of_single_steps(
+    pair: tuple[psycopg.Connection, psycopg.Connection],
+    deps: list[list[bool]],
+    delays: list[int | None],
+    runs: int,
+    seed: int,
+    extra: list[int],
+) -> None:
+    """A random DAG of single steps (random start delays) in a few runs, completed wave by
+    wave in a random order, with repeated and wrong entries mixed in; a fresh flow per
+    example."""
+    flow = f"d_{uuid.uuid4().hex[:10]}"
+    slugs = [f"s{n}" for n in range(len(deps))]
+    run_ids = [uuid.uuid4() for _ in range(runs)]
+
+    def setup(conn: psycopg.Connection) -> None:
+        create_flow(conn, flow)
+        for n, slug in enumerate(slugs):
+            parents = [slugs[p] for p, on in enumerate(deps[n][:n]) if on]
+            add_step(conn, flow, slug, parents, start_delay=delays[n])
+        for n, run_id in enumerate(run_ids):
+            _start(conn, flow, run_id, {"run": n})
+
+    def wave(conn: psycopg.Connection) -> list[Entry]:
+        make_visible(conn, flow)
+        tasks = _entries(_read_all(conn, flow), lambda t: {"step": t["step_slug"]})
+        tasks.sort(key=lambda e: (str(e[1]), str(e[0])))
+        random.Random(seed).shuffle(tasks)
+        for n in extra:
+            if tasks:
+                run_id, step, index, _ = tasks[n % len(tasks)]
+                tasks.insert(n % (len(tasks) + 1), (run_id, step, (index or 0) + n % 2, "again"))
+        return tasks
+
+    single, _ = pair
+    assert_same_completion(pair, setup, lambda c: [])
+    for _ in range(len(slugs)):
+        assert_same_completion(pair, lambda c: None, wave)
+        if not scalar(
+            single,
+            "select count(*) from pgflow.runs where flow_slug = %s and status = 'started'",
+            flow,
+        ):
+            break
+    assert (
+        scalar(
+            single,
+            "select count(*) from pgflow.runs where flow_slug = %s and status = 'completed'",
+            flow,
+        )
+        == runs
     )
 
 

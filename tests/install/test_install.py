@@ -62,10 +62,14 @@ def test_pgmq_older_than_1_5_is_refused(empty_db: str) -> None:
 def test_migrations_apply_once_and_are_recorded(empty_db: str) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         install_pgmq(conn)
-        assert apply_migrations(conn) == ["0001_initial.sql"]
+        files = sorted(p.name for p in MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+        assert files[:2] == ["0001_initial.sql", "0002_batch_final_completions.sql"]
+        assert apply_migrations(conn) == files
         assert apply_migrations(conn) == []
-        rows = conn.execute("select version, name from pgweave.schema_migrations").fetchall()
-        assert rows == [("0001", "initial")]
+        rows = conn.execute(
+            "select version, name from pgweave.schema_migrations order by version"
+        ).fetchall()
+        assert rows == [(f[:4], f[5:-4]) for f in files]
         tables = {
             r[0]
             for r in conn.execute(

@@ -222,9 +222,10 @@ class PgflowClient:
         """Batch form of complete_task: completes the tasks one after the other in array order,
         exactly as that many complete_task calls in one transaction would (same rows, queue
         contents and events), returning each call's row in order. Consecutive completions of a
-        map step that do not finish it are applied set-based. The runs of the batch are locked
-        first, in run_id order, so concurrent batches cannot deadlock. The arrays must have one
-        length; NULL arrays complete nothing.
+        map step that do not finish it are applied set-based, and so are completions that finish
+        single steps of different runs of flows without conditions (see _complete_final_tasks).
+        The runs of the batch are locked first, in run_id order, so concurrent batches cannot
+        deadlock. The arrays must have one length; NULL arrays complete nothing.
 
         Calls ``pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[], outputs jsonb[])``.
 

@@ -67,7 +67,7 @@ class CompleteTaskArgs(BaseModel):
 
 class CompleteTasksArgs(BaseModel):
     """
-    Arguments of pgflow.complete_tasks: Batch form of complete_task: completes the tasks one after the other in array order, exactly as that many complete_task calls in one transaction would (same rows, queue contents and events), returning each call's row in order. Consecutive completions of a map step that do not finish it are applied set-based. The runs of the batch are locked first, in run_id order, so concurrent batches cannot deadlock. The arrays must have one length; NULL arrays complete nothing.
+    Arguments of pgflow.complete_tasks: Batch form of complete_task: completes the tasks one after the other in array order, exactly as that many complete_task calls in one transaction would (same rows, queue contents and events), returning each call's row in order. Consecutive completions of a map step that do not finish it are applied set-based, and so are completions that finish single steps of different runs of flows without conditions (see _complete_final_tasks). The runs of the batch are locked first, in run_id order, so concurrent batches cannot deadlock. The arrays must have one length; NULL arrays complete nothing.
     """
 
     model_config = ConfigDict(
