@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import resource
 import signal
@@ -83,33 +82,39 @@ def _handshake(stats: Stats) -> None:
 
 
 class _Stop:
-    """SIGTERM: stop after the current call; a poll waiting for messages is cancelled."""
+    """SIGTERM: stop after the current call; a long poll waiting for messages is cancelled
+    on the server (raising in the handler instead could leave the connection mid-command)."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn: psycopg.Connection) -> None:
         self.requested = False
         self.polling = False
+        self._conn = conn
         signal.signal(signal.SIGTERM, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         if self.polling:
-            # psycopg cancels the running statement on KeyboardInterrupt
-            raise KeyboardInterrupt
+            self._conn.cancel_safe()
 
 
 def run_raw(args: argparse.Namespace, *, batch: bool) -> None:
     """The raw SQL driver loop (per-task or batch protocol) until SIGTERM."""
-    stop = _Stop()
     stats = Stats()
     worker_id = uuid.uuid4()
     flow = args.flow
     with psycopg.connect(args.dsn, autocommit=True) as conn:
+        stop = _Stop(conn)
         conn.execute(
             "select pgflow.register_worker(%s, %s, %s)", (worker_id, flow, f"bench-{args.mode}")
         )
         _handshake(stats)
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             _raw_loop(conn, args, stop, stats, worker_id, batch=batch)
+        except psycopg.errors.QueryCanceled:
+            # the long poll cancelled at SIGTERM (or a call just after it: autocommit, so
+            # nothing half-done; the case ends only once all its work is done)
+            if not stop.requested:
+                raise
         conn.execute("select pgflow.mark_worker_stopped(%s)", (worker_id,))
     stats.report()
 
@@ -126,15 +131,12 @@ def _raw_loop(
     flow = args.flow
     while not stop.requested:
         if batch:
-            stop.polling = True
             tasks = conn.execute(READ_AND_START, (flow, worker_id, args.batch, args.vt)).fetchall()
             stats.round_trips += 1
             if not tasks:
                 # read_and_start_tasks does not wait: poll at pgflow's interval
                 time.sleep(args.poll_ms / 1000)
-                stop.polling = False
                 continue
-            stop.polling = False
             outputs = [Jsonb(output_for(flow, t[1], t[3], t[4])) for t in tasks]
             violating = any((flow, t[1]) in VIOLATING_STEPS for t in tasks)
             started = time.perf_counter()
@@ -148,13 +150,15 @@ def _raw_loop(
             stats.completed += len(tasks)
             continue
         stop.polling = True
-        ids = [
-            row[0]
-            for row in conn.execute(
-                READ, (flow, args.vt, args.batch, args.poll_seconds, args.poll_ms)
-            ).fetchall()
-        ]
-        stop.polling = False
+        try:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    READ, (flow, args.vt, args.batch, args.poll_seconds, args.poll_ms)
+                ).fetchall()
+            ]
+        finally:
+            stop.polling = False
         stats.round_trips += 1
         if not ids:
             continue

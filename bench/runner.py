@@ -104,9 +104,11 @@ class Driver:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[str]] = []
         self.logs: list[IO[str]] = []
+        self.log_paths: list[Path] = []
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         for index, command in enumerate(commands):
-            log = (log_dir / f"{name}-{index}.log").open("w")
+            self.log_paths.append(log_dir / f"{name}-{index}.log")
+            log = self.log_paths[-1].open("w")
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
@@ -155,7 +157,7 @@ class Driver:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
         stats = []
-        for proc in self.procs:
+        for proc, log_path in zip(self.procs, self.log_paths, strict=True):
             try:
                 out, _ = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -163,7 +165,7 @@ class Driver:
                 out, _ = proc.communicate()
             lines = [line for line in (out or "").splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not lines:
-                stats.append({"error": f"exit {proc.returncode}"})
+                stats.append({"error": f"exit {proc.returncode}{_last_error(log_path)}"})
             else:
                 stats.append(json.loads(lines[-1]))
         for log in self.logs:
@@ -253,6 +255,15 @@ def collect_profile(conn: psycopg.Connection, tasks: int) -> dict[str, Any]:
 def _debug(name: str, t0: float, what: str) -> None:
     if os.environ.get("BENCH_DEBUG"):
         print(f"    [{name}] {what}: {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+
+
+def _last_error(log_path: Path) -> str:
+    """The last line a failed driver wrote to its log (its exception), as ``: <line>``."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+        if lines:
+            return f": {lines[-1].strip()[:500]}"
+    return ""
 
 
 def run_case(
