@@ -12,8 +12,8 @@ declare
   v_started integer;
   v_done integer;
   v_msg_ids bigint[];
-  w integer;
-  g_len integer;
+  window_end integer;
+  group_len integer;
 begin
   if n <> coalesce(cardinality(complete_tasks.step_slugs), 0)
     or n <> coalesce(cardinality(complete_tasks.task_indexes), 0)
@@ -40,9 +40,10 @@ begin
     -- _complete_final_tasks may take (see there), set-based. Entries of one run next to
     -- each other (a map's tasks) cannot form such a group: not even checked.
     if i < n and complete_tasks.run_ids[i + 1] is distinct from complete_tasks.run_ids[i] then
-      w := least(n, i + 199);
-      select coalesce(min(f.ord) filter (where not f.eligible), w - i + 2)::integer - 1
-      into g_len
+      -- At most 200 entries are checked at a time (a longer stretch forms several groups).
+      window_end := least(n, i + 199);
+      select coalesce(min(f.ord) filter (where not f.eligible), window_end - i + 2)::integer - 1
+      into group_len
       from (
         select
           e.ord,
@@ -88,22 +89,22 @@ begin
               )
           ) as eligible
         from unnest(
-          complete_tasks.run_ids[i:w],
-          complete_tasks.step_slugs[i:w],
-          complete_tasks.task_indexes[i:w]
+          complete_tasks.run_ids[i:window_end],
+          complete_tasks.step_slugs[i:window_end],
+          complete_tasks.task_indexes[i:window_end]
         ) with ordinality as e(run_id, step_slug, task_index, ord)
       ) as f;
 
-      if g_len >= 2 then
+      if group_len >= 2 then
         return query
           select *
           from pgflow._complete_final_tasks(
-            complete_tasks.run_ids[i:i + g_len - 1],
-            complete_tasks.step_slugs[i:i + g_len - 1],
-            complete_tasks.task_indexes[i:i + g_len - 1],
-            complete_tasks.outputs[i:i + g_len - 1]
+            complete_tasks.run_ids[i:i + group_len - 1],
+            complete_tasks.step_slugs[i:i + group_len - 1],
+            complete_tasks.task_indexes[i:i + group_len - 1],
+            complete_tasks.outputs[i:i + group_len - 1]
           );
-        i := i + g_len;
+        i := i + group_len;
         continue;
       end if;
     end if;
