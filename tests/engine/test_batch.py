@@ -710,6 +710,61 @@ def test_complete_tasks_locks_its_runs_up_front_in_run_id_order(db: str) -> None
     assert set(tasks) == {low, high}
 
 
+def test_a_group_waits_for_a_concurrent_completion_of_one_of_its_runs(db: str) -> None:
+    """A concurrent complete_task holds one run of a batch: the batch waits for it, then
+    takes that entry as a late callback and the others set-based, nothing done twice."""
+    runs = sorted(uuid.uuid4() for _ in range(5))
+    with psycopg.connect(db, autocommit=True) as setup:
+        create_flow(setup, "race")
+        add_step(setup, "race", "only")
+        for run_id in runs:
+            _start(setup, "race", run_id, {})
+        assert len(read_and_start(setup, "race", vt=30, qty=5)) == 5
+    held = runs[1]
+    order = [runs[0], runs[2], runs[3], held, runs[4]]
+    result: dict[str, Any] = {}
+    with (
+        psycopg.connect(db) as holder,
+        psycopg.connect(db, autocommit=True) as batch,
+        psycopg.connect(db, autocommit=True) as probe,
+    ):
+        holder.execute("select pgflow.complete_task(%s, 'only', 0, '\"holder\"')", (held,))
+        batch_pid = batch.info.backend_pid
+
+        def run_batch() -> None:
+            result["rows"], result["groups"] = batched(
+                batch, [(r, "only", 0, "batch") for r in order]
+            )
+
+        thread = threading.Thread(target=run_batch)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while (
+                scalar(
+                    probe, "select wait_event_type from pg_stat_activity where pid = %s", batch_pid
+                )
+                != "Lock"
+            ):
+                assert time.monotonic() < deadline, "the batch did not wait for the held run"
+                time.sleep(0.02)
+            assert "rows" not in result
+        finally:
+            holder.commit()
+            thread.join(10)
+        outputs = {
+            r["run_id"]: r["output"]
+            for r in fetch(probe, "select run_id, output from pgflow.step_tasks")
+        }
+        assert outputs == {r: ("holder" if r == held else "batch") for r in runs}
+        assert [r["run_id"] for r in result["rows"]] == order
+        assert result["groups"] == 1  # runs[0], runs[2], runs[3]; then held, then runs[4]
+        assert scalar(probe, "select count(*) from pgflow.runs where status = 'completed'") == 5
+        assert scalar(probe, "select count(*) from pgmq.q_race") == 0
+        assert scalar(probe, "select count(distinct msg_id) from pgmq.a_race") == 5
+        assert scalar(probe, "select count(*) from pgmq.a_race") == 5
+
+
 def test_read_and_start_tasks_skips_a_task_another_transaction_holds(db: str) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
         create_flow(conn, "held")
