@@ -172,6 +172,11 @@ class Server:
         assert row is not None
         return str(row[0])
 
+    def wal_bytes_since(self, conn: psycopg.Connection, lsn: str) -> int:
+        """WAL bytes written since ``lsn`` (from :meth:`wal_lsn`)."""
+        row = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,)).fetchone()
+        return int(row[0]) if row else 0
+
     def server_info(self) -> dict[str, Any]:
         """Version and the settings that matter for the figures."""
         with self.admin() as conn:

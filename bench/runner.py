@@ -320,10 +320,7 @@ def run_case(
                     time.sleep(0.01)
                 seconds = time.perf_counter() - t0
                 cpu1 = server.cpu_seconds()
-                row = mon.execute(
-                    "select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,)
-                ).fetchone()
-                wal_bytes = int(row[0]) if row else 0
+                wal_bytes = server.wal_bytes_since(mon, lsn0)
             except BaseException:
                 procs.kill()
                 raise
@@ -640,10 +637,7 @@ def run_peer(server: Server, jobs: int, k: int, options: Options) -> dict[str, A
                     time.sleep(0.01)
                 seconds = time.perf_counter() - t0
                 cpu1 = server.cpu_seconds()
-                row = mon.execute(
-                    "select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,)
-                ).fetchone()
-                wal = int(row[0]) if row else 0
+                wal = server.wal_bytes_since(mon, lsn0)
             except BaseException:
                 procs.kill()
                 raise
