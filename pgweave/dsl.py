@@ -59,6 +59,8 @@ WHEN_MODES: tuple[str, ...] = ("fail", "skip", "skip-cascade")
 
 SLUG_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_SLUG_LENGTH = 128
+MAX_FLOW_SLUG_LENGTH = 47
+"""pgmq's queue-name limit (pgmq.validate_queue_name): a flow slug names its queue."""
 RESERVED_SLUGS = frozenset({"run"})
 
 InputT = TypeVar("InputT", covariant=True)
@@ -247,6 +249,11 @@ class Flow(Generic[InputT]):
     ) -> None:
         where = f"flow {slug!r}"
         validate_slug(slug, "flow slug")
+        if len(slug) > MAX_FLOW_SLUG_LENGTH:
+            raise FlowDefinitionError(
+                f"{where}: the slug is {len(slug)} characters long, but it names the flow's "
+                f"pgmq queue, which allows at most {MAX_FLOW_SLUG_LENGTH}"
+            )
         options = FlowOptions(
             max_attempts=_check_int(where, "max_attempts", max_attempts, 1),
             base_delay=_check_int(where, "base_delay", base_delay, 1),

@@ -51,7 +51,9 @@ begin
       update pgflow.step_tasks as t
       set status = 'started',
           attempts_count = t.attempts_count + 1,
-          started_at = now(),
+          -- never before the task was queued: the transaction's now() can precede a
+          -- queued_at committed after it began (its read sees that commit)
+          started_at = greatest(now(), t.queued_at),
           last_worker_id = _start_tasks.worker_id
       from startable
       where t.run_id = startable.run_id

@@ -10,14 +10,17 @@ values (
 )
 on conflict (flow_slug) do update set flow_slug = f.flow_slug;
 
--- 2. The flow's queue, unless pgmq already has it. A pgmq error (for instance a name
---    longer than pgmq allows) rolls back the row inserted above as well.
+-- 2. A valid slug pgmq could not keep apart from another flow's, or would refuse, is
+--    refused with its own error (which rolls back the row inserted above).
+select pgflow._check_flow_slug(create_flow.flow_slug);
+
+-- 3. The flow's queue, unless pgmq already has it.
 select pgmq.create(create_flow.flow_slug)
 where not exists (
   select 1 from pgmq.list_queues() as q where q.queue_name = create_flow.flow_slug
 );
 
--- 3. The row as stored: the new one, or the existing one unchanged.
+-- 4. The row as stored: the new one, or the existing one unchanged.
 select f.*
 from pgflow.flows as f
 where f.flow_slug = create_flow.flow_slug;

@@ -76,7 +76,20 @@ begin
   returning t.* into v_task;
 
   if not found then
-    -- A queued (or finished) task: nothing changes and a queued message stays put.
+    -- A finished task: nothing changes. A queued one keeps its row too, but its message
+    -- is put back by the backoff of the attempts it has had (base_delay when it never
+    -- started), as pgflow does.
+    perform pgmq.set_vt(
+      v_run.flow_slug,
+      t.message_id,
+      pgflow.calculate_retry_delay(v_base_delay, t.attempts_count)
+    )
+    from pgflow.step_tasks as t
+    where t.run_id = fail_task.run_id
+      and t.step_slug = fail_task.step_slug
+      and t.task_index = fail_task.task_index
+      and t.status = 'queued'
+      and t.message_id is not null;
     return query
       select t.* from pgflow.step_tasks as t
       where t.run_id = fail_task.run_id

@@ -43,7 +43,7 @@ def test_constraint_violation_maps_by_constraint_name(client: RecordingClient) -
         ({"step_slug": "b", "start_delay": -1}, errors.NegativeStartDelayError),
         ({"step_slug": "b", "timeout": 0}, errors.NonpositiveTimeoutError),
         ({"step_slug": "b", "deps_slugs": ["ghost"]}, errors.DependencyNotFoundError),
-        ({"step_slug": "a", "deps_slugs": ["a"]}, errors.SelfDependencyError),
+        ({"step_slug": "b", "deps_slugs": ["b"]}, errors.SelfDependencyError),
     ],
 )
 def test_add_step_constraint_errors(

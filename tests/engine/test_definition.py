@@ -306,12 +306,15 @@ def test_create_flow_injection_slug_touches_nothing(conn: psycopg.Connection) ->
     assert queues(conn) == ["y"]
 
 
-def test_create_flow_is_atomic_when_pgmq_refuses_the_name(conn: psycopg.Connection) -> None:
-    """A valid slug too long for pgmq (47 chars max) leaves neither a flow nor a queue."""
+def test_create_flow_is_atomic_when_the_name_is_too_long_for_pgmq(
+    conn: psycopg.Connection,
+) -> None:
+    """A valid slug too long for pgmq (47 chars max) leaves neither a flow nor a queue
+    (see test_hardening for the exact message)."""
     slug = "f" * 48
     assert scalar(conn, "select pgflow.is_valid_slug(%s)", slug) is True
     tables_before = pgmq_tables(conn)
-    with pytest.raises(psycopg.errors.RaiseException, match="queue name is too long"):
+    with pytest.raises(psycopg.errors.RaiseException, match="queue names allow at most 47"):
         conn.execute("select pgflow.create_flow(%s)", (slug,))
     assert scalar(conn, "select count(*) from pgflow.flows") == 0
     assert queues(conn) == []

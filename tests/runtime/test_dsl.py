@@ -97,7 +97,19 @@ def test_invalid_slugs(slug: str, message: str) -> None:
 
 
 def test_slug_of_max_length_is_accepted() -> None:
-    assert Flow[Any]("a" * 128).step("b" * 128, anything).step_slugs == ("b" * 128,)
+    """A step slug may have 128 characters; a flow slug, which names a pgmq queue, 47."""
+    flow = Flow[Any]("a" * 47).step("b" * 128, anything)
+    assert (flow.slug, flow.step_slugs) == ("a" * 47, ("b" * 128,))
+
+
+def test_flow_slug_longer_than_a_pgmq_queue_name_is_refused() -> None:
+    slug = "a" * 48
+    with pytest.raises(FlowDefinitionError) as caught:
+        Flow[Any](slug)
+    assert str(caught.value) == (
+        f"flow {slug!r}: the slug is 48 characters long, but it names the flow's pgmq queue,"
+        " which allows at most 47"
+    )
 
 
 @pytest.mark.parametrize(

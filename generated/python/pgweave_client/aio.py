@@ -93,13 +93,16 @@ class AsyncPgflowClient:
         when_exhausted: str = "fail",
     ) -> StepsRow:
         """Add a step (single or map) with its dependencies, options, conditions and failure modes.
-        Idempotent: an existing step is returned unchanged. Dependencies must already exist, so
-        a flow is always a DAG. A map step has at most one dependency.
+        Idempotent: an existing step is returned unchanged (neither its options nor its
+        dependencies change). Dependencies must already exist, so a flow is always a DAG; each
+        may be listed once. A map step has at most one dependency.
 
         Calls ``pgflow.add_step(flow_slug text, step_slug text, deps_slugs text[] default '{}', max_attempts integer default null, base_delay integer default null, timeout integer default null, start_delay integer default null, step_type text default 'single', required_input_pattern jsonb default null, forbidden_input_pattern jsonb default null, when_unmet text default 'skip', when_exhausted text default 'fail')``.
 
         Raises:
             errors.MapStepTooManyDependenciesError: A map step maps over exactly one dependency's array (or the flow input).
+            errors.DuplicateDependenciesError: A step lists a dependency more than once (it would wait forever for the second
+                one; pgflow accepts this).
             errors.FlowNotFoundForStepError: The step's flow does not exist.
             errors.DependencyNotFoundError: A dependency names a step that does not exist (yet) in the flow.
             errors.SelfDependencyError: A step cannot depend on itself.
@@ -133,6 +136,7 @@ class AsyncPgflowClient:
             ),
             (
                 errors.MapStepTooManyDependenciesError,
+                errors.DuplicateDependenciesError,
                 errors.FlowNotFoundForStepError,
                 errors.DependencyNotFoundError,
                 errors.SelfDependencyError,
@@ -264,12 +268,16 @@ class AsyncPgflowClient:
     ) -> FlowsRow:
         """Create a flow and its pgmq queue. Idempotent: an existing flow is returned unchanged
         (its options are not updated). NULL options become 3 attempts, 5 s base delay, 60 s
-        timeout.
+        timeout. A slug longer than pgmq's queue-name limit, or equal to an existing flow's
+        ignoring case, is refused.
 
         Calls ``pgflow.create_flow(flow_slug text, max_attempts integer default null, base_delay integer default null, timeout integer default null)``.
 
         Raises:
             errors.InvalidFlowSlugError: The flow slug is not a valid slug.
+            errors.FlowSlugTooLongError: A flow slug is longer than pgmq allows for its queue's name (47 characters).
+            errors.FlowSlugCaseConflictError: A flow slug equals an existing flow's ignoring case; pgmq lower-cases queue
+                names, so the two flows would share one queue.
             errors.NegativeMaxAttemptsError: max_attempts must not be negative.
             errors.NegativeBaseDelayError: base_delay must not be negative.
             errors.NonpositiveTimeoutError: timeout must be positive.
@@ -284,6 +292,8 @@ class AsyncPgflowClient:
             ),
             (
                 errors.InvalidFlowSlugError,
+                errors.FlowSlugTooLongError,
+                errors.FlowSlugCaseConflictError,
                 errors.NegativeMaxAttemptsError,
                 errors.NegativeBaseDelayError,
                 errors.NonpositiveTimeoutError,
@@ -343,7 +353,9 @@ class AsyncPgflowClient:
         """Record a task's failure. With attempts left the task is requeued after an exponential
         backoff (capped at an hour); otherwise the step fails the run (its other unfinished
         tasks are cancelled), or is skipped (with its dependants for skip-cascade; their
-        unfinished tasks are skipped) as when_exhausted says.
+        unfinished tasks are skipped) as when_exhausted says. A task still queued keeps its row,
+        but its message is hidden for the backoff of the attempts it has had (base_delay when it
+        never started), as in pgflow.
 
         Calls ``pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text)``.
 
@@ -463,8 +475,7 @@ class AsyncPgflowClient:
     ) -> list[StepTaskRecord]:
         """Both polling phases in one call and one transaction: pgmq.read of up to qty visible
         messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read;
-        returns what start_tasks returns. It does not wait for messages (a transaction that
-        waited would start tasks before they were queued, by its clock): on an empty result,
+        returns what start_tasks returns. It does not wait for messages: on an empty result,
         pause and call again. A task whose row another transaction holds (cancelling or skipping
         it) is not waited for but left, like an id start_tasks ignores.
 

@@ -124,6 +124,49 @@ class MapStepTooManyDependenciesError(EngineError):
     )
 
 
+class DuplicateDependenciesError(EngineError):
+    """A step lists a dependency more than once (it would wait forever for the second one;
+    pgflow accepts this).
+
+    SQLSTATE P0001, message ``Step "{step_slug}" lists a dependency more than once: {deps}`` (``params``: step_slug, deps).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = 'Step "{step_slug}" lists a dependency more than once: {deps}'
+    PATTERN = re.compile(
+        r'\AStep "(?P<step_slug>.*?)" lists a dependency more than once: (?P<deps>.*?)\Z', re.DOTALL
+    )
+
+
+class FlowSlugTooLongError(EngineError):
+    """A flow slug is longer than pgmq allows for its queue's name (47 characters).
+
+    SQLSTATE P0001, message ``Flow slug "{flow_slug}" is {length} characters long, but pgmq queue names allow at most {limit} characters`` (``params``: flow_slug, length, limit).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = 'Flow slug "{flow_slug}" is {length} characters long, but pgmq queue names allow at most {limit} characters'
+    PATTERN = re.compile(
+        r'\AFlow slug "(?P<flow_slug>.*?)" is (?P<length>.*?) characters long, but pgmq queue names allow at most (?P<limit>.*?) characters\Z',
+        re.DOTALL,
+    )
+
+
+class FlowSlugCaseConflictError(EngineError):
+    """A flow slug equals an existing flow's ignoring case; pgmq lower-cases queue names, so
+    the two flows would share one queue.
+
+    SQLSTATE P0001, message ``Flow slug "{flow_slug}" differs only in case from the existing flow "{existing_slug}" (pgmq queue names ignore case)`` (``params``: flow_slug, existing_slug).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = 'Flow slug "{flow_slug}" differs only in case from the existing flow "{existing_slug}" (pgmq queue names ignore case)'
+    PATTERN = re.compile(
+        r'\AFlow slug "(?P<flow_slug>.*?)" differs only in case from the existing flow "(?P<existing_slug>.*?)" \(pgmq queue names ignore case\)\Z',
+        re.DOTALL,
+    )
+
+
 class VtBatchLengthMismatchError(EngineError):
     """set_vt_batch needs one offset per message id.
 
@@ -378,6 +421,9 @@ ERRORS: Final[tuple[type[PgflowError], ...]] = (
     RootMapInputNotArrayError,
     RootMapInputNullError,
     MapStepTooManyDependenciesError,
+    DuplicateDependenciesError,
+    FlowSlugTooLongError,
+    FlowSlugCaseConflictError,
     VtBatchLengthMismatchError,
     TasklessCascadeLimitError,
     ConditionCascadeLimitError,

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, JsonValue
 
 class AddStepArgs(BaseModel):
     """
-    Arguments of pgflow.add_step: Add a step (single or map) with its dependencies, options, conditions and failure modes. Idempotent: an existing step is returned unchanged. Dependencies must already exist, so a flow is always a DAG. A map step has at most one dependency.
+    Arguments of pgflow.add_step: Add a step (single or map) with its dependencies, options, conditions and failure modes. Idempotent: an existing step is returned unchanged (neither its options nor its dependencies change). Dependencies must already exist, so a flow is always a DAG; each may be listed once. A map step has at most one dependency.
     """
 
     model_config = ConfigDict(
@@ -82,7 +82,7 @@ class CompleteTasksArgs(BaseModel):
 
 class CreateFlowArgs(BaseModel):
     """
-    Arguments of pgflow.create_flow: Create a flow and its pgmq queue. Idempotent: an existing flow is returned unchanged (its options are not updated). NULL options become 3 attempts, 5 s base delay, 60 s timeout.
+    Arguments of pgflow.create_flow: Create a flow and its pgmq queue. Idempotent: an existing flow is returned unchanged (its options are not updated). NULL options become 3 attempts, 5 s base delay, 60 s timeout. A slug longer than pgmq's queue-name limit, or equal to an existing flow's ignoring case, is refused.
     """
 
     model_config = ConfigDict(
@@ -178,7 +178,7 @@ class EnsureFlowCompiledArgs(BaseModel):
 
 class FailTaskArgs(BaseModel):
     """
-    Arguments of pgflow.fail_task: Record a task's failure. With attempts left the task is requeued after an exponential backoff (capped at an hour); otherwise the step fails the run (its other unfinished tasks are cancelled), or is skipped (with its dependants for skip-cascade; their unfinished tasks are skipped) as when_exhausted says.
+    Arguments of pgflow.fail_task: Record a task's failure. With attempts left the task is requeued after an exponential backoff (capped at an hour); otherwise the step fails the run (its other unfinished tasks are cancelled), or is skipped (with its dependants for skip-cascade; their unfinished tasks are skipped) as when_exhausted says. A task still queued keeps its row, but its message is hidden for the backoff of the attempts it has had (base_delay when it never started), as in pgflow.
     """
 
     model_config = ConfigDict(
@@ -324,7 +324,7 @@ class PruneDataOlderThanArgs(BaseModel):
 
 class ReadAndStartTasksArgs(BaseModel):
     """
-    Arguments of pgflow.read_and_start_tasks: Both polling phases in one call and one transaction: pgmq.read of up to qty visible messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read; returns what start_tasks returns. It does not wait for messages (a transaction that waited would start tasks before they were queued, by its clock): on an empty result, pause and call again. A task whose row another transaction holds (cancelling or skipping it) is not waited for but left, like an id start_tasks ignores.
+    Arguments of pgflow.read_and_start_tasks: Both polling phases in one call and one transaction: pgmq.read of up to qty visible messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read; returns what start_tasks returns. It does not wait for messages: on an empty result, pause and call again. A task whose row another transaction holds (cancelling or skipping it) is not waited for but left, like an id start_tasks ignores.
     """
 
     model_config = ConfigDict(
