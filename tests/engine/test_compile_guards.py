@@ -152,22 +152,15 @@ def test_local_mode_set_for_the_database_lets_a_worker_recompile(
     assert scalar(conn, "select count(*) from pgflow.steps") == 2
 
 
-def test_admin_sessions_and_superusers_may_switch_local_mode_with_set(
+def test_an_admin_session_may_switch_local_mode_with_set(
     conn: psycopg.Connection, connect_as: Connect
 ) -> None:
-    # as pgflow's tests do, run as a superuser
-    assert scalar(conn, "select pgflow.is_local()") is False
-    conn.execute("select set_config('app.settings.jwt_secret', %s, false)", (LOCAL_SECRET,))
-    assert scalar(conn, "select pgflow.is_local()") is True
-    conn.execute("select set_config('app.settings.jwt_secret', '', false)")
-    assert scalar(conn, "select pgflow.is_local()") is False
-    conn.execute("set pgflow.local = on")
-    assert scalar(conn, "select pgflow.is_local()") is True
-    conn.execute("reset pgflow.local")
-
+    # (a superuser may too: pgflow's tests toggle it with set_config, see test_definition)
     compiled_with_a_run(conn)
     admin = connect_as("pgflow_admin")
     admin.execute("set pgflow.local = on")
+
     result = scalar(admin, "select pgflow.ensure_flow_compiled('f', %s)", Jsonb(CHANGED))
+
     assert result["status"] == "recompiled"
     assert scalar(conn, "select count(*) from pgflow.runs") == 0

@@ -5,6 +5,7 @@ is a 42501 from an actual statement, checked together with the catalog's view.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -48,6 +49,23 @@ def denied(error: psycopg.Error | None) -> bool:
     return isinstance(error, psycopg.errors.InsufficientPrivilege)
 
 
+@dataclass(frozen=True)
+class Member:
+    """A fresh login role that is a member of one role of the spec (or of none)."""
+
+    name: str
+    role: Role
+    login: psycopg.Connection
+    user: str
+
+
+@pytest.fixture(params=list(ROLES))
+def member(request: pytest.FixtureRequest, connect_as: Connect) -> Member:
+    role = ROLES[request.param]
+    login = connect_as(None if role is NO_ROLE else request.param)
+    return Member(request.param, role, login, scalar(login, "select current_user"))
+
+
 @pytest.fixture
 def world(conn: psycopg.Connection) -> int:
     """A flow with a queued task (its message id is returned) and an archived message."""
@@ -66,13 +84,10 @@ def untouched(conn: psycopg.Connection, msg_id: int) -> None:
     assert scalar(conn, "select status from pgflow.runs") == "started"
 
 
-@pytest.mark.parametrize("role_name", list(ROLES))
 def test_functions_a_role_may_execute_are_exactly_its_grants(
-    connect_as: Connect, conn: psycopg.Connection, world: int, role_name: str
+    member: Member, conn: psycopg.Connection, world: int
 ) -> None:
-    role = ROLES[role_name]
-    login = connect_as(None if role is NO_ROLE else role_name)
-    user = scalar(login, "select current_user")
+    role, login, user = member.role, member.login, member.user
     functions = fetch(
         conn,
         "select p.proname as name,"
@@ -88,21 +103,18 @@ def test_functions_a_role_may_execute_are_exactly_its_grants(
 
     for function in functions:
         expected = function["name"] in role.execute
-        assert function["can"] is expected, (role_name, function["name"])
+        assert function["can"] is expected, (member.name, function["name"])
         # Called with NULL arguments: a refusal comes before the body runs; a granted
         # function runs (and may reject the NULLs), always in a rolled-back transaction.
         error = attempt(login, f"select {function['call'].replace('%', '%%')}")
-        assert denied(error) is not expected, (role_name, function["call"], error)
+        assert denied(error) is not expected, (member.name, function["call"], error)
     untouched(conn, world)
 
 
-@pytest.mark.parametrize("role_name", list(ROLES))
 def test_tables_a_role_may_touch_are_exactly_its_grants(
-    connect_as: Connect, conn: psycopg.Connection, world: int, role_name: str
+    member: Member, conn: psycopg.Connection, world: int
 ) -> None:
-    role = ROLES[role_name]
-    login = connect_as(None if role is NO_ROLE else role_name)
-    user = scalar(login, "select current_user")
+    role, login, user = member.role, member.login, member.user
     assert scalar(conn, "select has_schema_privilege(%s, %s, 'create')", user, SCHEMA) is False
 
     for table, spec_table in SPEC.tables.items():
@@ -111,19 +123,16 @@ def test_tables_a_role_may_touch_are_exactly_its_grants(
             expected = privilege in role.tables.get(table, [])
             qualified = f"{SCHEMA}.{table}"
             can = scalar(conn, "select has_table_privilege(%s, %s, %s)", user, qualified, privilege)
-            assert can is expected, (role_name, table, privilege)
+            assert can is expected, (member.name, table, privilege)
             error = attempt(login, statement.format(table=qualified, column=column))
-            assert denied(error) is not expected, (role_name, table, privilege, error)
+            assert denied(error) is not expected, (member.name, table, privilege, error)
     untouched(conn, world)
 
 
-@pytest.mark.parametrize("role_name", list(ROLES))
 def test_queues_and_archives_a_role_may_touch_are_exactly_its_grants(
-    connect_as: Connect, conn: psycopg.Connection, world: int, role_name: str
+    member: Member, conn: psycopg.Connection, world: int
 ) -> None:
-    role = ROLES[role_name]
-    login = connect_as(None if role is NO_ROLE else role_name)
-    user = scalar(login, "select current_user")
+    role, login, user = member.role, member.login, member.user
     grants = [g for g in role.external if g.schema_name == "pgmq"]
     usage = any(g.usage for g in grants)
     # queue tables are created by flows after the migration: the future privileges apply
@@ -134,10 +143,10 @@ def test_queues_and_archives_a_role_may_touch_are_exactly_its_grants(
         for privilege, statement in TABLE_STATEMENTS.items():
             expected = usage and privilege in future
             error = attempt(login, statement.format(table=table, column="msg_id"))
-            assert denied(error) is not expected, (role_name, table, privilege, error)
+            assert denied(error) is not expected, (member.name, table, privilege, error)
     for call in PGMQ_CALLS:
         error = attempt(login, call.format(msg=world))
-        assert denied(error) is not usage, (role_name, call, error)
+        assert denied(error) is not usage, (member.name, call, error)
     untouched(conn, world)
 
 

@@ -20,6 +20,13 @@ from tests.engine.logins import Connect, refused
 SHAPE = {"steps": [shape_step("first"), shape_step("second", ["first"])]}
 
 
+def two_steps(conn: psycopg.Connection) -> None:
+    """The flow f: a, then b."""
+    conn.execute("select pgflow.create_flow('f')")
+    conn.execute("select pgflow.add_step('f', 'a')")
+    conn.execute("select pgflow.add_step('f', 'b', array['a'])")
+
+
 def read_and_start_as(worker: psycopg.Connection, flow: str, worker_id: uuid.UUID) -> list[Row]:
     """What a worker does: (re)register, poll its flow's queue, start the tasks it got."""
     worker.execute("select pgflow.register_worker(%s, %s, 'py')", (worker_id, flow))
@@ -200,9 +207,7 @@ def test_worker_compiles_a_new_flow_but_only_an_admin_recompiles_it(
 def test_client_cannot_forge_outcomes_or_touch_queues(
     connect_as: Connect, conn: psycopg.Connection
 ) -> None:
-    conn.execute("select pgflow.create_flow('f')")
-    conn.execute("select pgflow.add_step('f', 'a')")
-    conn.execute("select pgflow.add_step('f', 'b', array['a'])")
+    two_steps(conn)
     client = connect_as("pgflow_client")
     run_id = scalar(client, "select run_id from pgflow.start_flow('f', '{}')")
     [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.q_f")]
@@ -271,9 +276,7 @@ def test_client_cannot_forge_outcomes_or_touch_queues(
 def test_worker_cannot_forge_runs_touch_queues_or_destroy_data(
     connect_as: Connect, conn: psycopg.Connection
 ) -> None:
-    conn.execute("select pgflow.create_flow('f')")
-    conn.execute("select pgflow.add_step('f', 'a')")
-    conn.execute("select pgflow.add_step('f', 'b', array['a'])")
+    two_steps(conn)
     worker = connect_as("pgflow_worker")
     run_id = scalar(conn, "select run_id from pgflow.start_flow('f', '{}')")
     [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.q_f")]
