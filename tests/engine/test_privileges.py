@@ -5,6 +5,7 @@ is a 42501 from an actual statement, checked together with the catalog's view.""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from generator.loader import load_spec
 from generator.spec_model import Role
+from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq
 from tests.engine.helpers import fetch, scalar
 from tests.engine.logins import Connect, attempt
 
@@ -195,3 +197,43 @@ def test_public_has_no_grant_in_any_acl(conn: psycopg.Connection) -> None:
         SCHEMA,
     )
     assert grants == []
+
+
+def test_upgrading_takes_back_the_queue_grants_of_earlier_migrations(
+    empty_db: str, tmp_path: Path
+) -> None:
+    # 0001/0002 granted workers and clients the queue tables of flows created later
+    # (default privileges on pgmq); a flow created then kept those grants on its queue
+    released = tmp_path / "migrations"
+    released.mkdir()
+    for name in ("0001_initial.sql", "0002_batch_final_completions.sql"):
+        shutil.copy(MIGRATIONS_DIR / name, released / name)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        install_pgmq(conn)
+        apply_migrations(conn, released)
+        conn.execute("select pgflow.create_flow('old')")
+        assert queue_grantees(conn) == {"pgflow_client", "pgflow_worker"}
+
+        apply_migrations(conn)
+        conn.execute("select pgflow.create_flow('new')")
+
+        assert queue_grantees(conn) == set()
+        defaults = fetch(
+            conn,
+            "select a.grantee::regrole::text as role from pg_default_acl as d,"
+            " aclexplode(d.defaclacl) as a where d.defaclnamespace = 'pgmq'::regnamespace"
+            "   and a.grantee::regrole::text like 'pgflow\\_%%'",
+        )
+        assert defaults == []
+
+
+def queue_grantees(conn: psycopg.Connection) -> set[str]:
+    """The pgflow roles with any privilege on a queue or archive table."""
+    rows = fetch(
+        conn,
+        "select distinct a.grantee::regrole::text as role"
+        " from pg_class as c, aclexplode(c.relacl) as a"
+        " where c.relnamespace = 'pgmq'::regnamespace and c.relkind = 'r'"
+        "   and a.grantee::regrole::text like 'pgflow\\_%%'",
+    )
+    return {r["role"] for r in rows}
