@@ -133,15 +133,22 @@ def test_worker_batch_protocol_works_without_queue_access(
     assert scalar(conn, "select count(*) from pgmq.a_f") == 3
 
 
-def test_poll_messages_reads_only_the_queues_of_flows(
-    connect_as: Connect, conn: psycopg.Connection
+@pytest.mark.parametrize(
+    "read",
+    [
+        "select pgflow.poll_messages('not_a_flow', 30, 10, 0, 50)",
+        "select * from pgflow.read_and_start_tasks('not_a_flow', gen_random_uuid(), 10)",
+    ],
+)
+def test_workers_read_only_the_queues_of_flows(
+    connect_as: Connect, conn: psycopg.Connection, read: str
 ) -> None:
     conn.execute("select pgmq.create('not_a_flow')")
     conn.execute("select pgmq.send('not_a_flow', '{}')")
     worker = connect_as("pgflow_worker")
 
     with pytest.raises(psycopg.errors.UndefinedTable, match=r'"pgmq\.q_not_a_flow" does not exist'):
-        worker.execute("select pgflow.poll_messages('not_a_flow', 30, 10, 0, 50)")
+        worker.execute(read)
     assert scalar(conn, "select read_ct from pgmq.q_not_a_flow") == 0
 
 

@@ -680,8 +680,8 @@ class PgflowClient:
         worker_id: uuid.UUID,
     ) -> list[StepTaskRecord]:
         """Phase two of polling: start the queued tasks behind messages a worker read with
-        pgmq.read_with_poll and return each with its handler input; extends each message's
-        visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
+        poll_messages (or pgmq.read_with_poll) and return each with its handler input; extends
+        each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
 
         Calls ``pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)``.
         """

@@ -493,7 +493,7 @@ class StartFlowWithStatesArgs(BaseModel):
 
 class StartTasksArgs(BaseModel):
     """
-    Arguments of pgflow.start_tasks: Phase two of polling: start the queued tasks behind messages a worker read with pgmq.read_with_poll and return each with its handler input; extends each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
+    Arguments of pgflow.start_tasks: Phase two of polling: start the queued tasks behind messages a worker read with poll_messages (or pgmq.read_with_poll) and return each with its handler input; extends each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
     """
 
     model_config = ConfigDict(
