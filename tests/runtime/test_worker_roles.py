@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg.types.json import Jsonb
 
+from pgweave.cli import main
 from pgweave.client import Client
 from pgweave.config import WorkerConfig
 from pgweave.worker import WorkerThread
@@ -58,3 +60,17 @@ def test_a_worker_login_allowed_data_loss_is_refused_the_recompile(
     conn.execute(f"grant pgflow_admin to {logins.names[-1]}")
     with WorkerThread([squares], admin_worker, allowed):
         assert conn.execute("select count(*) from pgflow.runs").fetchone() == (0,)
+
+
+def test_the_worker_command_reports_the_refused_recompile(
+    logins: Logins, conn: psycopg.Connection
+) -> None:
+    conn.execute("select pgflow.create_flow('squares')")
+    conn.execute("select pgflow.add_step('squares', 'other')")
+    args = ["worker", "tests.runtime.flows:squares", "--allow-data-loss"]
+
+    result = CliRunner().invoke(main, [*args, "--dsn", logins.dsn("pgflow_worker")])
+
+    assert result.exit_code == 1
+    assert "Recompiling flow squares deletes its runs" in result.output
+    assert conn.execute("select count(*) from pgflow.steps").fetchone() == (1,)
