@@ -482,6 +482,11 @@ class _Builder:
                 self.error((*path, "execute", index), f"unknown function '{function}'")
             elif function in role.execute[:index]:
                 self.error((*path, "execute", index), f"function '{function}' listed twice")
+            elif self.is_internal(function):
+                self.error(
+                    (*path, "execute", index),
+                    f"function '{function}' is internal: no role may be granted it",
+                )
         for table in role.tables:
             if table not in self.spec.tables:
                 self.error((*path, "tables", table), f"unknown table '{table}'")
@@ -502,11 +507,19 @@ class _Builder:
             tuple(role.execute),
             tuple((table, tuple(privileges)) for table, privileges in role.tables.items()),
             external,
-            self.implied_execute(role, functions, tables),
+            self.implied_execute(path, role, functions, tables),
         )
 
+    def is_internal(self, function: str) -> bool:
+        """Engine-internal: marked ``internal`` or named with a leading underscore."""
+        return self.spec.functions[function].internal or function.startswith("_")
+
     def implied_execute(
-        self, role: sm.Role, functions: dict[str, FunctionIR], tables: Sequence[TableIR]
+        self,
+        path: Path_,
+        role: sm.Role,
+        functions: dict[str, FunctionIR],
+        tables: Sequence[TableIR],
     ) -> tuple[tuple[str, str], ...]:
         """Functions a role must be able to execute for the ones it is granted to work.
 
@@ -514,15 +527,20 @@ class _Builder:
         that is the caller, so each function it calls needs a grant too (transitively);
         inside a security definer function it is the owner, so the walk stops there.
         Check constraints run as the writing role, so the functions they call are needed
-        by every role that may insert into or update their table.
+        by every role that may insert into or update their table. An internal function
+        needed that way is an error at the grant that needs it.
         """
         implied: dict[str, str] = {}
-        pending: list[str] = []
+        # each function still to walk, with the grant (spec path and fix) it is needed for
+        pending: list[tuple[str, Path_, str]] = []
 
-        def need(function: str, reason: str) -> None:
-            if function in functions and function not in role.execute and function not in implied:
-                implied[function] = reason
-                pending.append(function)
+        def need(function: str, reason: str, grant: Path_, fix: str) -> None:
+            if function not in functions or function in role.execute or function in implied:
+                return
+            if self.is_internal(function):
+                self.error(grant, f"needs internal function '{function}' ({reason}): {fix}")
+            implied[function] = reason
+            pending.append((function, grant, fix))
 
         for table in tables:
             if not {"insert", "update"} & set(role.tables.get(table.name, [])):
@@ -530,13 +548,19 @@ class _Builder:
             checks = " ".join(c.definition for c in table.constraints if c.kind == "check")
             for function in functions:
                 if re.search(rf"\b{self.schema}\.{re.escape(function)}\s*\(", checks):
-                    need(function, f"checks of {table.name}")
-        pending.extend(f for f in role.execute if f in functions)
+                    grant = (*path, "tables", table.name)
+                    need(function, f"checks of {table.name}", grant, "grant no writes")
+        pending.extend(
+            (f, (*path, "execute", i), f"make '{f}' security definer")
+            for i, f in enumerate(role.execute)
+            if f in functions
+        )
         while pending:
-            caller = functions[pending.pop(0)]
+            name, grant, fix = pending.pop(0)
+            caller = functions[name]
             if caller.security == "invoker":
                 for callee in caller.calls:
-                    need(callee, f"called by {caller.name}")
+                    need(callee, f"called by {caller.name}", grant, fix)
         return tuple(implied.items())
 
     # -- whole schema --------------------------------------------------------------------

@@ -480,12 +480,21 @@ def grant_statements(block: str) -> dict[str, str]:
 
 
 def revoke_of(grant: str) -> str:
-    """The revoke undoing a grant statement (also ``alter default privileges … grant``)."""
+    """The revoke undoing a grant statement (also ``alter default privileges … grant``).
+
+    Default privileges on tables also reached the tables created since (e.g. the queues
+    of new flows): those grants are revoked too.
+    """
     match = _GRANT.match(grant.strip())
     if match is None:
         raise ValueError(f"not a grant: {grant}")
-    prefix = match.group("prefix") or ""
-    return f"{prefix}revoke {match.group('what')} from {match.group('role')};"
+    prefix, what, role = match.group("prefix") or "", match.group("what"), match.group("role")
+    revoke = f"{prefix}revoke {what} from {role};"
+    if prefix and what.endswith(" on tables"):
+        schema = prefix.split()[-1]
+        privileges = what.removesuffix(" on tables")
+        revoke += f"\nrevoke {privileges} on all tables in schema {schema} from {role};"
+    return revoke
 
 
 # -- the planner --------------------------------------------------------------------------

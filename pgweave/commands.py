@@ -120,7 +120,7 @@ def worker(
     except WorkerError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
-    except psycopg.Error as exc:
+    except (psycopg.Error, PgflowError) as exc:
         click.secho(f"database error: {exc}", fg="red", err=True)
         sys.exit(1)
     if any(w.abandoned_threads for w in workers):

@@ -54,7 +54,12 @@ DB_RETRIES = 3
 BATCH_PROTOCOL_CHECK = (
     "select to_regprocedure('pgflow.read_and_start_tasks(text, uuid, integer, integer)') is not null"
     " and to_regprocedure('pgflow.complete_tasks(uuid[], text[], integer[], jsonb[])') is not null"
+    " and to_regprocedure('pgflow.poll_messages(text, integer, integer, integer, integer)') is not null"
 )
+# The long poll: pgweave's engine function (the worker role has no queue access), or
+# pgmq directly on a database with pgflow's own schema.
+LONG_POLL = "select * from pgflow.poll_messages(%s, %s, %s, %s, %s)"
+PGMQ_LONG_POLL = "select msg_id from pgmq.read_with_poll(%s, %s, %s, %s, %s)"
 READ_AND_START = (
     "select flow_slug, run_id, step_slug, input, msg_id, task_index, flow_input"
     " from pgflow.read_and_start_tasks(%s, %s, %s, %s)"
@@ -320,7 +325,7 @@ class Worker:
         async with self.pool.connection() as conn:
             rows = await (
                 await conn.execute(
-                    "select msg_id from pgmq.read_with_poll(%s, %s, %s, %s, %s)",
+                    LONG_POLL if self._batch_protocol else PGMQ_LONG_POLL,
                     (
                         self.flow.slug,
                         self.config.visibility_timeout,

@@ -6,7 +6,7 @@ begin
   v_msg_ids := array(
     select m.msg_id
     from pgmq.read(
-      read_and_start_tasks.flow_slug,
+      pgflow._queue_of_flow(read_and_start_tasks.flow_slug),
       read_and_start_tasks.vt,
       read_and_start_tasks.qty
     ) as m

@@ -66,9 +66,7 @@ def run_with(
 
 async def read_message_ids(client: RecordingAsyncClient, queue: str) -> list[int]:
     """Read the queue's visible messages as a worker would."""
-    async with client.connection() as conn:
-        cursor = await conn.execute("select msg_id from pgmq.read(%s, 30, 10)", (queue,))
-        return [int(row[0]) for row in await cursor.fetchall()]
+    return await client.poll_messages(queue, 30, 10, max_poll_seconds=1, poll_interval_ms=20)
 
 
 async def full_cycle(client: RecordingAsyncClient) -> None:

@@ -96,8 +96,7 @@ def test_a_run_from_start_to_completion(client: RecordingClient) -> None:
     )
     assert done.last_worker_id == WORKER
 
-    with client.connection() as conn:
-        ids = read_message_ids(conn, "greet")
+    ids = client.poll_messages("greet", 30, 10, max_poll_seconds=1, poll_interval_ms=20)
     [task] = client.start_tasks(flow_slug="greet", msg_ids=ids, worker_id=WORKER)
     assert task.input == {"hello": {"greeting": "hi Ada"}}
     assert task.flow_input is None

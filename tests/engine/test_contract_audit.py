@@ -611,8 +611,9 @@ def test_checks_allow_the_boundaries_pgtap_writes(tx: psycopg.Connection) -> Non
 
 # ---------------------------------------------------------------------------------------
 # 3. Functions: names, argument names/order/defaults, results, language, volatility,
-#    security (difference 6 makes create_flow, delete_flow_and_data, ensure_flow_compiled
-#    and prune_data_older_than definer); every function has search_path ''.
+#    security (difference 6: every function a role may call is definer, e.g. create_flow,
+#    add_step, start_flow, start_tasks, complete_task, fail_task); every function has
+#    search_path ''.
 # ---------------------------------------------------------------------------------------
 
 N = "DEFAULT NULL::integer"
@@ -631,10 +632,10 @@ FUNCTIONS: dict[str, tuple[str, str, str, str, bool]] = {
         " required_input_pattern jsonb DEFAULT NULL::jsonb,"
         " forbidden_input_pattern jsonb DEFAULT NULL::jsonb,"
         " when_unmet text DEFAULT 'skip'::text, when_exhausted text DEFAULT 'fail'::text",
-        "pgflow.steps", "plpgsql", "v", False),
+        "pgflow.steps", "plpgsql", "v", True),
     "start_flow": (
         "flow_slug text, input jsonb, run_id uuid DEFAULT NULL::uuid",
-        "SETOF pgflow.runs", "plpgsql", "v", False),
+        "SETOF pgflow.runs", "plpgsql", "v", True),
     "start_flow_with_states": (
         "flow_slug text, input jsonb, run_id uuid DEFAULT NULL::uuid",
         "jsonb", "plpgsql", "v", True),
@@ -644,7 +645,7 @@ FUNCTIONS: dict[str, tuple[str, str, str, str, bool]] = {
     "start_ready_steps": ("run_id uuid", "void", "plpgsql", "v", False),
     "start_tasks": (
         "flow_slug text, msg_ids bigint[], worker_id uuid",
-        "SETOF pgflow.step_task_record", "sql", "v", False),
+        "SETOF pgflow.step_task_record", "sql", "v", True),
     "set_vt_batch": (
         "queue_name text, msg_ids bigint[], vt_offsets integer[]",
         f"TABLE(msg_id bigint, read_ct integer, enqueued_at {TSTZ}, vt {TSTZ}, message jsonb,"
@@ -652,10 +653,10 @@ FUNCTIONS: dict[str, tuple[str, str, str, str, bool]] = {
         "plpgsql", "v", False),
     "complete_task": (
         "run_id uuid, step_slug text, task_index integer, output jsonb",
-        "SETOF pgflow.step_tasks", "plpgsql", "v", False),
+        "SETOF pgflow.step_tasks", "plpgsql", "v", True),
     "fail_task": (
         "run_id uuid, step_slug text, task_index integer, error_message text",
-        "SETOF pgflow.step_tasks", "plpgsql", "v", False),
+        "SETOF pgflow.step_tasks", "plpgsql", "v", True),
     "maybe_complete_run": ("run_id uuid", "void", "plpgsql", "v", False),
     "_cascade_force_skip_steps": (
         "run_id uuid, step_slug text, skip_reason text", "integer", "plpgsql", "v", False),
@@ -672,7 +673,7 @@ FUNCTIONS: dict[str, tuple[str, str, str, str, bool]] = {
         "queue_name text, vt integer, qty integer, max_poll_seconds integer DEFAULT 5,"
         " poll_interval_ms integer DEFAULT 100",
         "SETOF pgflow.step_task_record", "plpgsql", "v", False),
-    "mark_worker_stopped": ("worker_id uuid", "void", "sql", "v", False),
+    "mark_worker_stopped": ("worker_id uuid", "void", "sql", "v", True),
     "requeue_stalled_tasks": ("", "integer", "plpgsql", "v", True),
     "setup_requeue_stalled_tasks_cron": (
         "cron_interval text DEFAULT '15 seconds'::text", "text", "plpgsql", "v", True),

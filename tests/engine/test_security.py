@@ -1,66 +1,36 @@
-"""Least privilege: login roles that are members of pgflow_worker, pgflow_client and
-pgflow_admin can each do their job end to end (also on queues created after the
-migration) and get 42501 outside it; PUBLIC gets nothing; security definer functions
-have a fixed search_path and never call objects other roles could plant; slug injection
-fails without side effects."""
+"""Least privilege by rights fixed in the definer: login roles that are members of
+pgflow_worker, pgflow_client and pgflow_admin can each do their job end to end (also on
+queues created after the migration) through the engine's functions only; the attacks a
+client or a worker could try on tables, internal functions and queues are refused (the
+full matrix is in test_privileges); security definer functions never resolve objects
+other roles could plant; slug injection fails without side effects."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import Row, fetch, scalar, shape_step, start_tasks
-
-Connect = Callable[[str | None], psycopg.Connection]
-
+from tests.engine.logins import Connect, refused
 
 SHAPE = {"steps": [shape_step("first"), shape_step("second", ["first"])]}
 
 
-@pytest.fixture
-def connect_as(conn: psycopg.Connection, db: str) -> Iterator[Connect]:
-    """Open autocommit connections as fresh login roles, members of a pgflow role (or of
-    none for ``None``). The login roles are dropped again at the end."""
-    created: list[tuple[str, psycopg.Connection]] = []
-
-    def connect(member_of: str | None) -> psycopg.Connection:
-        name = f"login_{uuid.uuid4().hex[:12]}"
-        password = uuid.uuid4().hex
-        conn.execute(f"create role {name} login password '{password}'")
-        if member_of is not None:
-            conn.execute(f"grant {member_of} to {name}")
-        login = psycopg.connect(make_conninfo(db, user=name, password=password), autocommit=True)
-        created.append((name, login))
-        return login
-
-    yield connect
-    for name, login in created:
-        login.close()
-        conn.execute(f"drop owned by {name}")
-        conn.execute(f"drop role {name}")
-
-
-def refused(conn: psycopg.Connection, query: str, *params: Any) -> None:
-    """The statement fails with 42501 (permission denied)."""
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        conn.execute(query, params)
+def two_steps(conn: psycopg.Connection) -> None:
+    """The flow f: a, then b."""
+    conn.execute("select pgflow.create_flow('f')")
+    conn.execute("select pgflow.add_step('f', 'a')")
+    conn.execute("select pgflow.add_step('f', 'b', array['a'])")
 
 
 def read_and_start_as(worker: psycopg.Connection, flow: str, worker_id: uuid.UUID) -> list[Row]:
-    """What a worker does: (re)register, read its queue, start the tasks it got."""
+    """What a worker does: (re)register, poll its flow's queue, start the tasks it got."""
     worker.execute("select pgflow.register_worker(%s, %s, 'py')", (worker_id, flow))
-    ids = [
-        r[0]
-        for r in worker.execute(
-            "select msg_id from pgmq.read_with_poll(%s, 30, 10, 1, 50)", (flow,)
-        ).fetchall()
-    ]
+    ids = [r[0] for r in worker.execute("select pgflow.poll_messages(%s, 30, 10, 1, 50)", (flow,))]
     return start_tasks(worker, flow, ids, worker_id)
 
 
@@ -75,7 +45,9 @@ def test_roles_are_nologin_groups(conn: psycopg.Connection) -> None:
         assert not any(v for k, v in row.items() if k != "rolname")
 
 
-def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> None:
+def test_admin_worker_and_client_run_a_flow_end_to_end(
+    connect_as: Connect, conn: psycopg.Connection
+) -> None:
     admin = connect_as("pgflow_admin")
     worker = connect_as("pgflow_worker")
     client = connect_as("pgflow_client")
@@ -99,7 +71,7 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     run_id = started["run"]["run_id"]
     assert [s["status"] for s in started["steps"]] == ["started", "created"]
 
-    # worker: first completes, which queues second (a send by the worker)
+    # worker: first completes, which queues second (a send by the engine)
     [first] = read_and_start_as(worker, "pipeline", worker_id)
     assert (first["step_slug"], first["input"], first["flow_input"]) == ("first", {}, {"n": 1})
     worker.execute(
@@ -112,7 +84,7 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     # dependent steps load the flow input lazily
     assert scalar(worker, "select input from pgflow.runs where run_id = %s", run_id) == {"n": 1}
     worker.execute("select pgflow.fail_task(%s, 'second', 0, 'flaky')", (run_id,))
-    worker.execute(
+    conn.execute(
         "update pgmq.q_pipeline set vt = clock_timestamp() where msg_id = %s", (second["msg_id"],)
     )
     [retry] = read_and_start_as(worker, "pipeline", worker_id)
@@ -137,6 +109,49 @@ def test_admin_worker_and_client_run_a_flow_end_to_end(connect_as: Connect) -> N
     assert scalar(admin, "select count(*) from pgflow.runs") == 0
 
 
+def test_worker_batch_protocol_works_without_queue_access(
+    connect_as: Connect, conn: psycopg.Connection
+) -> None:
+    conn.execute("select pgflow.create_flow('f')")
+    conn.execute("select pgflow.add_step('f', 'm', step_type => 'map')")
+    worker = connect_as("pgflow_worker")
+    run_id = scalar(conn, "select run_id from pgflow.start_flow('f', %s)", Jsonb([1, 2, 3]))
+
+    worker_id = uuid.uuid4()
+    worker.execute("select pgflow.register_worker(%s, 'f', 'py')", (worker_id,))
+    tasks = fetch(worker, "select * from pgflow.read_and_start_tasks('f', %s, 10, 30)", worker_id)
+    assert sorted(t["task_index"] for t in tasks) == [0, 1, 2]
+    worker.execute(
+        "select count(*) from pgflow.complete_tasks(%s, %s, %s, %s)",
+        ([run_id] * 3, ["m"] * 3, [0, 1, 2], [Jsonb(i) for i in (10, 20, 30)]),
+    )
+    assert scalar(conn, "select output from pgflow.runs where run_id = %s", run_id) == {
+        "m": [10, 20, 30]
+    }
+    # every message was archived by the engine, as its owner
+    assert scalar(conn, "select count(*) from pgmq.q_f") == 0
+    assert scalar(conn, "select count(*) from pgmq.a_f") == 3
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        "select pgflow.poll_messages('not_a_flow', 30, 10, 0, 50)",
+        "select * from pgflow.read_and_start_tasks('not_a_flow', gen_random_uuid(), 10)",
+    ],
+)
+def test_workers_read_only_the_queues_of_flows(
+    connect_as: Connect, conn: psycopg.Connection, read: str
+) -> None:
+    conn.execute("select pgmq.create('not_a_flow')")
+    conn.execute("select pgmq.send('not_a_flow', '{}')")
+    worker = connect_as("pgflow_worker")
+
+    with pytest.raises(psycopg.errors.UndefinedTable, match=r'"pgmq\.q_not_a_flow" does not exist'):
+        worker.execute(read)
+    assert scalar(conn, "select read_ct from pgmq.q_not_a_flow") == 0
+
+
 def test_client_can_call_start_flow_directly(connect_as: Connect, conn: psycopg.Connection) -> None:
     conn.execute("select pgflow.create_flow('f')")
     conn.execute("select pgflow.add_step('f', 'm', step_type => 'map')")
@@ -151,155 +166,175 @@ def test_client_can_call_start_flow_directly(connect_as: Connect, conn: psycopg.
     assert done["run"]["status"] == "completed"
 
 
-def test_worker_compiles_a_new_flow_and_the_client_can_use_its_queue(
+def test_worker_compiles_a_new_flow_but_only_an_admin_recompiles_it(
     connect_as: Connect,
 ) -> None:
     worker = connect_as("pgflow_worker")
     client = connect_as("pgflow_client")
+    admin = connect_as("pgflow_admin")
 
     compiled = scalar(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(SHAPE))
     assert compiled["status"] == "compiled"
     # the queue belongs to the migration owner, not to the worker's login role
-    owner = scalar(worker, "select tableowner from pg_tables where tablename = 'q_fresh'")
+    owner = scalar(admin, "select tableowner from pg_tables where tablename = 'q_fresh'")
     assert owner == scalar(
-        worker, "select nspowner::regrole::text from pg_namespace where nspname = 'pgflow'"
+        admin, "select nspowner::regrole::text from pg_namespace where nspname = 'pgflow'"
     )
 
     run = scalar(client, "select pgflow.start_flow_with_states('fresh', '{}')")
     [task] = read_and_start_as(worker, "fresh", uuid.uuid4())
     assert task["run_id"] == uuid.UUID(run["run"]["run_id"])
 
-    # a changed shape is a mismatch for the worker unless it allows data loss
+    # a changed shape is a mismatch for the worker, and allowing data loss is refused
     changed = {"steps": [*SHAPE["steps"], shape_step("third")]}
     mismatch = scalar(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(changed))
     assert mismatch["status"] == "mismatch"
+    with pytest.raises(
+        psycopg.errors.InsufficientPrivilege,
+        match=r"^Recompiling flow fresh deletes its runs: allow_data_loss needs the pgflow_admin",
+    ):
+        worker.execute("select pgflow.ensure_flow_compiled('fresh', %s, true)", (Jsonb(changed),))
+    assert scalar(client, "select count(*) from pgflow.runs") == 1
+    assert scalar(client, "select count(*) from pgflow.steps where flow_slug = 'fresh'") == 2
+
+    # the admin may
     recompiled = scalar(
-        worker, "select pgflow.ensure_flow_compiled('fresh', %s, true)", Jsonb(changed)
+        admin, "select pgflow.ensure_flow_compiled('fresh', %s, true)", Jsonb(changed)
     )
     assert recompiled["status"] == "recompiled"
     assert scalar(client, "select count(*) from pgflow.runs") == 0
     assert scalar(client, "select count(*) from pgflow.steps where flow_slug = 'fresh'") == 3
-    # the recreated queue is usable too
+    # the recreated queue is usable too, and the worker now verifies the new shape
     client.execute("select pgflow.start_flow_with_states('fresh', '{}')")
     assert len(read_and_start_as(worker, "fresh", uuid.uuid4())) == 2
+    verified = scalar(worker, "select pgflow.ensure_flow_compiled('fresh', %s)", Jsonb(changed))
+    assert verified["status"] == "verified"
 
 
-def test_worker_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Connection) -> None:
-    conn.execute("select pgflow.create_flow('f')")
-    conn.execute("select pgflow.add_step('f', 'a')")
-    worker = connect_as("pgflow_worker")
-
-    refused(worker, "select pgflow.start_flow('f', '{}')")
-    refused(worker, "select pgflow.start_flow_with_states('f', '{}')")
-    refused(worker, "select pgflow.create_flow('other')")
-    refused(worker, "select pgflow.add_step('f', 'b')")
-    refused(worker, "select pgflow.delete_flow_and_data('f')")
-    refused(worker, "select pgflow.prune_data_older_than('1 day')")
-    refused(worker, "select pgflow.setup_requeue_stalled_tasks_cron()")
-    refused(worker, "select pgflow._create_flow_from_shape('x', '{\"steps\": []}')")
-    refused(worker, "insert into pgflow.flows (flow_slug) values ('x')")
-    refused(worker, "update pgflow.steps set opt_timeout = 1")
-    refused(worker, "delete from pgflow.runs")
-    refused(worker, "delete from pgflow.workers")
-    refused(
-        worker, "insert into pgflow.runs (flow_slug, status, input) values ('f', 'started', '{}')"
-    )
-    refused(worker, "select pgmq.create('planted')")
-    refused(worker, "select pgmq.drop_queue('f')")
-    assert scalar(conn, "select count(*) from pgflow.flows") == 1
-    assert scalar(conn, "select count(*) from pgflow.runs") == 0
-
-
-def test_client_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Connection) -> None:
-    conn.execute("select pgflow.create_flow('f')")
-    conn.execute("select pgflow.add_step('f', 'a')")
+def test_client_cannot_forge_outcomes_or_touch_queues(
+    connect_as: Connect, conn: psycopg.Connection
+) -> None:
+    two_steps(conn)
     client = connect_as("pgflow_client")
     run_id = scalar(client, "select run_id from pgflow.start_flow('f', '{}')")
     [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.q_f")]
+    before = fetch(conn, "select * from pgflow.step_tasks order by 1, 2, 3")
 
-    # it cannot take or settle tasks
-    refused(client, "select * from pgmq.read_with_poll('f', 30, 1, 1, 50)")
-    refused(client, "select * from pgmq.read('f', 30, 1)")
-    refused(client, "select pgflow.start_tasks('f', %s, %s)", [msg_id], uuid.uuid4())
-    refused(client, "select pgflow.complete_task(%s, 'a', 0, '1')", run_id)
+    # forging a task's completion, through the engine or the tables
+    refused(client, "select pgflow.complete_task(%s, 'a', 0, '\"forged\"')", run_id)
+    refused(client, "select pgflow.complete_tasks(%s, '{a}', '{0}', '{1}')", [run_id])
     refused(client, "select pgflow.fail_task(%s, 'a', 0, 'x')", run_id)
-    refused(client, "select pgflow.requeue_stalled_tasks()")
-    refused(client, "select pgflow.register_worker(%s, 'f', 'x')", uuid.uuid4())
-    refused(client, "select pgflow.worker_heartbeat(%s)", uuid.uuid4())
-    refused(client, "select * from pgflow.workers")
-    # nor define or delete anything
-    refused(client, "select pgflow.create_flow('other')")
-    refused(client, "select pgflow.add_step('f', 'b')")
-    refused(client, "select pgflow.ensure_flow_compiled('f', '{\"steps\": []}')")
-    refused(client, "select pgflow.delete_flow_and_data('f')")
-    refused(client, "select pgflow.prune_data_older_than('1 day')")
+    refused(
+        client,
+        "update pgflow.step_tasks set status = 'completed', output = '1',"
+        " completed_at = now() where run_id = %s",
+        run_id,
+    )
+    refused(
+        client,
+        "update pgflow.step_states set status = 'completed', remaining_tasks = 0,"
+        " output = '1', completed_at = now() where run_id = %s",
+        run_id,
+    )
+    refused(
+        client,
+        "insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status)"
+        " values ('f', %s, 'b', 0, 'queued')",
+        run_id,
+    )
+    # marking the run completed with a forged output
+    refused(
+        client,
+        "update pgflow.runs set status = 'completed', output = '{\"b\": \"forged\"}',"
+        " remaining_steps = 0, completed_at = now() where run_id = %s",
+        run_id,
+    )
+    refused(
+        client, "insert into pgflow.runs (flow_slug, status, input) values ('f', 'started', '{}')"
+    )
     refused(client, "delete from pgflow.runs")
-    refused(client, "update pgflow.flows set opt_timeout = 1")
-    refused(client, "update pgmq.q_f set vt = now()")
-    task = scalar(conn, "select status from pgflow.step_tasks where run_id = %s", run_id)
-    assert task == "queued"
+    # internal functions: cancelling, skipping, completing behind the engine's back
+    refused(client, "select pgflow._cancel_run_tasks(%s)", run_id)
+    refused(client, "select pgflow._cascade_force_skip_steps(%s, 'a', 'x')", run_id)
+    refused(client, "select pgflow.maybe_complete_run(%s)", run_id)
+    refused(client, "select pgflow.start_ready_steps(%s)", run_id)
+    refused(client, "select pgflow._archive_task_message(%s, 'a', 0)", run_id)
+    # taking, reading or deleting the queue's messages, and the archive
+    refused(client, "select * from pgmq.q_f")
+    refused(client, "select * from pgmq.a_f")
+    refused(client, "select * from pgmq.read('f', 30, 1)")
+    refused(client, "select pgmq.delete('f', %s::bigint)", msg_id)
+    refused(client, "select pgmq.archive('f', %s::bigint)", msg_id)
+    refused(client, "delete from pgmq.q_f")
+    refused(client, "select pgflow.poll_messages('f', 30, 1, 0, 50)")
+    refused(client, "select pgflow.start_tasks('f', %s, %s)", [msg_id], uuid.uuid4())
+    refused(client, "select * from pgflow.read_and_start_tasks('f', %s, 1)", uuid.uuid4())
+    # and defining or deleting flows
+    refused(client, "select pgflow.ensure_flow_compiled('f', '{\"steps\": []}', true)")
+    refused(client, "select pgflow.delete_flow_and_data('f')")
+    refused(client, "select pgflow.add_step('f', 'c')")
+
+    assert fetch(conn, "select * from pgflow.step_tasks order by 1, 2, 3") == before
+    assert scalar(conn, "select status from pgflow.runs") == "started"
     assert scalar(conn, "select read_ct from pgmq.q_f") == 0
+    assert scalar(conn, "select count(*) from pgmq.a_f") == 0
 
 
-def test_admin_is_refused_outside_its_job(connect_as: Connect, conn: psycopg.Connection) -> None:
+def test_worker_cannot_forge_runs_touch_queues_or_destroy_data(
+    connect_as: Connect, conn: psycopg.Connection
+) -> None:
+    two_steps(conn)
+    worker = connect_as("pgflow_worker")
+    run_id = scalar(conn, "select run_id from pgflow.start_flow('f', '{}')")
+    [msg_id] = [r[0] for r in conn.execute("select msg_id from pgmq.q_f")]
+
+    refused(
+        worker,
+        "update pgflow.runs set status = 'completed', output = '{}', remaining_steps = 0,"
+        " completed_at = now() where run_id = %s",
+        run_id,
+    )
+    refused(worker, "update pgflow.step_tasks set status = 'completed' where run_id = %s", run_id)
+    refused(worker, "delete from pgflow.workers")
+    refused(worker, "insert into pgflow.flows (flow_slug) values ('x')")
+    refused(worker, "select pgflow._cancel_run_tasks(%s)", run_id)
+    refused(worker, "select pgflow._cascade_force_skip_steps(%s, 'a', 'x')", run_id)
+    refused(worker, "select pgflow._create_flow_from_shape('x', '{\"steps\": []}')")
+    refused(worker, "select pgmq.delete('f', %s::bigint)", msg_id)
+    refused(worker, "select * from pgmq.read_with_poll('f', 30, 1, 0, 50)")
+    refused(worker, "select * from pgmq.a_f")
+    refused(worker, "select pgmq.drop_queue('f')")
+    refused(worker, "select pgmq.create('planted')")
+    refused(worker, "select pgflow.delete_flow_and_data('f')")
+    refused(worker, "select pgflow.prune_data_older_than('0 seconds')")
+    refused(worker, "select pgflow.start_flow('f', '{}')")
+    refused(worker, "select pgflow.create_flow('other')")
+
+    assert scalar(conn, "select status from pgflow.runs") == "started"
+    assert scalar(conn, "select read_ct from pgmq.q_f") == 0
+    assert scalar(conn, "select count(*) from pgflow.flows") == 1
+
+
+def test_admin_defines_and_maintains_but_runs_nothing(
+    connect_as: Connect, conn: psycopg.Connection
+) -> None:
     admin = connect_as("pgflow_admin")
     admin.execute("select pgflow.create_flow('f')")
     admin.execute("select pgflow.add_step('f', 'a')")
 
     refused(admin, "select pgflow.start_flow('f', '{}')")
-    refused(admin, "select pgflow.start_flow_with_states('f', '{}')")
     refused(admin, "select pgflow.complete_task(%s, 'a', 0, '1')", uuid.uuid4())
     refused(admin, "select pgflow.start_tasks('f', '{1}', %s)", uuid.uuid4())
-    refused(admin, "select pgflow.register_worker(%s, 'f', 'x')", uuid.uuid4())
+    refused(admin, "select pgflow.poll_messages('f', 30, 1, 0, 50)")
     refused(admin, "select * from pgmq.read('f', 30, 1)")
     refused(admin, "update pgflow.runs set status = 'failed'")
     refused(admin, "delete from pgflow.flows")
-    refused(admin, "insert into pgflow.flows (flow_slug) values ('x')")
-    assert scalar(conn, "select count(*) from pgflow.flows") == 1
-
-
-def test_public_can_do_nothing(connect_as: Connect, conn: psycopg.Connection) -> None:
-    conn.execute("select pgflow.create_flow('f')")
-    conn.execute("select pgflow.add_step('f', 'a')")
-    nobody = connect_as(None)
-    role = scalar(nobody, "select current_user")
-
-    privileges = fetch(
-        conn,
-        "select p.oid::regprocedure::text as function,"
-        " has_function_privilege(%s, p.oid, 'execute') as can"
-        " from pg_proc as p where p.pronamespace = 'pgflow'::regnamespace",
-        role,
-    )
-    assert len(privileges) >= 30
-    assert [p["function"] for p in privileges if p["can"]] == []
-    tables = fetch(
-        conn,
-        "select c.relname, has_table_privilege(%s, c.oid,"
-        " 'select, insert, update, delete, truncate, references, trigger') as can"
-        " from pg_class as c where c.relnamespace = 'pgflow'::regnamespace and c.relkind = 'r'",
-        role,
-    )
-    assert len(tables) == 7
-    assert [t["relname"] for t in tables if t["can"]] == []
-    assert scalar(conn, "select has_schema_privilege(%s, 'pgflow', 'usage')", role) is False
-    assert scalar(conn, "select has_schema_privilege(%s, 'pgflow', 'create')", role) is False
-    assert scalar(conn, "select has_schema_privilege(%s, 'pgmq', 'usage')", role) is False
-    # no EXECUTE granted to PUBLIC on any pgflow function, by ACL
-    public_grants = fetch(
-        conn,
-        "select p.oid::regprocedure::text as function"
-        " from pg_proc as p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) as a"
-        " where p.pronamespace = 'pgflow'::regnamespace and a.grantee = 0",
-    )
-    assert public_grants == []
-
-    refused(nobody, "select pgflow.start_flow('f', '{}')")
-    refused(nobody, "select pgflow.get_run_with_states(gen_random_uuid())")
-    refused(nobody, "select pgflow.requeue_stalled_tasks()")
-    refused(nobody, "select * from pgflow.runs")
-    refused(nobody, "select * from pgmq.q_f")
-    refused(nobody, "select * from pgmq.read('f', 30, 1)")
+    refused(admin, "insert into pgflow.steps (flow_slug, step_slug) values ('f', 'b')")
+    refused(admin, "select pgflow._cancel_run_tasks(%s)", uuid.uuid4())
+    assert scalar(conn, "select count(*) from pgflow.steps") == 1
+    admin.execute("select pgflow.delete_flow_and_data('f')")
+    assert scalar(conn, "select count(*) from pgflow.flows") == 0
+    assert scalar(conn, "select count(*) from pgmq.list_queues()") == 0
 
 
 def test_security_definer_functions_have_a_fixed_safe_search_path(
@@ -441,7 +476,7 @@ def test_slug_injection_fails_without_side_effects(
         (admin, "select pgflow.add_step('f', 'b', array[%s])", (slug,)),
         (worker, "select pgflow.ensure_flow_compiled(%s, %s)", (slug, Jsonb(SHAPE))),
         (
-            worker,
+            admin,
             "select pgflow.ensure_flow_compiled('f', %s, true)",
             (Jsonb({"steps": [{"slug": slug, "stepType": "single", "dependencies": []}]}),),
         ),

@@ -174,3 +174,65 @@ def test_missing_required_section(mini: SpecCopy) -> None:
     mini.replace("version: 1\n", "")
     with pytest.raises(SpecError, match="version: required key is missing"):
         load_ir(mini.file)
+
+
+def internal_is_valid_name(mini: SpecCopy) -> None:
+    mini.replace(
+        "    body: functions/is_valid_name.sql\n",
+        "    body: functions/is_valid_name.sql\n    internal: true\n",
+    )
+
+
+def issue_at(mini: SpecCopy, expected: str) -> int:
+    """The line of the one issue containing ``expected`` (in the spec file)."""
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    [issue] = [i for i in caught.value.issues if expected in str(i)]
+    assert issue.file == mini.file
+    assert issue.line is not None
+    return issue.line
+
+
+def test_a_role_granted_an_internal_function_is_an_error(mini: SpecCopy) -> None:
+    internal_is_valid_name(mini)
+    line = issue_at(
+        mini,
+        "roles.shop_clerk.execute[2]: function 'is_valid_name' is internal: "
+        "no role may be granted it",
+    )
+    assert mini.text.splitlines()[line - 1].strip().startswith("execute:")
+
+
+def test_an_internal_function_needed_through_a_table_write_is_an_error(mini: SpecCopy) -> None:
+    internal_is_valid_name(mini)
+    mini.replace("execute: [place_order, ship_order, is_valid_name]", "execute: [ship_order]")
+    mini.replace("customers: [select]}", "customers: [select, insert]}")
+    issue_at(
+        mini,
+        "roles.shop_clerk.tables.customers: needs internal function 'is_valid_name' "
+        "(checks of customers): grant no writes",
+    )
+
+
+def test_an_internal_function_called_by_an_invoker_grant_is_an_error(mini: SpecCopy) -> None:
+    internal_is_valid_name(mini)
+    mini.replace("execute: [place_order, ship_order, is_valid_name]", "execute: [place_order]")
+    body = mini.root / "functions" / "place_order.sql"
+    body.write_text(
+        "insert into shop.orders (order_id, customer_id)\n"
+        "select place_order.order_id, place_order.customer_id\n"
+        "where shop.is_valid_name('x')\n"
+        "returning *\n",
+        encoding="utf-8",
+    )
+    issue_at(
+        mini,
+        "roles.shop_clerk.execute[0]: needs internal function 'is_valid_name' "
+        "(called by place_order): make 'place_order' security definer",
+    )
+    # as security definer it runs with its owner's rights: no grant needed, no error
+    mini.replace(
+        "    body: functions/place_order.sql\n",
+        "    security: definer\n    body: functions/place_order.sql\n",
+    )
+    assert load_ir(mini.file).roles[0].implied_execute == ()

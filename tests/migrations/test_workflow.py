@@ -331,7 +331,10 @@ def test_revoke_of_each_grant_form() -> None:
     )
     assert revoke_of(
         "alter default privileges in schema pgmq grant select on tables to worker;"
-    ) == ("alter default privileges in schema pgmq revoke select on tables from worker;")
+    ) == (
+        "alter default privileges in schema pgmq revoke select on tables from worker;\n"
+        "revoke select on all tables in schema pgmq from worker;"
+    )
     with pytest.raises(ValueError, match="not a grant"):
         revoke_of("comment on role clerk is 'x';")
 

@@ -327,9 +327,18 @@ class PgflowClient:
         """Make sure the stored flow matches a worker's shape, under an advisory lock: compile it
         when missing, verify it when equal, recompile it when it differs and data loss is
         allowed (or the database is local), otherwise report the mismatch without changing
-        anything. Returns {"status", "differences"}.
+        anything. Returns {"status", "differences"}. The shape must be an object with a steps
+        array. Recompiling deletes the flow's runs, so allow_data_loss needs an admin session
+        (see _session_is_admin); local mode is set by the database's configuration.
 
         Calls ``pgflow.ensure_flow_compiled(flow_slug text, shape jsonb, allow_data_loss boolean default false)``.
+
+        Raises:
+            errors.InvalidFlowShapeError: ensure_flow_compiled was given a shape that is not a JSON object with a steps
+                array (nothing is changed).
+            errors.DataLossNotAllowedError: ensure_flow_compiled was asked to recompile a changed flow (allow_data_loss,
+                outside local mode) by a session whose login role is not an admin (nothing is
+                changed).
         """
         rows = self._call(
             "ensure_flow_compiled",
@@ -338,7 +347,10 @@ class PgflowClient:
                 Arg("shape", "jsonb", jsonb(shape)),
                 Arg("allow_data_loss", "boolean", allow_data_loss),
             ),
-            (),
+            (
+                errors.InvalidFlowShapeError,
+                errors.DataLossNotAllowedError,
+            ),
             from_clause=False,
         )
         return cast("JsonValue", next(iter(rows[0].values())))
@@ -404,7 +416,9 @@ class PgflowClient:
     ) -> bool | None:
         """True in a development database: when app.settings.jwt_secret is the Supabase CLI's fixed
         local secret, or when the setting pgflow.local is 'on'. ensure_flow_compiled recompiles
-        changed flows automatically only there.
+        changed flows automatically only there. An admin session reads its own settings (so SET
+        works there, as in pgflow's tests); any other session reads the database's configuration
+        (ALTER DATABASE … SET), so it cannot switch local mode on.
 
         Calls ``pgflow.is_local()``.
         """
@@ -447,6 +461,39 @@ class PgflowClient:
             (),
             from_clause=False,
         )
+
+    def poll_messages(
+        self,
+        flow_slug: str,
+        vt: int,
+        qty: int,
+        max_poll_seconds: int = 5,
+        poll_interval_ms: int = 100,
+    ) -> list[int]:
+        """Phase one of polling for a worker without access to the queues: wait up to
+        max_poll_seconds (checking every poll_interval_ms) for visible messages of the flow's
+        queue, read up to qty of them (hidden for vt seconds) with pgmq.read_with_poll and
+        return their ids, for start_tasks. Only flows' queues can be read: an unknown flow fails
+        as a missing queue.
+
+        Calls ``pgflow.poll_messages(flow_slug text, vt integer, qty integer, max_poll_seconds integer default 5, poll_interval_ms integer default 100)``.
+
+        Raises:
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+        """
+        rows = self._call(
+            "poll_messages",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("vt", "integer", vt),
+                Arg("qty", "integer", qty),
+                Arg("max_poll_seconds", "integer", max_poll_seconds),
+                Arg("poll_interval_ms", "integer", poll_interval_ms),
+            ),
+            (errors.QueueMissingError,),
+            from_clause=True,
+        )
+        return [cast("int", next(iter(row.values()))) for row in rows]
 
     def prune_data_older_than(
         self,
@@ -644,8 +691,8 @@ class PgflowClient:
         worker_id: uuid.UUID,
     ) -> list[StepTaskRecord]:
         """Phase two of polling: start the queued tasks behind messages a worker read with
-        pgmq.read_with_poll and return each with its handler input; extends each message's
-        visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
+        poll_messages (or pgmq.read_with_poll) and return each with its handler input; extends
+        each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
 
         Calls ``pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)``.
         """

@@ -417,6 +417,38 @@ class DuplicateStepIndexError(ConstraintViolationError):
     CONSTRAINT = "steps_flow_slug_step_index_key"
 
 
+class InvalidFlowShapeError(EngineError):
+    """ensure_flow_compiled was given a shape that is not a JSON object with a steps array
+    (nothing is changed).
+
+    SQLSTATE 22023, message ``Shape of flow {flow_slug} must be a JSON object with a steps array (got {got})`` (``params``: flow_slug, got).
+    """
+
+    SQLSTATE = "22023"
+    TEMPLATE = "Shape of flow {flow_slug} must be a JSON object with a steps array (got {got})"
+    PATTERN = re.compile(
+        r"\AShape of flow (?P<flow_slug>.*?) must be a JSON object with a steps array \(got (?P<got>.*?)\)\Z",
+        re.DOTALL,
+    )
+
+
+class DataLossNotAllowedError(EngineError):
+    """ensure_flow_compiled was asked to recompile a changed flow (allow_data_loss, outside
+    local mode) by a session whose login role is not an admin (nothing is changed).
+
+    SQLSTATE 42501, message ``Recompiling flow {flow_slug} deletes its runs: allow_data_loss needs the pgflow_admin role`` (``params``: flow_slug).
+    """
+
+    SQLSTATE = "42501"
+    TEMPLATE = (
+        "Recompiling flow {flow_slug} deletes its runs: allow_data_loss needs the pgflow_admin role"
+    )
+    PATTERN = re.compile(
+        r"\ARecompiling flow (?P<flow_slug>.*?) deletes its runs: allow_data_loss needs the pgflow_admin role\Z",
+        re.DOTALL,
+    )
+
+
 ERRORS: Final[tuple[type[PgflowError], ...]] = (
     RootMapInputNotArrayError,
     RootMapInputNullError,
@@ -447,6 +479,8 @@ ERRORS: Final[tuple[type[PgflowError], ...]] = (
     DependencyNotFoundError,
     FlowNotFoundError,
     DuplicateStepIndexError,
+    InvalidFlowShapeError,
+    DataLossNotAllowedError,
 )
 """Every documented error, in the spec's order."""
 

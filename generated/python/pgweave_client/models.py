@@ -164,7 +164,7 @@ class DepsUpdate(BaseModel):
 
 class EnsureFlowCompiledArgs(BaseModel):
     """
-    Arguments of pgflow.ensure_flow_compiled: Make sure the stored flow matches a worker's shape, under an advisory lock: compile it when missing, verify it when equal, recompile it when it differs and data loss is allowed (or the database is local), otherwise report the mismatch without changing anything. Returns {"status", "differences"}.
+    Arguments of pgflow.ensure_flow_compiled: Make sure the stored flow matches a worker's shape, under an advisory lock: compile it when missing, verify it when equal, recompile it when it differs and data loss is allowed (or the database is local), otherwise report the mismatch without changing anything. Returns {"status", "differences"}. The shape must be an object with a steps array. Recompiling deletes the flow's runs, so allow_data_loss needs an admin session (see _session_is_admin); local mode is set by the database's configuration.
     """
 
     model_config = ConfigDict(
@@ -281,7 +281,7 @@ class GetRunWithStatesArgs(BaseModel):
 
 class IsLocalArgs(BaseModel):
     """
-    Arguments of pgflow.is_local: True in a development database: when app.settings.jwt_secret is the Supabase CLI's fixed local secret, or when the setting pgflow.local is 'on'. ensure_flow_compiled recompiles changed flows automatically only there.
+    Arguments of pgflow.is_local: True in a development database: when app.settings.jwt_secret is the Supabase CLI's fixed local secret, or when the setting pgflow.local is 'on'. ensure_flow_compiled recompiles changed flows automatically only there. An admin session reads its own settings (so SET works there, as in pgflow's tests); any other session reads the database's configuration (ALTER DATABASE … SET), so it cannot switch local mode on.
     """
 
     model_config = ConfigDict(
@@ -309,6 +309,21 @@ class MarkWorkerStoppedArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+
+
+class PollMessagesArgs(BaseModel):
+    """
+    Arguments of pgflow.poll_messages: Phase one of polling for a worker without access to the queues: wait up to max_poll_seconds (checking every poll_interval_ms) for visible messages of the flow's queue, read up to qty of them (hidden for vt seconds) with pgmq.read_with_poll and return their ids, for start_tasks. Only flows' queues can be read: an unknown flow fails as a missing queue.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    flow_slug: str
+    vt: int
+    qty: int
+    max_poll_seconds: int = 5
+    poll_interval_ms: int = 100
 
 
 class PruneDataOlderThanArgs(BaseModel):
@@ -478,7 +493,7 @@ class StartFlowWithStatesArgs(BaseModel):
 
 class StartTasksArgs(BaseModel):
     """
-    Arguments of pgflow.start_tasks: Phase two of polling: start the queued tasks behind messages a worker read with pgmq.read_with_poll and return each with its handler input; extends each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
+    Arguments of pgflow.start_tasks: Phase two of polling: start the queued tasks behind messages a worker read with poll_messages (or pgmq.read_with_poll) and return each with its handler input; extends each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
     """
 
     model_config = ConfigDict(

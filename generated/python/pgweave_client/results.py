@@ -48,6 +48,9 @@ IsValidSlugResult: TypeAlias = bool | None
 MarkWorkerStoppedResult: TypeAlias = None
 """Result of ``pgflow.mark_worker_stopped`` (arguments: ``MarkWorkerStoppedArgs``)."""
 
+PollMessagesResult: TypeAlias = list[int]
+"""Result of ``pgflow.poll_messages`` (arguments: ``PollMessagesArgs``)."""
+
 PruneDataOlderThanResult: TypeAlias = None
 """Result of ``pgflow.prune_data_older_than`` (arguments: ``PruneDataOlderThanArgs``)."""
 
