@@ -36,13 +36,16 @@ from generator.ir import (
     CompositeTypeIR,
     ConstraintIR,
     FunctionIR,
+    GrantIR,
+    GrantTarget,
     IndexIR,
+    Language,
     ReturnsIR,
     RoleIR,
     SchemaIR,
     TableIR,
 )
-from generator.render.sql import function_identity, render_object
+from generator.sql_analysis import SqlSyntaxError, called_functions, parse_expression
 from generator.sql_types import TypeRef
 
 
@@ -70,7 +73,7 @@ class RevokePrivileges(Change):
     """Revoke grants the previous migration made to a role (the matching ``revoke``s)."""
 
     role: str
-    grants: tuple[str, ...]  # the old grant statements
+    grants: tuple[GrantIR, ...]  # as the previous migration made them
     reason: str
 
     def describe(self) -> str:
@@ -339,9 +342,9 @@ class Comment(Change):
     """``comment on …`` for the doc of an object that otherwise stays."""
 
     kind: str  # table | column | type | function
-    subject: str  # human name, e.g. runs.output
-    target: str  # SQL name, e.g. pgflow.runs.output
+    subject: str  # its name in the schema, e.g. runs.output
     text: str | None
+    function: FunctionIR | None = None  # for a function: the one commented (its identity)
 
     def describe(self) -> str:
         return f"comment on {self.kind} {self.subject}"
@@ -375,7 +378,7 @@ class GrantPrivileges(Change):
     """Grant statements of a role's block that the database lacks."""
 
     role: str
-    grants: tuple[str, ...]
+    grants: tuple[GrantIR, ...]
     reason: str
 
     def describe(self) -> str:
@@ -445,47 +448,25 @@ def rename_words(text: str, mapping: dict[str, str]) -> str:
     return _WORD.sub(swap, text)
 
 
-_FOREIGN_KEY = re.compile(
-    r"^foreign key \((?P<cols>[^)]*)\) references (?P<schema>\w+)\.(?P<table>\w+) "
-    r"\((?P<refs>[^)]*)\)(?P<rest>.*)$",
-    re.DOTALL,
-)
-
-
 def references_of(constraint: ConstraintIR) -> str | None:
     """The table a foreign key points at."""
-    match = _FOREIGN_KEY.match(constraint.definition)
-    return match.group("table") if match else None
+    return constraint.references.table if constraint.references is not None else None
 
 
 def _calls(text: str | None, schema: str, functions: Iterable[str]) -> bool:
+    """Whether an SQL expression of the spec (default, index predicate) calls one of them."""
     if not text:
         return False
-    return any(re.search(rf"\b{schema}\.{re.escape(f)}\s*\(", text) for f in functions)
+    try:
+        called = called_functions(parse_expression(text))
+    except SqlSyntaxError:
+        return False
+    return any((schema, f) in called for f in functions)
 
 
-_GRANT = re.compile(
-    r"^(?P<prefix>alter default privileges in schema \S+ )?grant (?P<what>.+) "
-    r"to (?P<role>[a-z_][a-z0-9_]*);(?:\s*--.*)?$"
-)
-
-
-def grant_statements(block: str) -> dict[str, str]:
-    """The grants of a rendered role block: statement without comment -> line as rendered."""
-    grants: dict[str, str] = {}
-    for line in block.splitlines():
-        if _GRANT.match(line.strip()):
-            grants[line.split(" -- ")[0].strip()] = line.strip()
-    return grants
-
-
-def revoke_of(grant: str) -> str:
-    """The revoke undoing a grant statement (also ``alter default privileges … grant``)."""
-    match = _GRANT.match(grant.strip())
-    if match is None:
-        raise ValueError(f"not a grant: {grant}")
-    prefix = match.group("prefix") or ""
-    return f"{prefix}revoke {match.group('what')} from {match.group('role')};"
+def _definition(constraint: ConstraintIR) -> object:
+    """What a constraint enforces, without its name and notes."""
+    return (constraint.kind, constraint.columns, constraint.expression, constraint.references)
 
 
 # -- the planner --------------------------------------------------------------------------
@@ -650,9 +631,6 @@ class _Planner:
         """Wanted tables that exist already (after renames), in creation order."""
         return [t for t in self.new.tables if t.name in self.old_tables]
 
-    def identity(self, function: FunctionIR) -> str:
-        return function_identity(self.new, function)
-
     def run(self) -> Plan:
         resets = self.reset_roles()
         renames = self.renames()
@@ -701,20 +679,21 @@ class _Planner:
         tables: dict[str, str],
         all_columns: dict[str, dict[str, str]],
     ) -> ConstraintIR:
-        definition = constraint.definition
-        match = _FOREIGN_KEY.match(definition)
-        if match is not None:
-            target = tables.get(match.group("table"), match.group("table"))
-            refs = rename_words(match.group("refs"), all_columns.get(target, {}))
-            definition = (
-                f"foreign key ({rename_words(match.group('cols'), columns)}) references "
-                f"{match.group('schema')}.{target} ({refs}){match.group('rest')}"
+        references = constraint.references
+        if references is not None:
+            target = tables.get(references.table, references.table)
+            renamed = all_columns.get(target, {})
+            references = replace(
+                references,
+                table=target,
+                columns=tuple(renamed.get(c, c) for c in references.columns),
             )
-        else:
-            definition = rename_words(definition, columns)
         return replace(
             constraint,
-            definition=definition,
+            expression=None
+            if constraint.expression is None
+            else rename_words(constraint.expression, columns),
+            references=references,
             columns=tuple(columns.get(c, c) for c in constraint.columns),
         )
 
@@ -769,7 +748,7 @@ class _Planner:
                 table.constraints,
                 {c.name for c in table.constraints},
                 {c.name for c in before.constraints},
-                lambda c: (c.kind, c.definition),
+                _definition,
             )
             changes.extend(RenameConstraint(table.name, old, new) for old, new in renames.items())
             index_renames = _renamed_equivalents(
@@ -825,11 +804,15 @@ class _Planner:
             change = _function_change(had, function)
             if change is None and _uses_types(had, self.recreated_types):
                 change = (False, "its type is recreated")
-            if change is None and function.language == "sql" and self.result_altered(function):
+            if (
+                change is None
+                and function.language is Language.SQL
+                and self.result_altered(function)
+            ):
                 change = (True, "its result type gains attributes; body checked again")
             if change is None:
                 if had.doc != function.doc:
-                    self.comment("function", name, self.identity(function), function.doc)
+                    self.comments.append(Comment("function", name, function.doc, function))
             elif change[0]:
                 self.created[name] = (True, change[1])
             else:
@@ -858,8 +841,8 @@ class _Planner:
             for name, drop, add in _drop_and_add_reasons(
                 before.constraints,
                 table.constraints,
-                lambda a, b: (a.kind, a.definition) == (b.kind, b.definition),
-                lambda c: self.uses_dropped(c.definition),
+                lambda a, b: _definition(a) == _definition(b),
+                lambda c: any(f in self.dropped for f in c.calls),
             ):
                 if drop:
                     self.drop_constraints[(table.name, name)] = drop
@@ -945,7 +928,7 @@ class _Planner:
             if composite.name in self.appended:
                 changes.append(AddAttributes(composite.name, self.appended[composite.name]))
             if before.doc != composite.doc:
-                self.comment("type", composite.name, f"{self.s}.{composite.name}", composite.doc)
+                self.comment("type", composite.name, composite.doc)
         return changes + self.functions(self.new.check_functions)
 
     def functions(self, functions: tuple[FunctionIR, ...]) -> list[Change]:
@@ -982,20 +965,19 @@ class _Planner:
         for table in self.common:
             before = self.old_tables[table.name]
             if before.doc != table.doc:
-                self.comment("table", table.name, f"{self.s}.{table.name}", table.doc)
+                self.comment("table", table.name, table.doc)
             had = {c.name: c for c in before.columns}
             wanted = {c.name for c in table.columns}
             changes.extend(
                 DropColumn(table.name, c) for c in before.columns if c.name not in wanted
             )
             for column in table.columns:
-                target = f"{self.s}.{table.name}.{column.name}"
                 subject = f"{table.name}.{column.name}"
                 old = had.get(column.name)
                 if old is None:
                     changes.append(AddColumn(table.name, column, self.s))
                     if column.doc:
-                        self.comment("column", subject, target, column.doc)
+                        self.comment("column", subject, column.doc)
                     continue
                 if old.type != column.type:
                     changes.append(AlterColumnType(table.name, old, column, self.s))
@@ -1004,7 +986,7 @@ class _Planner:
                 if old.nullable != column.nullable:
                     changes.append(SetNullable(table.name, column.name, column.nullable))
                 if old.doc != column.doc:
-                    self.comment("column", subject, target, column.doc)
+                    self.comment("column", subject, column.doc)
         return changes + self.late_defaults
 
     def additions(self) -> list[Change]:
@@ -1027,12 +1009,13 @@ class _Planner:
                     changes.append(CreateIndex(index, self.add_indexes[index.name]))
         return changes
 
-    def comment(self, kind: str, subject: str, target: str, text: str | None) -> None:
-        self.comments.append(Comment(kind, subject, target, text))
+    def comment(self, kind: str, subject: str, text: str | None) -> None:
+        self.comments.append(Comment(kind, subject, text))
 
     # roles ----------------------------------------------------------------------------
-    def role_grants(self, schema: SchemaIR, role: RoleIR) -> dict[str, str]:
-        return grant_statements(render_object(schema, "role", role))
+    def role_grants(self, schema: SchemaIR, role: RoleIR) -> dict[GrantIR, GrantIR]:
+        """The role's grants by what they grant (their key)."""
+        return {grant.key: grant for grant in schema.grants(role)}
 
     def reset_roles(self) -> list[Change]:
         """Grants that go away are revoked first, while the objects still have old names."""
@@ -1042,7 +1025,9 @@ class _Planner:
             had = self.role_grants(self.old, role)
             other = wanted.get(role.name)
             if other is None:
-                revokes.append(RevokePrivileges(role.name, tuple(had), "no longer in the spec"))
+                revokes.append(
+                    RevokePrivileges(role.name, tuple(had.values()), "no longer in the spec")
+                )
                 self.notes.append(
                     f"role {role.name} is no longer in the spec: its privileges are revoked "
                     "but the role stays (roles belong to the whole cluster); drop it by hand "
@@ -1050,7 +1035,7 @@ class _Planner:
                 )
                 continue
             now = self.role_grants(self.new, other)
-            gone = tuple(g for g in had if g not in now)
+            gone = tuple(grant for key, grant in had.items() if key not in now)
             if gone:
                 revokes.append(RevokePrivileges(role.name, gone, "no longer granted"))
         return revokes
@@ -1058,11 +1043,11 @@ class _Planner:
     def grant_roles(self) -> list[Change]:
         """New roles; grants the database lacks (new, or on functions recreated here)."""
         had = {r.name: r for r in self.old.roles}
-        recreated = [
-            self.identity(f)
+        recreated = {
+            f.name
             for f in self.new.all_functions
             if f.name in self.dropped and f.name in self.created
-        ]
+        }
         changes: list[Change] = []
         for role in self.new.roles:
             before = had.get(role.name)
@@ -1073,13 +1058,13 @@ class _Planner:
                 changes.append(AlterRole(role, before.login != role.login, before.doc != role.doc))
             old = self.role_grants(self.old, before)
             new = self.role_grants(self.new, role)
-            added = tuple(line for g, line in new.items() if g not in old)
+            added = tuple(grant for key, grant in new.items() if key not in old)
             if added:
                 changes.append(GrantPrivileges(role.name, added, "newly granted"))
             again = tuple(
-                line
-                for g, line in new.items()
-                if g in old and any(f" function {i} " in g for i in recreated)
+                grant
+                for key, grant in new.items()
+                if key in old and key.target is GrantTarget.FUNCTION and key.name in recreated
             )
             if again:
                 changes.append(GrantPrivileges(role.name, again, "their function was recreated"))

@@ -115,7 +115,7 @@ def test_diagrams_follow_the_spec() -> None:
     assert state_diagram(run).splitlines() == [
         "stateDiagram-v2",
         "    [*] --> started: start_flow",
-        "    started --> completed: maybe_complete_run",
+        "    started --> completed: maybe_complete_run, _complete_final_tasks",
         "    started --> failed: fail_task, complete_task, cascade_resolve_conditions",
         "    completed --> [*]",
         "    failed --> [*]",
