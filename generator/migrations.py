@@ -13,8 +13,9 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.changes import Plan, summary_lines
 from generator.ir import SchemaIR
-from generator.planner import Plan, plan, summary_lines
+from generator.planner import plan
 from generator.render import GeneratedFile
 from generator.render.migration import change_count, render_upgrade
 from generator.render.sql import render_initial_migration, summary

@@ -6,8 +6,7 @@ or role block looks the same whether a database was upgraded or installed fresh.
 
 from __future__ import annotations
 
-from generator.ir import SchemaIR
-from generator.planner import (
+from generator.changes import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -32,11 +31,14 @@ from generator.planner import (
     RenameConstraint,
     RenameIndex,
     RenameTable,
+    RestoreDefault,
     RevokePrivileges,
     SetDefault,
     SetNullable,
+    SuspendDefault,
     summary_lines,
 )
+from generator.ir import SchemaIR
 from generator.render import GeneratedFile, header
 from generator.render.sql import (
     constraint_definition,
@@ -122,6 +124,10 @@ def statements(change: Change, new: SchemaIR) -> str:
             if after.default is not None:
                 text += _alter(s, table, f"alter column {after.name} set default {after.default}")
             return text
+        case SuspendDefault(table=table, column=column):
+            return _alter(s, table, f"alter column {column} drop default")
+        case RestoreDefault(table=table, column=column, default=default):
+            return _alter(s, table, f"alter column {column} set default {default}")
         case SetDefault(table=table, column=column, default=default):
             action = "drop default" if default is None else f"set default {default}"
             return _alter(s, table, f"alter column {column} {action}")

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from generator.build import load_ir
+from generator.changes import AlterColumnType, PlanError, widens
 from generator.ir import GrantIR, GrantTarget
 from generator.pipeline import generate_files
-from generator.planner import AlterColumnType, PlanError, plan, rename_words, widens
+from generator.planner import plan
+from generator.renames import rename_words
 from generator.render.sql import grant_sql, render_initial_migration, revoke_sql
 from generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
 from generator.sql_types import TypeRef
