@@ -6,7 +6,6 @@ whose issues name the offending path and the file/line it came from.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from generator.sql_analysis import (
     body_facts,
     called_functions,
     column_refs,
+    compared_literals,
     parse_expression,
 )
 from generator.sql_checks import (
@@ -311,15 +311,11 @@ class _Builder:
         for machine_name, machine in self.spec.state_machines.items():
             if machine.table != table:
                 continue
-            column = re.escape(machine.column)
-            literals: list[str] = []
-            for match in re.finditer(rf"\b{column}\s*(?:=|<>|!=)\s*'([^']*)'", expression):
-                literals.append(match.group(1))
-            for match in re.finditer(
-                rf"\b{column}\s+(?:not\s+)?in\s*\(([^)]*)\)", expression, re.I
-            ):
-                literals.extend(re.findall(r"'([^']*)'", match.group(1)))
-            for literal in literals:
+            try:
+                literals = compared_literals(parse_expression(expression), machine.column)
+            except SqlSyntaxError:
+                continue  # reported by the fragment's own check
+            for literal in dict.fromkeys(literals):
                 if literal not in machine.states:
                     self.error(
                         path, f"'{literal}' is not a state of state machine '{machine_name}'"

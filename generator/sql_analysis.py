@@ -111,6 +111,21 @@ def column_refs(tree: Json) -> list[str]:
     ]
 
 
+def compared_literals(tree: Json, column: str) -> list[str]:
+    """String literals ``column`` is compared with (``=``, ``<>``, ``in (…)``, ``not in``)."""
+    found: list[str] = []
+    for kind, node in _walk(tree):
+        if kind != "A_Expr" or node.get("kind") not in ("AEXPR_OP", "AEXPR_IN"):
+            continue
+        left = node.get("lexpr", {}).get("ColumnRef")
+        if left is None or _names(left["fields"]) != [column]:
+            continue
+        right = node.get("rexpr", {})
+        for value in right["List"]["items"] if "List" in right else [right]:
+            found.extend(_literals(value))
+    return found
+
+
 def called_functions(tree: Json) -> list[tuple[str, str]]:
     """(schema, name) of every schema-qualified function call in a tree."""
     found: list[tuple[str, str]] = []
