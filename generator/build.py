@@ -536,12 +536,6 @@ class _Builder:
                 self.expression(arg.default, (*path, "args", arg_name, "default"))
         called = {c.name for c in facts.calls if c.schema == self.schema}
         calls = tuple(other for other in self.spec.functions if other != name and other in called)
-        transitions = tuple(
-            f"{machine_name}: {'|'.join(t.from_) or 'insert'} → {t.to}"
-            for machine_name, machine in self.spec.state_machines.items()
-            for t in machine.transitions
-            if name in t.by
-        )
         return FunctionIR(
             name=name,
             doc=function.doc,
@@ -559,7 +553,6 @@ class _Builder:
             raises=tuple(function.raises),
             emits=tuple(function.emits),
             calls=calls,
-            transitions=transitions,
         )
 
     # -- roles ---------------------------------------------------------------------------

@@ -229,7 +229,6 @@ class FunctionIR:
     raises: tuple[str, ...]
     emits: tuple[str, ...]
     calls: tuple[str, ...]  # functions of the schema its body calls (parsed, in spec order)
-    transitions: tuple[str, ...]  # "<machine>: <from>|insert → <to>" performed by this function
 
 
 @dataclass(frozen=True)

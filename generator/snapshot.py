@@ -137,10 +137,12 @@ def from_data(kind: Any, data: Any, where: str = "schema") -> Any:
 
 
 def _upgrade_format_1(schema: dict[str, Any], file_name: str) -> dict[str, Any]:
-    """Format 1 kept each constraint as its SQL ``definition``: read it into data."""
-    functions = [
-        f.get("name") for f in schema.get("check_functions", []) + schema.get("functions", [])
-    ]
+    """Format 1 kept each constraint as its SQL ``definition`` (read it into data) and
+    each function's transitions as text (derived from the state machines now)."""
+    function_list = schema.get("check_functions", []) + schema.get("functions", [])
+    for function in function_list:
+        function.pop("transitions", None)
+    functions = [f.get("name") for f in function_list]
     for table in schema.get("tables", []):
         upgraded = []
         for constraint in table.get("constraints", []):

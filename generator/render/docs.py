@@ -209,6 +209,9 @@ def render_docs(
         "type_link": lambda ref, prefix="../": type_link(ref, schema, prefix),
         "returns_sql": lambda f: function_returns(schema, f),
         "definition": lambda c: constraint_definition(schema.schema, c),
+        "transitions_by": lambda name: [
+            (m.name, t) for m in schema.state_machines for t in m.transitions if name in t.by
+        ],
         "roles_executing": lambda name: roles_executing(schema, name),
         "table_grants": lambda name: table_grants(schema, name),
         "row_model": row_model,
