@@ -24,6 +24,7 @@ from generator.ir import (
     ForeignKeyAction,
     ForeignKeyIR,
     FunctionIR,
+    ImpliedExecuteIR,
     IndexIR,
     Language,
     Parallel,
@@ -594,7 +595,7 @@ class _Builder:
 
     def implied_execute(
         self, role: sm.Role, functions: dict[str, FunctionIR], tables: Sequence[TableIR]
-    ) -> tuple[tuple[str, str], ...]:
+    ) -> tuple[ImpliedExecuteIR, ...]:
         """Functions a role must be able to execute for the ones it is granted to work.
 
         PostgreSQL checks EXECUTE as the current user: inside a security invoker function
@@ -603,12 +604,13 @@ class _Builder:
         Check constraints run as the writing role, so the functions they call are needed
         by every role that may insert into or update their table.
         """
-        implied: dict[str, str] = {}
+        implied: dict[str, ImpliedExecuteIR] = {}
         pending: list[str] = []
 
-        def need(function: str, reason: str) -> None:
+        def need(why: ImpliedExecuteIR) -> None:
+            function = why.function
             if function in functions and function not in role.execute and function not in implied:
-                implied[function] = reason
+                implied[function] = why
                 pending.append(function)
 
         for table in tables:
@@ -616,14 +618,14 @@ class _Builder:
                 continue
             for constraint in table.constraints:
                 for function in constraint.calls:
-                    need(function, f"checks of {table.name}")
+                    need(ImpliedExecuteIR(function, checks_of=table.name))
         pending.extend(f for f in role.execute if f in functions)
         while pending:
             caller = functions[pending.pop(0)]
             if caller.security is Security.INVOKER:
                 for callee in caller.calls:
-                    need(callee, f"called by {caller.name}")
-        return tuple(implied.items())
+                    need(ImpliedExecuteIR(callee, called_by=caller.name))
+        return tuple(implied.values())
 
     # -- whole schema --------------------------------------------------------------------
     def build(self) -> SchemaIR:

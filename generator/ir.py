@@ -10,7 +10,7 @@ still load (a missing field without one is reported by name).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from generator.sql_types import TypeRef
@@ -265,6 +265,16 @@ class ExternalGrantIR:
 
 
 @dataclass(frozen=True)
+class ImpliedExecuteIR:
+    """A function a role may execute without the spec granting it, and why: a granted
+    security-invoker function calls it, or a check of a table the role writes does."""
+
+    function: str
+    called_by: str | None = None
+    checks_of: str | None = None
+
+
+@dataclass(frozen=True)
 class RoleIR:
     """A role and what it may do."""
 
@@ -274,15 +284,16 @@ class RoleIR:
     execute: tuple[str, ...]
     tables: tuple[tuple[str, tuple[str, ...]], ...]
     external: tuple[ExternalGrantIR, ...]
-    # Functions it needs without calling them itself, each with why: called by a granted
-    # security-invoker function, or used by a check of a table it may write.
-    implied_execute: tuple[tuple[str, str], ...] = ()
+    # Functions it needs without calling them itself (see ImpliedExecuteIR).
+    implied_execute: tuple[ImpliedExecuteIR, ...] = ()
 
-    def grant_reason(self, function: str) -> str | None:
-        """Why the role may execute ``function``: '' when declared, None when it may not."""
-        if function in self.execute:
-            return ""
-        return dict(self.implied_execute).get(function)
+    def may_execute(self, function: str) -> bool:
+        """Whether the role is granted EXECUTE on ``function`` (declared or implied)."""
+        return function in self.execute or self.implied(function) is not None
+
+    def implied(self, function: str) -> ImpliedExecuteIR | None:
+        """Why the role needs ``function`` though the spec does not grant it (or None)."""
+        return next((i for i in self.implied_execute if i.function == function), None)
 
 
 class GrantTarget(StrEnum):
@@ -301,7 +312,8 @@ class GrantIR:
     """One privilege grant to a role, as data (rendered as GRANT, undone by REVOKE).
 
     ``schema`` and ``name`` name the object (``name`` empty for schema-wide targets);
-    ``arg_types`` identify a function. ``reason`` says why an implied grant is needed.
+    ``arg_types`` identify a function; ``implied`` says why a grant the spec does not
+    declare is needed.
     """
 
     role: str
@@ -310,14 +322,12 @@ class GrantIR:
     schema: str
     name: str = ""
     arg_types: tuple[TypeRef, ...] = ()
-    reason: str = ""
+    implied: ImpliedExecuteIR | None = None
 
     @property
     def key(self) -> GrantIR:
-        """The grant without its reason: two grants with equal keys grant the same."""
-        return GrantIR(
-            self.role, self.target, self.privileges, self.schema, self.name, self.arg_types
-        )
+        """The grant without why: two grants with equal keys grant the same."""
+        return replace(self, implied=None)
 
 
 @dataclass(frozen=True)
@@ -348,8 +358,7 @@ class SchemaIR:
         s = self.schema
         grants = [GrantIR(role.name, GrantTarget.SCHEMA, ("usage",), s)]
         for function in self.all_functions:
-            reason = role.grant_reason(function.name)
-            if reason is not None:
+            if role.may_execute(function.name):
                 grants.append(
                     GrantIR(
                         role.name,
@@ -358,7 +367,7 @@ class SchemaIR:
                         s,
                         function.name,
                         tuple(arg.type for arg in function.args),
-                        reason,
+                        role.implied(function.name),
                     )
                 )
         for table, privileges in role.tables:

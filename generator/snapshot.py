@@ -143,6 +143,11 @@ def _upgrade_format_1(schema: dict[str, Any], file_name: str) -> dict[str, Any]:
     for function in function_list:
         function.pop("transitions", None)
     functions = [f.get("name") for f in function_list]
+    for role in schema.get("roles", []):  # [function, "called by f" | "checks of t"]
+        role["implied_execute"] = [
+            {"function": function, why.replace(" ", "_", 1).split(" ")[0]: why.split(" ")[-1]}
+            for function, why in role.get("implied_execute", [])
+        ]
     for table in schema.get("tables", []):
         upgraded = []
         for constraint in table.get("constraints", []):

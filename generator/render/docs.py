@@ -33,7 +33,7 @@ from generator.render.python_client import (
     method,
 )
 from generator.render.python_models import camel, row_model, status_enum, type_model
-from generator.render.sql import constraint_definition, function_returns
+from generator.render.sql import constraint_definition, function_returns, implied_reason
 from generator.sql_types import TypeRef
 from generator.templating import render
 
@@ -153,8 +153,12 @@ def roles_executing(schema: SchemaIR, function: str) -> list[tuple[RoleIR, str]]
     ``why`` is '' for a declared grant, else the reason the generator implied it (e.g.
     "called by complete_task").
     """
-    granted = ((r, r.grant_reason(function)) for r in schema.roles)
-    return sorted(((r, why) for r, why in granted if why is not None), key=lambda rw: rw[0].name)
+    granted = []
+    for role in sorted(schema.roles, key=lambda r: r.name):
+        implied = role.implied(function)
+        if function in role.execute or implied is not None:
+            granted.append((role, implied_reason(implied) if implied is not None else ""))
+    return granted
 
 
 def table_grants(schema: SchemaIR, table: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -209,6 +213,7 @@ def render_docs(
         "type_link": lambda ref, prefix="../": type_link(ref, schema, prefix),
         "returns_sql": lambda f: function_returns(schema, f),
         "definition": lambda c: constraint_definition(schema.schema, c),
+        "implied_reason": implied_reason,
         "transitions_by": lambda name: [
             (m.name, t) for m in schema.state_machines for t in m.transitions if name in t.by
         ],

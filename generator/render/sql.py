@@ -12,6 +12,7 @@ from generator.ir import (
     FunctionIR,
     GrantIR,
     GrantTarget,
+    ImpliedExecuteIR,
     SchemaIR,
 )
 from generator.render import GeneratedFile, header
@@ -63,6 +64,13 @@ def _grant_object(grant: GrantIR) -> str:
     return "tables"  # future tables: named by the default-privileges prefix
 
 
+def implied_reason(implied: ImpliedExecuteIR) -> str:
+    """Why a role needs a function the spec does not grant it, in a few words."""
+    if implied.called_by is not None:
+        return f"called by {implied.called_by}"
+    return f"checks of {implied.checks_of}"
+
+
 def grant_sql(grant: GrantIR) -> str:
     """The GRANT statement, with why when the grant is implied by another."""
     prefix = (
@@ -71,7 +79,7 @@ def grant_sql(grant: GrantIR) -> str:
         else ""
     )
     text = f"{prefix}grant {', '.join(grant.privileges)} on {_grant_object(grant)} to {grant.role};"
-    return f"{text} -- {grant.reason}" if grant.reason else text
+    return f"{text} -- {implied_reason(grant.implied)}" if grant.implied else text
 
 
 def revoke_sql(grant: GrantIR) -> str:

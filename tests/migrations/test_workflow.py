@@ -15,7 +15,7 @@ import pytest
 
 from generator.build import load_ir
 from generator.changes import AlterColumnType, PlanError, widens
-from generator.ir import GrantIR, GrantTarget
+from generator.ir import GrantIR, GrantTarget, ImpliedExecuteIR
 from generator.pipeline import generate_files
 from generator.planner import plan
 from generator.renames import rename_words
@@ -336,7 +336,7 @@ def test_grant_and_revoke_of_each_grant_form() -> None:
         "s",
         "f",
         (TypeRef("text", "base"),),
-        "called by g",
+        ImpliedExecuteIR("f", called_by="g"),
     )
     assert grant_sql(function) == "grant execute on function s.f(text) to clerk; -- called by g"
     assert revoke_sql(function) == "revoke execute on function s.f(text) from clerk;"
