@@ -6,7 +6,6 @@ whose issues name the offending path and the file/line it came from.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,20 +17,42 @@ from generator.ir import (
     ColumnIR,
     CompositeTypeIR,
     ConstraintIR,
+    ConstraintKind,
     ErrorIR,
     EventIR,
     ExternalGrantIR,
+    ForeignKeyAction,
+    ForeignKeyIR,
     FunctionIR,
+    ImpliedExecuteIR,
     IndexIR,
+    Language,
+    Parallel,
     ReturnsIR,
     RoleIR,
     SchemaIR,
+    Security,
     StateIR,
     StateMachineIR,
     TableIR,
     TransitionIR,
+    Volatility,
 )
 from generator.loader import LoadedSpec, SourceMap, load_spec
+from generator.sql_analysis import (
+    BodyFacts,
+    SqlSyntaxError,
+    body_facts,
+    called_functions,
+    column_refs,
+    compared_literals,
+    parse_expression,
+)
+from generator.sql_checks import (
+    check_body_names,
+    check_expression,
+    check_transitions,
+)
 from generator.sql_types import TypeRef, parse_type
 
 BODY_DELIMITER = "$body$"
@@ -48,6 +69,33 @@ class _Builder:
         self.issues: list[SpecIssue] = []
         self.table_names = set(self.spec.tables)
         self.composite_names = set(self.spec.types)
+        self.facts: dict[str, BodyFacts] = {}  # what each function body does, parsed
+        self.body_offsets: dict[str, int] = {}  # blank lines before each body in its file
+        self.constraint_paths: dict[str, list[Path_]] = {}  # per table, as its constraints
+
+    def expression(self, text: str, path: Path_, table: str | None = None) -> None:
+        """Parse an SQL fragment of the spec; in a table's context check its columns."""
+        columns = (table, list(self.spec.tables[table].columns)) if table is not None else None
+        check_expression(
+            text,
+            path,
+            self.error,
+            schema=self.schema,
+            functions=self.spec.functions,
+            table=columns,
+        )
+
+    def body_error(self, function: str, line: int, message: str) -> None:
+        """A problem in a function body, reported at its file and line."""
+        body = self.spec.functions[function].body
+        self.issues.append(
+            SpecIssue(
+                ("functions", function, "body"),
+                message,
+                self.root / body,
+                line + self.body_offsets.get(function, 0),
+            )
+        )
 
     # -- helpers -------------------------------------------------------------------------
     def error(self, path: Path_, message: str) -> None:
@@ -83,6 +131,8 @@ class _Builder:
         path: Path_ = ("tables", name)
         columns: list[ColumnIR] = []
         constraints: list[ConstraintIR] = []
+        paths: list[Path_] = []  # where each constraint is declared
+        self.constraint_paths[name] = paths
         for column_name, column in table.columns.items():
             column_path = (*path, "columns", column_name)
             ref = self.resolve_type(column.type, (*column_path, "type"), allow_rows=False)
@@ -98,6 +148,8 @@ class _Builder:
                         f" (initial state '{machine.initial}'); remove it",
                     )
                 default = f"'{machine.initial}'"
+            elif default is not None:
+                self.expression(default, (*column_path, "default"))
             columns.append(
                 ColumnIR(
                     column_name,
@@ -115,50 +167,49 @@ class _Builder:
                     f"'{column.renamed_from}' is still a column of table '{name}'",
                 )
             if column.check is not None:
+                self.expression(column.check, (*column_path, "check"), name)
+                paths.append((*column_path, "check"))
                 constraints.append(
-                    ConstraintIR(
-                        f"{name}_{column_name}_check",
-                        "check",
-                        f"check ({column.check})",
-                        (column_name,),
+                    self.check_constraint(
+                        f"{name}_{column_name}_check", column.check, (column_name,)
                     )
                 )
         if table.primary_key is not None:
             pk = table.primary_key
             self.known_columns(name, pk.columns, (*path, "primary_key", "columns"))
+            paths.insert(0, (*path, "primary_key"))
             constraints.insert(
                 0,
                 ConstraintIR(
-                    pk.name or f"{name}_pkey",
-                    "primary key",
-                    f"primary key ({', '.join(pk.columns)})",
-                    tuple(pk.columns),
+                    pk.name or f"{name}_pkey", ConstraintKind.PRIMARY_KEY, tuple(pk.columns)
                 ),
             )
         for index, unique in enumerate(table.unique):
             self.known_columns(name, unique.columns, (*path, "unique", index, "columns"))
+            paths.append((*path, "unique", index))
             constraints.append(
                 ConstraintIR(
                     unique.name or f"{name}_{'_'.join(unique.columns)}_key",
-                    "unique",
-                    f"unique ({', '.join(unique.columns)})",
+                    ConstraintKind.UNIQUE,
                     tuple(unique.columns),
                 )
             )
         references: list[str] = []
         for index, fk in enumerate(table.foreign_keys):
             constraints.append(self.build_foreign_key(name, fk, (*path, "foreign_keys", index)))
+            paths.append((*path, "foreign_keys", index))
             if fk.references != name and fk.references not in references:
                 references.append(fk.references)
         for index, check in enumerate(table.checks):
             self.check_state_literals(
                 name, check.expression, (*path, "checks", index, "expression")
             )
+            self.expression(check.expression, (*path, "checks", index, "expression"), name)
+            paths.append((*path, "checks", index, "name"))
             constraints.append(
-                ConstraintIR(
+                self.check_constraint(
                     check.name,
-                    "check",
-                    f"check ({check.expression})",
+                    check.expression,
                     self.columns_in(name, check.expression),
                     doc=check.doc,
                 )
@@ -169,6 +220,7 @@ class _Builder:
             self.known_columns(name, spec_index.columns, (*index_path, "columns"))
             if spec_index.where is not None:
                 self.check_state_literals(name, spec_index.where, (*index_path, "where"))
+                self.expression(spec_index.where, (*index_path, "where"), name)
             indexes.append(
                 IndexIR(
                     spec_index.name,
@@ -220,39 +272,51 @@ class _Builder:
                 if len(ref_columns) != len(fk.columns):
                     self.error((*path, "ref_columns"), "column count differs from 'columns'")
         ref_columns = ref_columns or fk.columns
-        definition = (
-            f"foreign key ({', '.join(fk.columns)}) references {self.schema}.{fk.references} "
-            f"({', '.join(ref_columns)})"
-        )
-        if fk.on_delete != "no action":
-            definition += f" on delete {fk.on_delete}"
-        if fk.on_update != "no action":
-            definition += f" on update {fk.on_update}"
         return ConstraintIR(
             fk.name or f"{table}_{'_'.join(fk.columns)}_fkey",
-            "foreign key",
-            definition,
+            ConstraintKind.FOREIGN_KEY,
             tuple(fk.columns),
+            references=ForeignKeyIR(
+                fk.references,
+                tuple(ref_columns),
+                ForeignKeyAction(fk.on_delete),
+                ForeignKeyAction(fk.on_update),
+            ),
+        )
+
+    def check_constraint(
+        self,
+        name: str,
+        expression: str,
+        columns: tuple[str, ...],
+        origin: str | None = None,
+        doc: str | None = None,
+    ) -> ConstraintIR:
+        """A CHECK constraint with the schema's functions its expression calls."""
+        called = self.called_in(expression)
+        calls = tuple(f for f in self.spec.functions if f in called)
+        return ConstraintIR(
+            name, ConstraintKind.CHECK, columns, expression, None, calls, origin, doc
         )
 
     def columns_in(self, table: str, expression: str) -> tuple[str, ...]:
-        words = set(re.findall(r"[a-z_][a-z0-9_]*", expression))
-        return tuple(c for c in self.spec.tables[table].columns if c in words)
+        """The table's columns an expression names, in table order (none if unparsable)."""
+        try:
+            names = set(column_refs(parse_expression(expression)))
+        except SqlSyntaxError:
+            return ()
+        return tuple(c for c in self.spec.tables[table].columns if c in names)
 
     def check_state_literals(self, table: str, expression: str, path: Path_) -> None:
         """Status literals in checks/partial indexes must be states of the governing machine."""
         for machine_name, machine in self.spec.state_machines.items():
             if machine.table != table:
                 continue
-            column = re.escape(machine.column)
-            literals: list[str] = []
-            for match in re.finditer(rf"\b{column}\s*(?:=|<>|!=)\s*'([^']*)'", expression):
-                literals.append(match.group(1))
-            for match in re.finditer(
-                rf"\b{column}\s+(?:not\s+)?in\s*\(([^)]*)\)", expression, re.I
-            ):
-                literals.extend(re.findall(r"'([^']*)'", match.group(1)))
-            for literal in literals:
+            try:
+                literals = compared_literals(parse_expression(expression), machine.column)
+            except SqlSyntaxError:
+                continue  # reported by the fragment's own check
+            for literal in dict.fromkeys(literals):
                 if literal not in machine.states:
                     self.error(
                         path, f"'{literal}' is not a state of state machine '{machine_name}'"
@@ -348,10 +412,9 @@ class _Builder:
         origin = f"state machine {ir.name}"
         quoted = ", ".join(f"'{state.name}'" for state in ir.states)
         checks = [
-            ConstraintIR(
+            self.check_constraint(
                 machine.check_name,
-                "check",
-                f"check ({ir.column} in ({quoted}))",
+                f"{ir.column} in ({quoted})",
                 (ir.column,),
                 origin,
                 f"{ir.column} is a state of state machine {ir.name}",
@@ -362,10 +425,9 @@ class _Builder:
                 dict.fromkeys(s.timestamp for s in ir.states if s.terminal and s.timestamp)
             )
             checks.append(
-                ConstraintIR(
+                self.check_constraint(
                     machine.exclusive_timestamps_check,
-                    "check",
-                    f"check (num_nonnulls({', '.join(stamps)}) <= 1)",
+                    f"num_nonnulls({', '.join(stamps)}) <= 1",
                     tuple(stamps),
                     origin,
                     "at most one terminal timestamp is set",
@@ -377,10 +439,9 @@ class _Builder:
                 if state.timestamp is None or other_stamp is None:
                     continue
                 checks.append(
-                    ConstraintIR(
+                    self.check_constraint(
                         f"{state.timestamp}_is_after_{other_stamp}",
-                        "check",
-                        f"check ({state.timestamp} is null or {state.timestamp} >= {other_stamp})",
+                        f"{state.timestamp} is null or {state.timestamp} >= {other_stamp}",
                         (state.timestamp, other_stamp),
                         origin,
                         f"a row enters '{state_name}' no earlier than '{other}'",
@@ -389,6 +450,29 @@ class _Builder:
         return checks
 
     # -- functions -----------------------------------------------------------------------
+    @property
+    def qualifiers(self) -> tuple[str, ...]:
+        """Schemas whose names qualify types in bodies: the spec's and the queue's."""
+        return (self.schema, self.spec.settings.queue.provider)
+
+    @staticmethod
+    def signature(args: tuple[ArgumentIR, ...], returns: ReturnsIR) -> str:
+        """``(args) returns …`` spelled for parsing without a catalog (see body_facts)."""
+        arguments = ", ".join(f"{a.name} {a.type.sql('public')}" for a in args)
+        if returns.table is not None:
+            columns = ", ".join(f"{a.name} {a.type.sql('public')}" for a in returns.table)
+            return f"({arguments}) returns table ({columns})"
+        result = "void" if returns.type is None else returns.type.sql("public")
+        return f"({arguments}) returns {'setof ' if returns.setof else ''}{result}"
+
+    def called_in(self, expression: str) -> set[str]:
+        """The schema's functions an SQL expression calls (an unparsable one calls none)."""
+        try:
+            tree = parse_expression(expression)
+        except SqlSyntaxError:
+            return set()
+        return {name for schema, name in called_functions(tree) if schema == self.schema}
+
     def build_function(self, name: str, function: sm.Function) -> FunctionIR:
         path: Path_ = ("functions", name)
         args = tuple(
@@ -418,11 +502,16 @@ class _Builder:
         result_type = None
         if returns.type is not None:
             result_type = self.resolve_type(returns.type, (*path, "returns", "type"))
+        returns_ir = ReturnsIR(result_type, returns.setof, table)
         body_path = (self.root / function.body).resolve()
         body = ""
         try:
             body_path.relative_to(self.root.resolve())
-            body = body_path.read_text(encoding="utf-8").strip("\n")
+            raw = body_path.read_text(encoding="utf-8")
+            body = raw.strip("\n")
+            self.body_offsets[name] = len(raw) - len(raw.lstrip("\n"))
+            if not body.strip():
+                self.error((*path, "body"), f"body file '{function.body}' is empty")
         except ValueError:
             self.error(
                 (*path, "body"), f"body file '{function.body}' lies outside the spec directory"
@@ -437,26 +526,26 @@ class _Builder:
         for index, event in enumerate(function.emits):
             if event not in self.spec.events:
                 self.error((*path, "emits", index), f"unknown event '{event}'")
-        calls = tuple(
-            other
-            for other in self.spec.functions
-            if other != name and re.search(rf"\b{self.schema}\.{re.escape(other)}\s*\(", body)
+        facts = body_facts(
+            body, function.language, self.qualifiers, self.signature(args, returns_ir)
         )
-        transitions = tuple(
-            f"{machine_name}: {'|'.join(t.from_) or 'insert'} → {t.to}"
-            for machine_name, machine in self.spec.state_machines.items()
-            for t in machine.transitions
-            if name in t.by
-        )
+        if body.strip():
+            self.facts[name] = facts
+            check_body_names(name, facts, self.spec, self.body_error, self.qualifiers[1])
+        for arg_name, arg in function.args.items():
+            if arg.default is not None:
+                self.expression(arg.default, (*path, "args", arg_name, "default"))
+        called = {c.name for c in facts.calls if c.schema == self.schema}
+        calls = tuple(other for other in self.spec.functions if other != name and other in called)
         return FunctionIR(
             name=name,
             doc=function.doc,
             args=args,
-            returns=ReturnsIR(result_type, returns.setof, table),
-            language=function.language,
-            volatility=function.volatility,
-            parallel=function.parallel,
-            security=function.security,
+            returns=returns_ir,
+            language=Language(function.language),
+            volatility=Volatility(function.volatility),
+            parallel=Parallel(function.parallel),
+            security=Security(function.security),
             search_path=function.search_path,
             strict=function.strict,
             body=body,
@@ -465,7 +554,6 @@ class _Builder:
             raises=tuple(function.raises),
             emits=tuple(function.emits),
             calls=calls,
-            transitions=transitions,
         )
 
     # -- roles ---------------------------------------------------------------------------
@@ -520,7 +608,7 @@ class _Builder:
         role: sm.Role,
         functions: dict[str, FunctionIR],
         tables: Sequence[TableIR],
-    ) -> tuple[tuple[str, str], ...]:
+    ) -> tuple[ImpliedExecuteIR, ...]:
         """Functions a role must be able to execute for the ones it is granted to work.
 
         PostgreSQL checks EXECUTE as the current user: inside a security invoker function
@@ -530,26 +618,27 @@ class _Builder:
         by every role that may insert into or update their table. An internal function
         needed that way is an error at the grant that needs it.
         """
-        implied: dict[str, str] = {}
+        implied: dict[str, ImpliedExecuteIR] = {}
         # each function still to walk, with the grant (spec path and fix) it is needed for
         pending: list[tuple[str, Path_, str]] = []
 
-        def need(function: str, reason: str, grant: Path_, fix: str) -> None:
+        def need(why: ImpliedExecuteIR, reason: str, grant: Path_, fix: str) -> None:
+            function = why.function
             if function not in functions or function in role.execute or function in implied:
                 return
             if self.is_internal(function):
                 self.error(grant, f"needs internal function '{function}' ({reason}): {fix}")
-            implied[function] = reason
+            implied[function] = why
             pending.append((function, grant, fix))
 
         for table in tables:
             if not {"insert", "update"} & set(role.tables.get(table.name, [])):
                 continue
-            checks = " ".join(c.definition for c in table.constraints if c.kind == "check")
-            for function in functions:
-                if re.search(rf"\b{self.schema}\.{re.escape(function)}\s*\(", checks):
-                    grant = (*path, "tables", table.name)
-                    need(function, f"checks of {table.name}", grant, "grant no writes")
+            grant = (*path, "tables", table.name)
+            for constraint in table.constraints:
+                for function in constraint.calls:
+                    why = ImpliedExecuteIR(function, checks_of=table.name)
+                    need(why, f"checks of {table.name}", grant, "grant no writes")
         pending.extend(
             (f, (*path, "execute", i), f"make '{f}' security definer")
             for i, f in enumerate(role.execute)
@@ -558,10 +647,11 @@ class _Builder:
         while pending:
             name, grant, fix = pending.pop(0)
             caller = functions[name]
-            if caller.security == "invoker":
+            if caller.security is Security.INVOKER:
                 for callee in caller.calls:
-                    need(callee, f"called by {caller.name}", grant, fix)
-        return tuple(implied.items())
+                    why = ImpliedExecuteIR(callee, called_by=caller.name)
+                    need(why, f"called by {caller.name}", grant, fix)
+        return tuple(implied.values())
 
     # -- whole schema --------------------------------------------------------------------
     def build(self) -> SchemaIR:
@@ -586,11 +676,15 @@ class _Builder:
             if name in spec.tables:
                 self.error(("types", name), f"name clashes with table '{name}'")
         derived: dict[str, list[ConstraintIR]] = {}
+        derived_paths: dict[str, list[Path_]] = {}
         machines: list[StateMachineIR] = []
         for name, machine in spec.state_machines.items():
             ir, checks = self.build_machine(name, machine)
             machines.append(ir)
             derived.setdefault(machine.table, []).extend(checks)
+            derived_paths.setdefault(machine.table, []).extend(
+                ("state_machines", name) for _ in checks
+            )
             if (
                 sum(
                     1
@@ -606,6 +700,7 @@ class _Builder:
         tables: list[TableIR] = []
         for name, table in spec.tables.items():
             built = self.build_table(name, table)
+            self.constraint_paths[name].extend(derived_paths.get(name, []))
             tables.append(
                 TableIR(
                     built.name,
@@ -619,6 +714,7 @@ class _Builder:
             )
         self.check_unique_names(tables)
         functions = {name: self.build_function(name, f) for name, f in spec.functions.items()}
+        check_transitions(spec, self.facts, self.error, self.body_error)
         for name, error in spec.errors.items():
             if error.constraint is not None and not any(
                 c.name == error.constraint for t in tables for c in t.constraints
@@ -629,12 +725,8 @@ class _Builder:
         roles = tuple(
             self.build_role(name, role, functions, tables) for name, role in spec.roles.items()
         )
-        check_text = " ".join(c.definition for t in tables for c in t.constraints)
-        check_names = [
-            name
-            for name in functions
-            if re.search(rf"\b{self.schema}\.{re.escape(name)}\s*\(", check_text)
-        ]
+        used_by_checks = {f for t in tables for c in t.constraints for f in c.calls}
+        check_names = [name for name in functions if name in used_by_checks]
         check_functions = self.call_order([functions[n] for n in check_names])
         others = self.call_order([f for n, f in functions.items() if n not in check_names])
         ordered_tables = self.table_order(tables)
@@ -670,9 +762,11 @@ class _Builder:
             spec_table = self.spec.tables[table.name]
             path: Path_ = ("tables", table.name)
             seen: set[str] = set()
-            for constraint in table.constraints:
+            declared = self.constraint_paths.get(table.name, [])
+            for index, constraint in enumerate(table.constraints):
                 if constraint.name in seen:
-                    self.error(path, f"duplicate constraint name '{constraint.name}'")
+                    where = declared[index] if index < len(declared) else path
+                    self.error(where, f"duplicate constraint name '{constraint.name}'")
                 seen.add(constraint.name)
             named: list[tuple[str, Path_]] = []
             if spec_table.primary_key is not None:
@@ -704,7 +798,7 @@ class _Builder:
         """Functions ordered callees first (SQL-language bodies are checked at creation)."""
         by_name = {f.name: f for f in functions}
         edges = {
-            f.name: [c for c in f.calls if c in by_name] if f.language == "sql" else []
+            f.name: [c for c in f.calls if c in by_name] if f.language is Language.SQL else []
             for f in functions
         }
         return [

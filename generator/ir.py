@@ -10,9 +10,59 @@ still load (a missing field without one is reported by name).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from generator.sql_types import TypeRef
+
+
+class ConstraintKind(StrEnum):
+    """What a table constraint is."""
+
+    PRIMARY_KEY = "primary key"
+    UNIQUE = "unique"
+    FOREIGN_KEY = "foreign key"
+    CHECK = "check"
+
+
+class ForeignKeyAction(StrEnum):
+    """What a foreign key does when the referenced row is deleted or updated."""
+
+    NO_ACTION = "no action"
+    RESTRICT = "restrict"
+    CASCADE = "cascade"
+    SET_NULL = "set null"
+    SET_DEFAULT = "set default"
+
+
+class Language(StrEnum):
+    """The language of a function body."""
+
+    SQL = "sql"
+    PLPGSQL = "plpgsql"
+
+
+class Volatility(StrEnum):
+    """A function's volatility."""
+
+    IMMUTABLE = "immutable"
+    STABLE = "stable"
+    VOLATILE = "volatile"
+
+
+class Parallel(StrEnum):
+    """A function's parallel safety."""
+
+    SAFE = "safe"
+    RESTRICTED = "restricted"
+    UNSAFE = "unsafe"
+
+
+class Security(StrEnum):
+    """Whose rights a function runs with."""
+
+    INVOKER = "invoker"
+    DEFINER = "definer"
 
 
 @dataclass(frozen=True)
@@ -29,13 +79,29 @@ class ColumnIR:
 
 
 @dataclass(frozen=True)
+class ForeignKeyIR:
+    """Where a foreign key points and what it does on delete and update."""
+
+    table: str
+    columns: tuple[str, ...]
+    on_delete: ForeignKeyAction = ForeignKeyAction.NO_ACTION
+    on_update: ForeignKeyAction = ForeignKeyAction.NO_ACTION
+
+
+@dataclass(frozen=True)
 class ConstraintIR:
-    """A named table constraint, rendered as ``constraint <name> <definition>``."""
+    """A named table constraint as data: key columns, a foreign key's target, a check.
+
+    ``columns`` are the key's columns (primary key, unique, foreign key) or the columns a
+    check expression mentions; ``calls`` the schema's functions a check expression calls.
+    """
 
     name: str
-    kind: str  # "primary key" | "unique" | "foreign key" | "check"
-    definition: str
+    kind: ConstraintKind
     columns: tuple[str, ...]
+    expression: str | None = None  # checks: the boolean expression
+    references: ForeignKeyIR | None = None  # foreign keys
+    calls: tuple[str, ...] = ()
     origin: str | None = None  # e.g. "state machine run" for derived checks
     doc: str | None = None
 
@@ -151,10 +217,10 @@ class FunctionIR:
     doc: str
     args: tuple[ArgumentIR, ...]
     returns: ReturnsIR
-    language: str
-    volatility: str
-    parallel: str
-    security: str
+    language: Language
+    volatility: Volatility
+    parallel: Parallel
+    security: Security
     search_path: str | None
     strict: bool
     body: str
@@ -162,8 +228,7 @@ class FunctionIR:
     internal: bool
     raises: tuple[str, ...]
     emits: tuple[str, ...]
-    calls: tuple[str, ...]
-    transitions: tuple[str, ...]  # "<machine>: <from>|insert → <to>" performed by this function
+    calls: tuple[str, ...]  # functions of the schema its body calls (parsed, in spec order)
 
 
 @dataclass(frozen=True)
@@ -200,6 +265,16 @@ class ExternalGrantIR:
 
 
 @dataclass(frozen=True)
+class ImpliedExecuteIR:
+    """A function a role may execute without the spec granting it, and why: a granted
+    security-invoker function calls it, or a check of a table the role writes does."""
+
+    function: str
+    called_by: str | None = None
+    checks_of: str | None = None
+
+
+@dataclass(frozen=True)
 class RoleIR:
     """A role and what it may do."""
 
@@ -209,15 +284,50 @@ class RoleIR:
     execute: tuple[str, ...]
     tables: tuple[tuple[str, tuple[str, ...]], ...]
     external: tuple[ExternalGrantIR, ...]
-    # Functions it needs without calling them itself, each with why: called by a granted
-    # security-invoker function, or used by a check of a table it may write.
-    implied_execute: tuple[tuple[str, str], ...] = ()
+    # Functions it needs without calling them itself (see ImpliedExecuteIR).
+    implied_execute: tuple[ImpliedExecuteIR, ...] = ()
 
-    def grant_reason(self, function: str) -> str | None:
-        """Why the role may execute ``function``: '' when declared, None when it may not."""
-        if function in self.execute:
-            return ""
-        return dict(self.implied_execute).get(function)
+    def may_execute(self, function: str) -> bool:
+        """Whether the role is granted EXECUTE on ``function`` (declared or implied)."""
+        return function in self.execute or self.implied(function) is not None
+
+    def implied(self, function: str) -> ImpliedExecuteIR | None:
+        """Why the role needs ``function`` though the spec does not grant it (or None)."""
+        return next((i for i in self.implied_execute if i.function == function), None)
+
+
+class GrantTarget(StrEnum):
+    """What a grant is on."""
+
+    SCHEMA = "schema"  # usage on a schema
+    FUNCTION = "function"  # execute on one function of the schema
+    TABLE = "table"  # privileges on one table of the schema
+    ALL_FUNCTIONS = "all functions"  # execute on all functions in another schema
+    ALL_TABLES = "all tables"  # privileges on all tables in another schema
+    FUTURE_TABLES = "future tables"  # default privileges on tables created later there
+
+
+@dataclass(frozen=True)
+class GrantIR:
+    """One privilege grant to a role, as data (rendered as GRANT, undone by REVOKE).
+
+    ``schema`` and ``name`` name the object (``name`` empty for schema-wide targets);
+    ``arg_types`` identify a function; ``implied`` says why a grant the spec does not
+    declare is needed.
+    """
+
+    role: str
+    target: GrantTarget
+    privileges: tuple[str, ...]
+    schema: str
+    name: str = ""
+    arg_types: tuple[TypeRef, ...] = ()
+    implied: ImpliedExecuteIR | None = None
+
+    @property
+    def key(self) -> GrantIR:
+        """The grant without why: two grants with equal keys grant the same."""
+        return replace(self, implied=None)
 
 
 @dataclass(frozen=True)
@@ -242,3 +352,39 @@ class SchemaIR:
     def all_functions(self) -> tuple[FunctionIR, ...]:
         """Every function, in creation order."""
         return self.check_functions + self.functions
+
+    def grants(self, role: RoleIR) -> tuple[GrantIR, ...]:
+        """Everything ``role`` is granted, in the order the migration grants it."""
+        s = self.schema
+        grants = [GrantIR(role.name, GrantTarget.SCHEMA, ("usage",), s)]
+        for function in self.all_functions:
+            if role.may_execute(function.name):
+                grants.append(
+                    GrantIR(
+                        role.name,
+                        GrantTarget.FUNCTION,
+                        ("execute",),
+                        s,
+                        function.name,
+                        tuple(arg.type for arg in function.args),
+                        role.implied(function.name),
+                    )
+                )
+        for table, privileges in role.tables:
+            grants.append(GrantIR(role.name, GrantTarget.TABLE, privileges, s, table))
+        for g in role.external:
+            if g.usage:
+                grants.append(GrantIR(role.name, GrantTarget.SCHEMA, ("usage",), g.schema))
+            if g.execute_all_functions:
+                grants.append(GrantIR(role.name, GrantTarget.ALL_FUNCTIONS, ("execute",), g.schema))
+            if g.table_privileges_all:
+                grants.append(
+                    GrantIR(role.name, GrantTarget.ALL_TABLES, g.table_privileges_all, g.schema)
+                )
+            if g.future_table_privileges:
+                grants.append(
+                    GrantIR(
+                        role.name, GrantTarget.FUTURE_TABLES, g.future_table_privileges, g.schema
+                    )
+                )
+        return tuple(grants)

@@ -9,14 +9,16 @@ from the last snapshot is a *pending* change until the next ``migration new``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.changes import Plan, summary_lines
 from generator.ir import SchemaIR
-from generator.planner import Plan, plan, summary_lines
+from generator.planner import plan
 from generator.render import GeneratedFile
-from generator.render.migration import render_upgrade
-from generator.render.sql import render_initial_migration
+from generator.render.migration import change_count, render_upgrade
+from generator.render.sql import render_initial_migration, summary
 from generator.snapshot import (
     MIGRATION_LABEL,
     Snapshot,
@@ -51,6 +53,17 @@ def render_migrations(current: SchemaIR, source: str, out_dir: Path) -> list[Gen
     if not history:
         return [render_initial_migration(current, source)]
     return render_history(history, source)
+
+
+def migration_summaries(current: SchemaIR, out_dir: Path) -> list[tuple[str, str]]:
+    """(file name, what it does) of each migration, from the snapshots and their plans."""
+    history = load_history(out_dir)
+    if not history:
+        return [("0001_initial.sql", f"{summary(current)}.")]
+    found = [(f"{history[0].stem}.sql", f"{summary(history[0].schema)}.")]
+    for before, after in itertools.pairwise(history):
+        found.append((f"{after.stem}.sql", f"{change_count(plan(before.schema, after.schema))}."))
+    return found
 
 
 def pending(current: SchemaIR, out_dir: Path) -> Plan | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.build import load_ir
-from generator.migrations import render_migrations
+from generator.migrations import migration_summaries, render_migrations
 from generator.render import GeneratedFile
 from generator.render.docs import render_docs
 from generator.render.python_client import render_python_client
@@ -37,7 +37,7 @@ def generate_files(spec_file: Path, out_dir: Path) -> list[GeneratedFile]:
         render_models(schema, source),
         *render_python_client(schema, source),
     ]
-    files.extend(render_docs(schema, source, files))
+    files.extend(render_docs(schema, source, migration_summaries(schema, out_dir)))
     return sorted(files, key=lambda f: f.path)
 
 

@@ -15,17 +15,19 @@ import re
 import types
 import typing
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from generator.ir import SchemaIR
 from generator.render import GeneratedFile
+from generator.sql_analysis import SqlSyntaxError, called_functions, foreign_key, parse_expression
 
 SNAPSHOTS_DIR = "snapshots"
 MIGRATIONS_DIR = "migrations"
 SUM_FILE = f"{MIGRATIONS_DIR}/pgweave.sum"
-FORMAT = 1
+FORMAT = 2  # 1: constraints as SQL text (still read, see _upgrade_format_1)
 SNAPSHOT_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.json$")
 MIGRATION_LABEL = re.compile(r"^[a-z0-9_]+$")
 
@@ -122,11 +124,52 @@ def from_data(kind: Any, data: Any, where: str = "schema") -> Any:
         return kind(**values)
     if kind is str and isinstance(data, list) and all(isinstance(line, str) for line in data):
         return "\n".join(data)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        try:
+            return kind(data)
+        except ValueError:
+            raise SnapshotError(f"{where}: unknown value {data!r}") from None
     if kind in (str, int, bool):
         if type(data) is not kind:
             raise SnapshotError(f"{where}: expected {kind.__name__}")
         return data
     raise SnapshotError(f"{where}: unsupported type {kind}")
+
+
+def _upgrade_format_1(schema: dict[str, Any], file_name: str) -> dict[str, Any]:
+    """Format 1 kept each constraint as its SQL ``definition`` (read it into data) and
+    each function's transitions as text (derived from the state machines now)."""
+    function_list = schema.get("check_functions", []) + schema.get("functions", [])
+    for function in function_list:
+        function.pop("transitions", None)
+    functions = [f.get("name") for f in function_list]
+    for role in schema.get("roles", []):  # [function, "called by f" | "checks of t"]
+        role["implied_execute"] = [
+            {"function": function, why.replace(" ", "_", 1).split(" ")[0]: why.split(" ")[-1]}
+            for function, why in role.get("implied_execute", [])
+        ]
+    for table in schema.get("tables", []):
+        upgraded = []
+        for constraint in table.get("constraints", []):
+            constraint = dict(constraint)
+            definition = str(constraint.pop("definition", ""))
+            try:
+                if constraint.get("kind") == "check":
+                    expression = definition.removeprefix("check (").removesuffix(")")
+                    constraint["expression"] = expression
+                    called = called_functions(parse_expression(expression))
+                    constraint["calls"] = [
+                        f for f in functions if (schema.get("schema"), f) in called
+                    ]
+                elif constraint.get("kind") == "foreign key":
+                    constraint["references"] = foreign_key(definition)
+            except SqlSyntaxError as exc:
+                raise SnapshotError(
+                    f"{file_name}: constraint {constraint.get('name')}: {exc}"
+                ) from None
+            upgraded.append(constraint)
+        table["constraints"] = upgraded
+    return schema
 
 
 def dumps(snapshot: Snapshot) -> str:
@@ -152,9 +195,12 @@ def loads(text: str, file_name: str) -> Snapshot:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{file_name}: not valid JSON ({exc})") from exc
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in (1, FORMAT):
         raise SnapshotError(f"{file_name}: not a format {FORMAT} pgweave snapshot")
-    schema = from_data(SchemaIR, document.get("schema"), f"{file_name}: schema")
+    data = document.get("schema")
+    if document["format"] == 1 and isinstance(data, dict):
+        data = _upgrade_format_1(data, file_name)
+    schema = from_data(SchemaIR, data, f"{file_name}: schema")
     return Snapshot(int(match.group(1)), match.group(2), schema)
 
 

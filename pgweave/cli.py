@@ -24,9 +24,9 @@ def main() -> None:
 
 
 def _files(spec: Path, out: Path) -> list[GeneratedFile]:
+    from generator.changes import PlanError
     from generator.diagnostics import SpecError
     from generator.pipeline import generate_files
-    from generator.planner import PlanError
     from generator.snapshot import SnapshotError
 
     try:

@@ -21,8 +21,8 @@ destructive_option = click.option(
 def pending_message(spec: Path, out: Path) -> str | None:
     """The pending-change message when the spec differs from the last snapshot."""
     from generator.build import load_ir
+    from generator.changes import PlanError
     from generator.migrations import describe_pending, pending
-    from generator.planner import PlanError
 
     try:
         step = pending(load_ir(spec), out)
@@ -33,10 +33,10 @@ def pending_message(spec: Path, out: Path) -> str | None:
 
 def _record(spec: Path, out: Path, name: str | None, *, redo: bool, allow: bool) -> None:
     from generator.build import load_ir
+    from generator.changes import PlanError, summary_lines
     from generator.diagnostics import SpecError
     from generator.migrations import MigrationError, record
     from generator.pipeline import generate_files, write
-    from generator.planner import PlanError, summary_lines
     from generator.snapshot import SnapshotError, dumps
 
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from generator.ir import (
     ConstraintIR,
+    ConstraintKind,
     ErrorIR,
     EventIR,
     RoleIR,
@@ -32,7 +33,7 @@ from generator.render.python_client import (
     method,
 )
 from generator.render.python_models import camel, row_model, status_enum, type_model
-from generator.render.sql import function_returns
+from generator.render.sql import constraint_definition, function_returns, implied_reason
 from generator.sql_types import TypeRef
 from generator.templating import render
 
@@ -91,15 +92,10 @@ def relations(schema: SchemaIR) -> list[Relation]:
     found: list[Relation] = []
     for table in schema.tables:
         for constraint in table.constraints:
-            if constraint.kind != "foreign key":
-                continue
-            match = re.search(
-                rf"references {re.escape(schema.schema)}\.([a-z_][a-z0-9_]*)", constraint.definition
-            )
-            if match is None:
+            if constraint.references is None:
                 continue
             optional = any(table.column(c).nullable for c in constraint.columns)
-            found.append(Relation(table.name, match.group(1), constraint, optional))
+            found.append(Relation(table.name, constraint.references.table, constraint, optional))
     return found
 
 
@@ -108,9 +104,13 @@ def er_diagram(schema: SchemaIR) -> str:
     lines = ["erDiagram"]
     rels = relations(schema)
     for table in schema.tables:
-        pk = next((c.columns for c in table.constraints if c.kind == "primary key"), ())
+        pk = next(
+            (c.columns for c in table.constraints if c.kind is ConstraintKind.PRIMARY_KEY), ()
+        )
         fk = {col for r in rels if r.child == table.name for col in r.constraint.columns}
-        uk = {col for c in table.constraints if c.kind == "unique" for col in c.columns}
+        uk = {
+            col for c in table.constraints if c.kind is ConstraintKind.UNIQUE for col in c.columns
+        }
         lines.append(f"    {table.name} {{")
         for column in table.columns:
             keys = [k for k, cols in (("PK", pk), ("FK", fk), ("UK", uk)) if column.name in cols]
@@ -153,8 +153,12 @@ def roles_executing(schema: SchemaIR, function: str) -> list[tuple[RoleIR, str]]
     ``why`` is '' for a declared grant, else the reason the generator implied it (e.g.
     "called by complete_task").
     """
-    granted = ((r, r.grant_reason(function)) for r in schema.roles)
-    return sorted(((r, why) for r, why in granted if why is not None), key=lambda rw: rw[0].name)
+    granted = []
+    for role in sorted(schema.roles, key=lambda r: r.name):
+        implied = role.implied(function)
+        if function in role.execute or implied is not None:
+            granted.append((role, implied_reason(implied) if implied is not None else ""))
+    return granted
 
 
 def table_grants(schema: SchemaIR, table: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -167,23 +171,6 @@ def table_grants(schema: SchemaIR, table: str) -> list[tuple[str, tuple[str, ...
     )
 
 
-def migration_summaries(files: Sequence[GeneratedFile]) -> list[tuple[str, str]]:
-    """(file name, first comment line after the header) of each generated migration."""
-    found: list[tuple[str, str]] = []
-    for file in sorted(files, key=lambda f: f.path):
-        if not (file.path.startswith("migrations/") and file.path.endswith(".sql")):
-            continue
-        summary = ""
-        for line in file.content.splitlines()[1:]:
-            if line.startswith("--"):
-                summary = line.lstrip("- ").strip()
-                break
-        name = file.path.removeprefix("migrations/")
-        summary = summary.removeprefix(f"Migration {name.removesuffix('.sql')}:").strip()
-        found.append((name, summary))
-    return found
-
-
 # -- pages -----------------------------------------------------------------------------------
 def _page(path: str, template: str, source: str, **context: object) -> GeneratedFile:
     text = render(template, header=header("<!--", source) + " -->", **context)
@@ -191,9 +178,10 @@ def _page(path: str, template: str, source: str, **context: object) -> Generated
 
 
 def render_docs(
-    schema: SchemaIR, source: str, generated: Sequence[GeneratedFile]
+    schema: SchemaIR, source: str, migrations: Sequence[tuple[str, str]]
 ) -> list[GeneratedFile]:
-    """Every page of the reference, plus the site navigation."""
+    """Every page of the reference, plus the site navigation; ``migrations`` lists each
+    migration file with what it does."""
     errors_by_name = {e.name: e for e in schema.errors}
     functions = sorted(schema.all_functions, key=lambda f: f.name)
     public = [f for f in functions if not f.internal]
@@ -224,6 +212,11 @@ def render_docs(
         "indent": indent,
         "type_link": lambda ref, prefix="../": type_link(ref, schema, prefix),
         "returns_sql": lambda f: function_returns(schema, f),
+        "definition": lambda c: constraint_definition(schema.schema, c),
+        "implied_reason": implied_reason,
+        "transitions_by": lambda name: [
+            (m.name, t) for m in schema.state_machines for t in m.transitions if name in t.by
+        ],
         "roles_executing": lambda name: roles_executing(schema, name),
         "table_grants": lambda name: table_grants(schema, name),
         "row_model": row_model,
@@ -267,7 +260,7 @@ def render_docs(
             "migrations.md",
             "docs/migrations.md.j2",
             source,
-            migrations=migration_summaries(generated),
+            migrations=migrations,
             **common,
         ),
         _page("python-client.md", "docs/python-client.md.j2", source, **common),

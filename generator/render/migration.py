@@ -6,8 +6,7 @@ or role block looks the same whether a database was upgraded or installed fresh.
 
 from __future__ import annotations
 
-from generator.ir import SchemaIR
-from generator.planner import (
+from generator.changes import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -32,14 +31,22 @@ from generator.planner import (
     RenameConstraint,
     RenameIndex,
     RenameTable,
+    RestoreDefault,
     RevokePrivileges,
     SetDefault,
     SetNullable,
-    revoke_of,
+    SuspendDefault,
     summary_lines,
 )
+from generator.ir import SchemaIR
 from generator.render import GeneratedFile, header
-from generator.render.sql import function_identity, render_object
+from generator.render.sql import (
+    constraint_definition,
+    function_identity,
+    grant_sql,
+    render_object,
+    revoke_sql,
+)
 from generator.templating import render, sql_literal
 
 
@@ -52,10 +59,10 @@ def statements(change: Change, new: SchemaIR) -> str:
     s = new.schema
     match change:
         case RevokePrivileges(role=role, grants=grants, reason=reason):
-            lines = "".join(f"{revoke_of(g)}\n" for g in grants)
+            lines = "".join(f"{revoke_sql(g)}\n" for g in grants)
             return f"-- Role {role}: {reason}\n{lines}"
         case GrantPrivileges(role=role, grants=grants, reason=reason):
-            lines = "".join(f"{g}\n" for g in grants)
+            lines = "".join(f"{grant_sql(g)}\n" for g in grants)
             return f"-- Role {role}: {reason}\n{lines}"
         case AlterRole(role=role, login=login, doc=doc):
             text = (
@@ -117,6 +124,10 @@ def statements(change: Change, new: SchemaIR) -> str:
             if after.default is not None:
                 text += _alter(s, table, f"alter column {after.name} set default {after.default}")
             return text
+        case SuspendDefault(table=table, column=column):
+            return _alter(s, table, f"alter column {column} drop default")
+        case RestoreDefault(table=table, column=column, default=default):
+            return _alter(s, table, f"alter column {column} set default {default}")
         case SetDefault(table=table, column=column, default=default):
             action = "drop default" if default is None else f"set default {default}"
             return _alter(s, table, f"alter column {column} {action}")
@@ -124,17 +135,28 @@ def statements(change: Change, new: SchemaIR) -> str:
             action = "drop not null" if nullable else "set not null"
             return _alter(s, table, f"alter column {column} {action}")
         case AddConstraint(table=table, constraint=constraint):
-            return _alter(s, table, f"add constraint {constraint.name} {constraint.definition}")
+            definition = constraint_definition(s, constraint)
+            return _alter(s, table, f"add constraint {constraint.name} {definition}")
         case CreateIndex(index=index):
             unique = "unique " if index.unique else ""
             where = f" where {index.where}" if index.where else ""
             columns = ", ".join(index.columns)
             return f"create {unique}index {index.name} on {s}.{index.table} ({columns}){where};\n"
-        case Comment(kind=kind, target=target, text=text):
+        case Comment(kind=kind, subject=subject, text=text, function=function):
+            target = f"{s}.{subject}" if function is None else function_identity(new, function)
             return f"comment on {kind} {target} is {sql_literal(text)};\n"
         case GrantRole(role=role):
             return render_object(new, "role", role)
     raise TypeError(f"no SQL for {type(change).__name__}")
+
+
+def change_count(plan: Plan) -> str:
+    """``N changes[, M destructive]``: what the migration's first comment line says."""
+    destructive = len(plan.destructive)
+    count = f"{len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''}"
+    if destructive:
+        count += f", {destructive} destructive"
+    return count
 
 
 def render_upgrade(plan: Plan, stem: str, source: str) -> GeneratedFile:
@@ -148,15 +170,11 @@ def render_upgrade(plan: Plan, stem: str, source: str) -> GeneratedFile:
         parts.append(text)
         previous = type(change)
     body = "".join(parts).strip("\n")
-    destructive = len(plan.destructive)
-    count = f"{len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''}"
-    if destructive:
-        count += f", {destructive} destructive"
     content = render(
         "sql/upgrade_migration.sql.j2",
         header=header("--", source),
         migration=stem,
-        count=count,
+        count=change_count(plan),
         changes=summary_lines(plan),
         notes=plan.notes,
         body=body,

@@ -5,7 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from generator.ir import FunctionIR, SchemaIR
+from generator.ir import (
+    ConstraintIR,
+    ConstraintKind,
+    ForeignKeyAction,
+    FunctionIR,
+    GrantIR,
+    GrantTarget,
+    ImpliedExecuteIR,
+    SchemaIR,
+)
 from generator.render import GeneratedFile, header
 from generator.templating import environment, render
 
@@ -16,6 +25,73 @@ def function_identity(schema: SchemaIR, function: FunctionIR) -> str:
     """``schema.name(argtype, …)``: how grants and comments name a function."""
     types = ", ".join(arg.type.sql(schema.schema) for arg in function.args)
     return f"{schema.schema}.{function.name}({types})"
+
+
+def constraint_definition(schema: str, constraint: ConstraintIR) -> str:
+    """What follows ``constraint <name>``: ``primary key (…)``, ``check (…)`` …"""
+    columns = ", ".join(constraint.columns)
+    match constraint.kind:
+        case ConstraintKind.CHECK:
+            return f"check ({constraint.expression})"
+        case ConstraintKind.FOREIGN_KEY:
+            target = constraint.references
+            assert target is not None
+            text = (
+                f"foreign key ({columns}) references {schema}.{target.table} "
+                f"({', '.join(target.columns)})"
+            )
+            if target.on_delete is not ForeignKeyAction.NO_ACTION:
+                text += f" on delete {target.on_delete}"
+            if target.on_update is not ForeignKeyAction.NO_ACTION:
+                text += f" on update {target.on_update}"
+            return text
+    return f"{constraint.kind} ({columns})"
+
+
+def _grant_object(grant: GrantIR) -> str:
+    match grant.target:
+        case GrantTarget.SCHEMA:
+            return f"schema {grant.schema}"
+        case GrantTarget.FUNCTION:
+            types = ", ".join(t.sql(grant.schema) for t in grant.arg_types)
+            return f"function {grant.schema}.{grant.name}({types})"
+        case GrantTarget.TABLE:
+            return f"{grant.schema}.{grant.name}"
+        case GrantTarget.ALL_FUNCTIONS:
+            return f"all functions in schema {grant.schema}"
+        case GrantTarget.ALL_TABLES:
+            return f"all tables in schema {grant.schema}"
+    return "tables"  # future tables: named by the default-privileges prefix
+
+
+def implied_reason(implied: ImpliedExecuteIR) -> str:
+    """Why a role needs a function the spec does not grant it, in a few words."""
+    if implied.called_by is not None:
+        return f"called by {implied.called_by}"
+    return f"checks of {implied.checks_of}"
+
+
+def grant_sql(grant: GrantIR) -> str:
+    """The GRANT statement, with why when the grant is implied by another."""
+    prefix = (
+        f"alter default privileges in schema {grant.schema} "
+        if grant.target is GrantTarget.FUTURE_TABLES
+        else ""
+    )
+    text = f"{prefix}grant {', '.join(grant.privileges)} on {_grant_object(grant)} to {grant.role};"
+    return f"{text} -- {implied_reason(grant.implied)}" if grant.implied else text
+
+
+def revoke_sql(grant: GrantIR) -> str:
+    """The REVOKE undoing ``grant``."""
+    prefix = (
+        f"alter default privileges in schema {grant.schema} "
+        if grant.target is GrantTarget.FUTURE_TABLES
+        else ""
+    )
+    return (
+        f"{prefix}revoke {', '.join(grant.privileges)} on {_grant_object(grant)} from {grant.role};"
+    )
 
 
 def function_returns(schema: SchemaIR, function: FunctionIR) -> str:
@@ -53,6 +129,8 @@ def template_context(schema: SchemaIR) -> dict[str, object]:
         "identity": lambda f: function_identity(schema, f),
         "returns": lambda f: function_returns(schema, f),
         "search_path": search_path_clause,
+        "definition": lambda c: constraint_definition(schema.schema, c),
+        "grant": grant_sql,
     }
 
 

@@ -98,9 +98,14 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
     )
     ws.edit("terminal: [shipped, cancelled]", "terminal: [cancelled, returned]")
     ws.edit(
-        "      - {from: placed, to: cancelled, by: [ship_order]}\n",
-        "      - {from: placed, to: cancelled, by: [ship_order]}\n"
-        "      - {from: shipped, to: returned, by: [ship_order]}\n",
+        "      - {from: placed, to: cancelled, by: [cancel_order]}\n",
+        "      - {from: placed, to: cancelled, by: [cancel_order]}\n"
+        "      - {from: shipped, to: returned, by: [cancel_order]}\n",
+    )
+    ws.edit(
+        "set status = 'cancelled'",
+        "set status = case o.status when 'shipped' then 'returned' else 'cancelled' end",
+        "functions/cancel_order.sql",
     )
     sql = ws.new("returns")
     assert "alter table shop.orders drop constraint status_is_valid;" in sql

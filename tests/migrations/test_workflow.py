@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from generator.build import load_ir
+from generator.changes import AlterColumnType, PlanError, widens
+from generator.ir import GrantIR, GrantTarget, ImpliedExecuteIR
 from generator.pipeline import generate_files
-from generator.planner import AlterColumnType, PlanError, plan, rename_words, revoke_of, widens
-from generator.render.sql import render_initial_migration
+from generator.planner import plan
+from generator.renames import rename_words
+from generator.render.sql import grant_sql, render_initial_migration, revoke_sql
 from generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
 from generator.sql_types import TypeRef
 from pgweave import PROJECT_ROOT
@@ -322,21 +325,32 @@ def test_history_requires_consecutive_numbers(mini_ws: Workspace) -> None:
         load_history(ws.out)
 
 
-def test_revoke_of_each_grant_form() -> None:
-    assert revoke_of("grant select, insert on shop.orders to clerk;") == (
-        "revoke select, insert on shop.orders from clerk;"
+def test_grant_and_revoke_of_each_grant_form() -> None:
+    table = GrantIR("clerk", GrantTarget.TABLE, ("select", "insert"), "shop", "orders")
+    assert grant_sql(table) == "grant select, insert on shop.orders to clerk;"
+    assert revoke_sql(table) == "revoke select, insert on shop.orders from clerk;"
+    function = GrantIR(
+        "clerk",
+        GrantTarget.FUNCTION,
+        ("execute",),
+        "s",
+        "f",
+        (TypeRef("text", "base"),),
+        ImpliedExecuteIR("f", called_by="g"),
     )
-    assert revoke_of("grant execute on function s.f(text) to clerk; -- called by g") == (
-        "revoke execute on function s.f(text) from clerk;"
-    )
-    assert revoke_of(
+    assert grant_sql(function) == "grant execute on function s.f(text) to clerk; -- called by g"
+    assert revoke_sql(function) == "revoke execute on function s.f(text) from clerk;"
+    future = GrantIR("worker", GrantTarget.FUTURE_TABLES, ("select",), "pgmq")
+    assert grant_sql(future) == (
         "alter default privileges in schema pgmq grant select on tables to worker;"
-    ) == (
+    )
+    assert revoke_sql(future) == (
         "alter default privileges in schema pgmq revoke select on tables from worker;\n"
         "revoke select on all tables in schema pgmq from worker;"
     )
-    with pytest.raises(ValueError, match="not a grant"):
-        revoke_of("comment on role clerk is 'x';")
+    assert revoke_sql(GrantIR("w", GrantTarget.ALL_FUNCTIONS, ("execute",), "pgmq")) == (
+        "revoke execute on all functions in schema pgmq from w;"
+    )
 
 
 def test_unplannable_pending_change_is_reported_by_check(mini_ws: Workspace) -> None:
@@ -344,6 +358,8 @@ def test_unplannable_pending_change_is_reported_by_check(mini_ws: Workspace) -> 
     ws.new("initial")
     ws.edit("  schema: shop\n", "  schema: store\n")
     ws.edit("check: shop.is_valid_name(name)}", "check: store.is_valid_name(name)}")
+    for body in ("place_order", "ship_order", "cancel_order"):
+        ws.edit("shop.orders", "store.orders", f"functions/{body}.sql")
     code, output = ws.cli("check")
     assert code == 1
     assert "no migration can express: the schema name changes from shop to store" in output

@@ -28,7 +28,7 @@ RUN_TERMINAL: Final[frozenset[RunStatus]] = frozenset(
 
 RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]], ...]] = (
     (None, RunStatus.STARTED, ("start_flow",)),
-    (RunStatus.STARTED, RunStatus.COMPLETED, ("maybe_complete_run",)),
+    (RunStatus.STARTED, RunStatus.COMPLETED, ("maybe_complete_run", "_complete_final_tasks")),
     (
         RunStatus.STARTED,
         RunStatus.FAILED,
@@ -58,7 +58,11 @@ STEP_STATE_TRANSITIONS: Final[
     tuple[tuple[StepStateStatus | None, StepStateStatus, tuple[str, ...]], ...]
 ] = (
     (None, StepStateStatus.CREATED, ("start_flow",)),
-    (StepStateStatus.CREATED, StepStateStatus.STARTED, ("start_ready_steps",)),
+    (
+        StepStateStatus.CREATED,
+        StepStateStatus.STARTED,
+        ("start_ready_steps", "_complete_final_tasks"),
+    ),
     (StepStateStatus.CREATED, StepStateStatus.COMPLETED, ("cascade_complete_taskless_steps",)),
     (
         StepStateStatus.CREATED,
@@ -66,7 +70,11 @@ STEP_STATE_TRANSITIONS: Final[
         ("cascade_resolve_conditions", "_cascade_force_skip_steps"),
     ),
     (StepStateStatus.CREATED, StepStateStatus.FAILED, ("cascade_resolve_conditions",)),
-    (StepStateStatus.STARTED, StepStateStatus.COMPLETED, ("complete_task",)),
+    (
+        StepStateStatus.STARTED,
+        StepStateStatus.COMPLETED,
+        ("complete_task", "_complete_final_tasks"),
+    ),
     (StepStateStatus.STARTED, StepStateStatus.FAILED, ("fail_task", "complete_task")),
     (StepStateStatus.STARTED, StepStateStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),
 )
@@ -93,20 +101,24 @@ STEP_TASK_TERMINAL: Final[frozenset[StepTaskStatus]] = frozenset(
 STEP_TASK_TRANSITIONS: Final[
     tuple[tuple[StepTaskStatus | None, StepTaskStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepTaskStatus.QUEUED, ("start_ready_steps",)),
-    (StepTaskStatus.QUEUED, StepTaskStatus.STARTED, ("start_tasks",)),
-    (StepTaskStatus.STARTED, StepTaskStatus.COMPLETED, ("complete_task",)),
+    (None, StepTaskStatus.QUEUED, ("start_ready_steps", "_complete_final_tasks")),
+    (StepTaskStatus.QUEUED, StepTaskStatus.STARTED, ("start_tasks", "_start_tasks")),
+    (
+        StepTaskStatus.STARTED,
+        StepTaskStatus.COMPLETED,
+        ("complete_task", "complete_tasks", "_complete_final_tasks"),
+    ),
     (StepTaskStatus.STARTED, StepTaskStatus.QUEUED, ("fail_task", "requeue_stalled_tasks")),
     (StepTaskStatus.STARTED, StepTaskStatus.FAILED, ("fail_task", "complete_task")),
     (
         StepTaskStatus.QUEUED,
         StepTaskStatus.CANCELLED,
-        ("fail_task", "complete_task", "cascade_resolve_conditions"),
+        ("fail_task", "complete_task", "cascade_resolve_conditions", "_cancel_run_tasks"),
     ),
     (
         StepTaskStatus.STARTED,
         StepTaskStatus.CANCELLED,
-        ("fail_task", "complete_task", "cascade_resolve_conditions"),
+        ("fail_task", "complete_task", "cascade_resolve_conditions", "_cancel_run_tasks"),
     ),
     (StepTaskStatus.QUEUED, StepTaskStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),
     (StepTaskStatus.STARTED, StepTaskStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),

@@ -1,0 +1,154 @@
+"""Checks of the spec's SQL against the spec: names in fragments, statuses set by bodies.
+
+Every SQL fragment (check expressions, index predicates, defaults, bodies) is parsed with
+PostgreSQL's parser (``generator.sql_analysis``); names it can resolve are checked - the
+columns of the table in checks and index predicates, the tables and functions of the
+schema (and pgmq's functions) that bodies name. A body that writes a status literal to a
+column governed by a state machine must be listed in ``by`` of a transition to that
+state, and each function listed in ``by`` must perform it (itself or through a function
+it calls). Problems are reported through the callbacks the builder passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from generator import spec_model as sm
+from generator.diagnostics import Path_
+from generator.sql_analysis import (
+    BodyFacts,
+    SqlSyntaxError,
+    called_functions,
+    column_refs,
+    parse_expression,
+    pgmq_functions,
+)
+
+Report = Callable[[Path_, str], None]
+BodyReport = Callable[[str, int, str], None]  # function name, body line, message
+
+
+def check_expression(
+    text: str,
+    path: Path_,
+    error: Report,
+    *,
+    schema: str,
+    functions: Mapping[str, object],
+    table: tuple[str, Sequence[str]] | None = None,
+) -> None:
+    """Parse an SQL expression; with ``table`` (name, columns) its column names must exist
+    there, without it (a default) it may name no column at all."""
+    try:
+        tree = parse_expression(text)
+    except SqlSyntaxError as exc:
+        error(path, f"invalid SQL expression: {exc}")
+        return
+    for name in dict.fromkeys(column_refs(tree)):
+        if table is None:
+            error(path, f"a default cannot refer to column '{name}'")
+        elif name not in table[1]:
+            error(path, f"unknown column '{name}' in table '{table[0]}'")
+    for qualifier, name in called_functions(tree):
+        if qualifier == schema and name not in functions:
+            error(path, f"unknown function '{schema}.{name}'")
+
+
+def check_body_names(
+    function: str, facts: BodyFacts, spec: sm.Spec, report: BodyReport, queue: str
+) -> None:
+    """Syntax errors, and tables and functions of the schema or the queue that do not exist."""
+    schema = spec.settings.schema_name
+    for line, message in facts.errors:
+        report(function, line, f"invalid SQL: {message}")
+    for call in facts.calls:
+        if call.schema == schema and call.name not in spec.functions:
+            report(function, call.line, f"unknown function '{schema}.{call.name}'")
+        elif call.schema == queue and call.name not in pgmq_functions():
+            report(function, call.line, f"unknown function '{queue}.{call.name}'")
+    for relation in facts.relations:
+        if relation.schema == schema and relation.name not in spec.tables:
+            report(function, relation.line, f"unknown table '{schema}.{relation.name}'")
+
+
+def _callees(spec: sm.Spec, facts: Mapping[str, BodyFacts], start: str) -> set[str]:
+    """``start`` and every function of the schema it calls, transitively."""
+    schema = spec.settings.schema_name
+    seen = {start}
+    pending = [start]
+    while pending:
+        current = facts.get(pending.pop())
+        for call in current.calls if current is not None else ():
+            if call.schema == schema and call.name in spec.functions and call.name not in seen:
+                seen.add(call.name)
+                pending.append(call.name)
+    return seen
+
+
+def check_transitions(
+    spec: sm.Spec, facts: Mapping[str, BodyFacts], error: Report, report: BodyReport
+) -> None:
+    """Status writes need a declared transition; declared transitions need a body doing them."""
+    schema = spec.settings.schema_name
+    governed = {(m.table, m.column): (name, m) for name, m in spec.state_machines.items()}
+    for function, found in facts.items():
+        for write in found.status_writes:
+            entry = governed.get((write.table, write.column))
+            if write.schema != schema or entry is None:
+                continue
+            name, machine = entry
+            if write.literal not in machine.states:
+                report(
+                    function,
+                    write.line,
+                    f"'{write.literal}' is not a state of state machine '{name}'",
+                )
+            elif not any(t.to == write.literal and function in t.by for t in machine.transitions):
+                report(
+                    function,
+                    write.line,
+                    f"sets {write.table}.{write.column} to '{write.literal}' but no transition "
+                    f"of state machine '{name}' to '{write.literal}' lists {function} in 'by'",
+                )
+        for insert in found.inserts:
+            entry = next((e for (t, _), e in governed.items() if t == insert.name), None)
+            if insert.schema != schema or entry is None:
+                continue
+            name, machine = entry
+            if not any(not t.from_ and function in t.by for t in machine.transitions):
+                report(
+                    function,
+                    insert.line,
+                    f"inserts into {insert.name} but no creating transition (from: []) of "
+                    f"state machine '{name}' lists {function} in 'by'",
+                )
+    for name, machine in spec.state_machines.items():
+        for index, transition in enumerate(machine.transitions):
+            for position, function in enumerate(transition.by):
+                if function not in facts:
+                    continue  # unknown function or unreadable body: reported elsewhere
+                done = False
+                for callee in _callees(spec, facts, function):
+                    callee_facts = facts.get(callee, BodyFacts())
+                    done = done or any(
+                        (w.schema, w.table, w.column, w.literal)
+                        == (schema, machine.table, machine.column, transition.to)
+                        for w in callee_facts.status_writes
+                    )
+                    done = done or (
+                        not transition.from_
+                        and any(
+                            (i.schema, i.name) == (schema, machine.table)
+                            for i in callee_facts.inserts
+                        )
+                    )
+                if not done:
+                    what = (
+                        f"inserts into {machine.table}"
+                        if not transition.from_
+                        else f"sets {machine.table}.{machine.column} to '{transition.to}'"
+                    )
+                    error(
+                        ("state_machines", name, "transitions", index, "by", position),
+                        f"no body of {function} (or of a function it calls) {what}",
+                    )

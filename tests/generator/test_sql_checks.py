@@ -1,0 +1,162 @@
+"""The spec's SQL is parsed at generate time: names, empty bodies, statuses set by bodies.
+
+Each case breaks the mini spec on purpose and expects the problem at its file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from generator.build import load_ir
+from generator.diagnostics import SpecError
+from tests.generator.conftest import SpecCopy
+
+
+def problems(mini: SpecCopy) -> list[str]:
+    """Every issue ``build`` reports for the (broken) spec copy."""
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    return [str(issue) for issue in caught.value.issues]
+
+
+def edit_body(mini: SpecCopy, name: str, old: str, new: str) -> Path:
+    """Replace text in a body file; returns the file."""
+    path = mini.root / "functions" / name
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "check: shop.is_valid_name(name)}",
+            "check: shop.is_valid_name(nme)}",
+            "tables.customers.columns.name.check: unknown column 'nme' in table 'customers'",
+            id="check-unknown-column",
+        ),
+        pytest.param(
+            "check: shop.is_valid_name(name)}",
+            "check: shop.is_valid_nam(name)}",
+            "tables.customers.columns.name.check: unknown function 'shop.is_valid_nam'",
+            id="check-unknown-function",
+        ),
+        pytest.param(
+            "check: shop.is_valid_name(name)}",
+            "check: shop.is_valid_name(name) and}",
+            "tables.customers.columns.name.check: invalid SQL expression: syntax error",
+            id="check-syntax-error",
+        ),
+        pytest.param(
+            "where: \"status = 'placed'\"",
+            "where: \"stauts = 'placed'\"",
+            "tables.orders.indexes[0].where: unknown column 'stauts' in table 'orders'",
+            id="index-predicate-typo",
+        ),
+        pytest.param(
+            "placed_at: {type: timestamptz, nullable: false, default: now()}",
+            "placed_at: {type: timestamptz, nullable: false, default: shipped_at}",
+            "tables.orders.columns.placed_at.default: a default cannot refer to column "
+            "'shipped_at'",
+            id="default-names-column",
+        ),
+    ],
+)
+def test_spec_fragment_is_parsed_and_its_names_checked(
+    mini: SpecCopy, old: str, new: str, expected: str
+) -> None:
+    line = mini.replace(old, new)
+    assert f"{mini.file}:{line}: {expected}" in "\n".join(problems(mini))
+
+
+def test_empty_body_file_is_an_error(mini: SpecCopy) -> None:
+    (mini.root / "functions" / "is_valid_name.sql").write_text("\n\n", encoding="utf-8")
+    assert any(
+        "functions.is_valid_name.body: body file 'functions/is_valid_name.sql' is empty" in p
+        for p in problems(mini)
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "expected"),
+    [
+        pytest.param(
+            "update shop.orders as o",
+            "update shop.order as o",
+            3,
+            "unknown table 'shop.order'",
+            id="unknown-table",
+        ),
+        pytest.param(
+            "raise exception 'Order not found: %', ship_order.order_id;",
+            "perform shop.notify_customer(ship_order.order_id);",
+            8,
+            "unknown function 'shop.notify_customer'",
+            id="unknown-function",
+        ),
+        pytest.param(
+            "if not found then",
+            "if not found then then",
+            1,
+            "invalid SQL: syntax error",
+            id="plpgsql-syntax-error",
+        ),
+    ],
+)
+def test_names_in_bodies_are_checked(
+    mini: SpecCopy, old: str, new: str, line: int, expected: str
+) -> None:
+    body = edit_body(mini, "ship_order.sql", old, new)
+    assert f"{body}:{line}: functions.ship_order.body: {expected}" in "\n".join(problems(mini))
+
+
+def test_status_set_without_declared_transition_is_an_error(mini: SpecCopy) -> None:
+    body = edit_body(mini, "ship_order.sql", "set status = 'shipped'", "set status = 'cancelled'")
+    found = "\n".join(problems(mini))
+    assert (
+        f"{body}:4: functions.ship_order.body: sets orders.status to 'cancelled' but no "
+        "transition of state machine 'order' to 'cancelled' lists ship_order in 'by'"
+    ) in found
+    # and the transition to shipped it declares is no longer performed by any body
+    assert (
+        "state_machines.order.transitions[1].by[0]: no body of ship_order (or of a function "
+        "it calls) sets orders.status to 'shipped'"
+    ) in found
+
+
+def test_declared_transition_no_body_performs_is_an_error(mini: SpecCopy) -> None:
+    line = mini.replace(
+        "- {from: placed, to: cancelled, by: [cancel_order]}",
+        "- {from: placed, to: cancelled, by: [cancel_order, place_order]}",
+    )
+    assert (
+        f"{mini.file}:{line}: state_machines.order.transitions[2].by[1]: no body of "
+        "place_order (or of a function it calls) sets orders.status to 'cancelled'"
+    ) in problems(mini)
+
+
+def test_insert_without_creating_transition_is_an_error(mini: SpecCopy) -> None:
+    mini.replace(
+        "- {from: [], to: placed, by: [place_order]}", "- {from: [], to: placed, by: [ship_order]}"
+    )
+    body = mini.root / "functions" / "place_order.sql"
+    assert (
+        f"{body}:1: functions.place_order.body: inserts into orders but no creating transition "
+        "(from: []) of state machine 'order' lists place_order in 'by'"
+    ) in problems(mini)
+
+
+def test_duplicate_constraint_is_reported_at_the_duplicate(mini: SpecCopy) -> None:
+    line = mini.replace(
+        "    primary_key: [order_id]\n",
+        "    primary_key: [order_id]\n    checks:\n"
+        "      - {name: orders_pkey, expression: order_id > 0}\n",
+    )
+    assert (
+        f"{mini.file}:{line + 2}: tables.orders.checks[0].name: duplicate constraint name "
+        "'orders_pkey'"
+    ) in problems(mini)
