@@ -83,14 +83,18 @@ def grant_sql(grant: GrantIR) -> str:
 
 
 def revoke_sql(grant: GrantIR) -> str:
-    """The REVOKE undoing ``grant``."""
-    prefix = (
-        f"alter default privileges in schema {grant.schema} "
-        if grant.target is GrantTarget.FUTURE_TABLES
-        else ""
-    )
+    """The REVOKE undoing ``grant``.
+
+    Default privileges on tables also reached the tables created since (e.g. the queues of
+    new flows): those grants are revoked too.
+    """
+    privileges = ", ".join(grant.privileges)
+    revoke = f"revoke {privileges} on {_grant_object(grant)} from {grant.role};"
+    if grant.target is not GrantTarget.FUTURE_TABLES:
+        return revoke
     return (
-        f"{prefix}revoke {', '.join(grant.privileges)} on {_grant_object(grant)} from {grant.role};"
+        f"alter default privileges in schema {grant.schema} {revoke}\n"
+        f"revoke {privileges} on all tables in schema {grant.schema} from {grant.role};"
     )
 
 
