@@ -1,0 +1,166 @@
+declare
+  v_source pgflow.runs;
+  v_run pgflow.runs;
+  step record;
+  messages jsonb[];
+  missing integer[];
+  msg_ids bigint[];
+begin
+  v_source := pgflow._restart_source(resume_run.run_id);
+
+  -- What the source finished without failing is carried over: its completed and skipped
+  -- steps (a step only finishes after its dependencies did, so they are carried too).
+  -- Everything else starts afresh.
+  insert into pgflow.runs (flow_slug, status, input, remaining_steps, restart_of_run_id)
+  select
+    v_source.flow_slug,
+    'started',
+    v_source.input,
+    count(*) filter (where ss.status not in ('completed', 'skipped')),
+    v_source.run_id
+  from pgflow.step_states as ss
+  where ss.run_id = v_source.run_id
+  returning * into v_run;
+
+  -- remaining_deps counts the dependencies not carried over; initial_tasks is the
+  -- source's (the same input and the same carried outputs give the same counts).
+  insert into pgflow.step_states (
+    flow_slug, run_id, step_slug, status, remaining_deps, initial_tasks, remaining_tasks,
+    output, skip_reason, error_message, started_at, completed_at, skipped_at
+  )
+  select
+    src.flow_slug,
+    v_run.run_id,
+    src.step_slug,
+    case when src.status in ('completed', 'skipped') then src.status else 'created' end,
+    (
+      select count(*)
+      from pgflow.deps as d
+      join pgflow.step_states as dep
+        on dep.run_id = src.run_id and dep.step_slug = d.dep_slug
+      where d.flow_slug = src.flow_slug
+        and d.step_slug = src.step_slug
+        and dep.status not in ('completed', 'skipped')
+    ),
+    src.initial_tasks,
+    case when src.status = 'completed' then 0 end,
+    case when src.status = 'completed' then src.output end,
+    case when src.status = 'skipped' then src.skip_reason end,
+    case when src.status = 'skipped' then src.error_message end,
+    case when src.status = 'completed' then now() end,
+    case when src.status = 'completed' then now() end,
+    case when src.status = 'skipped' then now() end
+  from pgflow.step_states as src
+  where src.run_id = v_source.run_id;
+
+  -- Completed tasks are carried over for the completed steps and for unfinished map
+  -- steps, so a partially completed map queues only its missing elements.
+  insert into pgflow.step_tasks (
+    flow_slug, run_id, step_slug, task_index, status, attempts_count, output,
+    queued_at, started_at, completed_at
+  )
+  select t.flow_slug, v_run.run_id, t.step_slug, t.task_index, 'completed', t.attempts_count,
+    t.output, now(), now(), now()
+  from pgflow.step_tasks as t
+  join pgflow.step_states as src on src.run_id = t.run_id and src.step_slug = t.step_slug
+  join pgflow.steps as s on s.flow_slug = t.flow_slug and s.step_slug = t.step_slug
+  where t.run_id = v_source.run_id
+    and t.status = 'completed'
+    and (src.status = 'completed' or (s.step_type = 'map' and src.status <> 'skipped'));
+
+  perform pgflow._broadcast(
+    jsonb_build_object(
+      'event_type', 'run:started',
+      'run_id', v_run.run_id,
+      'flow_slug', v_run.flow_slug,
+      'input', v_run.input,
+      'status', v_run.status,
+      'remaining_steps', v_run.remaining_steps,
+      'started_at', v_run.started_at
+    ),
+    'run:started',
+    concat('pgflow:run:', v_run.run_id)
+  );
+
+  -- Partially completed maps start at once (they were started in the source, so their
+  -- dependencies are carried and their condition held) with the missing elements only.
+  for step in
+    with partial as (
+      select ss.step_slug, count(*)::integer as carried
+      from pgflow.step_states as ss
+      join pgflow.step_tasks as t on t.run_id = ss.run_id and t.step_slug = ss.step_slug
+      where ss.run_id = v_run.run_id
+        and ss.status = 'created'
+      group by ss.step_slug
+    ),
+    started as (
+      update pgflow.step_states as ss
+      set status = 'started',
+          started_at = now(),
+          remaining_tasks = ss.initial_tasks - partial.carried
+      from partial
+      where ss.run_id = v_run.run_id
+        and ss.step_slug = partial.step_slug
+      returning ss.*
+    )
+    select started.*, s.opt_start_delay
+    from started
+    join pgflow.steps as s on s.flow_slug = started.flow_slug and s.step_slug = started.step_slug
+    order by started.step_slug
+  loop
+    perform pgflow._broadcast(
+      jsonb_build_object(
+        'event_type', 'step:started',
+        'run_id', step.run_id,
+        'step_slug', step.step_slug,
+        'status', step.status,
+        'started_at', step.started_at,
+        'remaining_tasks', step.remaining_tasks,
+        'remaining_deps', step.remaining_deps
+      ),
+      concat('step:', step.step_slug, ':started'),
+      concat('pgflow:run:', step.run_id)
+    );
+
+    missing := array(
+      select i
+      from generate_series(0, step.initial_tasks - 1) as i
+      where not exists (
+        select 1
+        from pgflow.step_tasks as t
+        where t.run_id = step.run_id
+          and t.step_slug = step.step_slug
+          and t.task_index = i
+      )
+      order by i
+    );
+    messages := array(
+      select jsonb_build_object(
+        'flow_slug', v_run.flow_slug,
+        'run_id', step.run_id,
+        'step_slug', step.step_slug,
+        'task_index', m.i
+      )
+      from unnest(missing) with ordinality as m(i, ord)
+      order by m.ord
+    );
+
+    select array_agg(sent.msg_id order by sent.ord) into msg_ids
+    from pgmq.send_batch(v_run.flow_slug, messages, coalesce(step.opt_start_delay, 0))
+      with ordinality as sent(msg_id, ord);
+
+    insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
+    select v_run.flow_slug, step.run_id, step.step_slug, x.i, 'queued', x.msg_id
+    from unnest(missing, msg_ids) as x(i, msg_id);
+  end loop;
+
+  -- Then the normal chain, as start_flow runs it.
+  if pgflow.cascade_resolve_conditions(v_run.run_id) then
+    perform pgflow.cascade_complete_taskless_steps(v_run.run_id);
+    perform pgflow.start_ready_steps(v_run.run_id);
+    perform pgflow.maybe_complete_run(v_run.run_id);
+  end if;
+
+  select r.* into v_run from pgflow.runs as r where r.run_id = v_run.run_id;
+  return v_run;
+end;
