@@ -113,7 +113,8 @@ def test_cancel_run_ends_unfinished_work_and_archives_every_message(
 
     assert row["status"] == "cancelled"
     assert row["cancel_reason"] == "operator said so"
-    assert row["cancelled_at"] is not None and row["completed_at"] is None
+    assert row["cancelled_at"] is not None
+    assert row["completed_at"] is None
     assert row == run_row(conn, run_id)
     assert statuses(conn, run_id) == {"m": "cancelled", "a": "completed", "b": "cancelled"}
     assert task_statuses(conn, run_id) == {
@@ -142,7 +143,8 @@ def test_cancel_is_idempotent_and_refuses_finished_runs(conn: psycopg.Connection
     events.take()
     before = snapshot(conn, "f", run_id)
     again = call_run(conn, "cancel_run", run_id, "another reason")
-    assert again == first and first["cancel_reason"] is None
+    assert again == first
+    assert first["cancel_reason"] is None
     assert snapshot(conn, "f", run_id) == before
     assert events.take() == []
 
@@ -220,7 +222,8 @@ def test_pause_run_holds_its_tasks_until_unpause(conn: psycopg.Connection) -> No
     events.take()
 
     paused = call_run(conn, "pause_run", run_id)
-    assert paused["paused_at"] is not None and paused["status"] == "started"
+    assert paused["paused_at"] is not None
+    assert paused["status"] == "started"
     [event] = events.take()
     assert event["event"] == "run:paused"
     assert set(event["payload"]) == {"event_type", "run_id", "flow_slug", "status", "paused_at"}
@@ -336,7 +339,7 @@ def test_pause_flow_holds_present_and_new_runs(conn: psycopg.Connection) -> None
 def fail_map_run(conn: psycopg.Connection, elements: int, done: int) -> uuid.UUID:
     """A run of chain_with_map whose map got ``elements`` elements, ``done`` of them
     completed, then one failed for good: the run failed."""
-    run_id = start_flow(conn, "f", {"go": True})["run_id"]
+    run_id: uuid.UUID = start_flow(conn, "f", {"go": True})["run_id"]
     [a] = read_and_start(conn, "f")
     complete(conn, a, list(range(elements)))
     tasks = sorted(read_all(conn), key=lambda t: t["task_index"])
@@ -352,8 +355,10 @@ def test_retry_run_starts_afresh_linked_to_the_source(conn: psycopg.Connection) 
     source = fail_map_run(conn, 3, 2)
     before = run_view(conn, source)
     new = call_run(conn, "retry_run", source)
-    assert new["run_id"] != source and new["restart_of_run_id"] == source
-    assert new["input"] == {"go": True} and new["status"] == "started"
+    assert new["run_id"] != source
+    assert new["restart_of_run_id"] == source
+    assert new["input"] == {"go": True}
+    assert new["status"] == "started"
     assert statuses(conn, new["run_id"]) == {"a": "started", "m": "created", "z": "created"}
     assert task_statuses(conn, new["run_id"]) == {("a", 0): "queued"}
     assert run_view(conn, source) == before
@@ -373,11 +378,14 @@ def test_resume_run_queues_only_the_missing_map_element(conn: psycopg.Connection
 
     new = call_run(conn, "resume_run", source)
     run_id = new["run_id"]
-    assert new["restart_of_run_id"] == source and new["remaining_steps"] == 2
+    assert new["restart_of_run_id"] == source
+    assert new["remaining_steps"] == 2
     assert run_view(conn, source) == before
     rows = states(conn, run_id)
-    assert rows["a"]["status"] == "completed" and rows["a"]["output"] == [0, 1, 2, 3]
-    assert rows["m"]["status"] == "started" and rows["m"]["remaining_tasks"] == 1
+    assert rows["a"]["status"] == "completed"
+    assert rows["a"]["output"] == [0, 1, 2, 3]
+    assert rows["m"]["status"] == "started"
+    assert rows["m"]["remaining_tasks"] == 1
     assert rows["z"]["status"] == "created"
     assert task_statuses(conn, run_id) == {
         ("a", 0): "completed",
@@ -413,7 +421,8 @@ def test_resume_carries_skipped_steps_and_reruns_failed_ones(conn: psycopg.Conne
     run_id = call_run(conn, "resume_run", source)["run_id"]
     rows = states(conn, run_id)
     assert (rows["s"]["status"], rows["s"]["skip_reason"]) == ("skipped", "handler_failed")
-    assert rows["x"]["status"] == "started" and rows["y"]["remaining_deps"] == 1
+    assert rows["x"]["status"] == "started"
+    assert rows["y"]["remaining_deps"] == 1
     [x] = read_all(conn)
     complete(conn, x, "X")
     [y] = read_all(conn)
@@ -471,7 +480,8 @@ def test_retry_delay_replaces_the_backoff_and_details_are_kept(conn: psycopg.Con
     start_flow(conn, "f", {})
     [task] = read_and_start(conn, "f")
     row = fail_with(conn, task, 2.5, "TimeoutError", "x" * 9000)
-    assert row["status"] == "queued" and row["error_message"] == "it broke"
+    assert row["status"] == "queued"
+    assert row["error_message"] == "it broke"
     assert row["error_type"] == "TimeoutError"
     assert row["error_traceback"] == "x" * 8000
     assert 1.5 < vt_seconds_from_now(conn, "f", row["message_id"]) <= 2.5
@@ -495,7 +505,8 @@ def test_retry_without_delay_keeps_the_backoff(conn: psycopg.Connection) -> None
     start_flow(conn, "f", {})
     [task] = read_and_start(conn, "f")
     row = fail_with(conn, task, None, None, None)
-    assert row["status"] == "queued" and row["error_type"] is None
+    assert row["status"] == "queued"
+    assert row["error_type"] is None
     assert vt_seconds_from_now(conn, "f", row["message_id"]) > 150
 
 
@@ -557,7 +568,8 @@ def test_idempotent_start_returns_the_existing_run(conn: psycopg.Connection) -> 
 
     chosen = uuid.uuid4()
     by_id = start_once(conn, "f", {"x": 3}, None, chosen)
-    assert by_id["run_id"] == chosen and by_id["idempotency_key"] is None
+    assert by_id["run_id"] == chosen
+    assert by_id["idempotency_key"] is None
     assert start_once(conn, "f", {"x": 3}, None, chosen) == by_id
     with pytest.raises(psycopg.errors.RaiseException, match="already exists"):
         start_once(conn, "g", {"x": 3}, None, chosen)
