@@ -138,8 +138,9 @@ async def run_control(client: RecordingAsyncClient) -> None:
     assert (await client.unpause_flow("relay")).paused_at is None
     tasks = await client.read_and_start_tasks("relay", WORKER, 10)
     [task] = [t for t in tasks if t.run_id == run.run_id]
+    assert (task.step_slug, task.task_index) == ("one", 0)
     [failed] = await client.fail_task_with_details(
-        task.run_id, task.step_slug, task.task_index, "bad", error_type="KeyError"
+        run.run_id, "one", 0, "bad", error_type="KeyError"
     )
     assert (failed.status, failed.error_type) == (StepTaskStatus.QUEUED, "KeyError")
     cancelled = await client.cancel_run(run.run_id)

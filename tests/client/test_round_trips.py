@@ -273,14 +273,15 @@ def test_run_control_calls(client: RecordingClient) -> None:
     with pytest.raises(errors.UnknownFlowError):
         client.pause_flow("nowhere")
 
-    [_, second] = client.read_and_start_tasks("ctl", WORKER, 10)
+    started = client.read_and_start_tasks("ctl", WORKER, 10)
+    assert sorted((t.run_id, t.task_index) for t in started) == [(run.run_id, 0), (run.run_id, 1)]
     with pytest.raises(errors.InvalidRetryDelayError):
         client.fail_task_with_details(run.run_id, "each", 0, "x", retry_delay=-1)
     [retried] = client.fail_task_with_details(
         run.run_id, "each", 0, "slow", retry_delay=Decimal("1.5"), error_type="TimeoutError"
     )
     assert (retried.status, retried.error_type) == (StepTaskStatus.QUEUED, "TimeoutError")
-    client.complete_task(run.run_id, "each", second.task_index, 20)
+    client.complete_task(run.run_id, "each", 1, 20)
 
     with pytest.raises(errors.RunNotRestartableError):
         client.retry_run(run.run_id)
