@@ -37,6 +37,9 @@ from tests.engine.helpers import (
     task_statuses,
     vt_seconds_from_now,
 )
+from tests.engine.test_security import Connect, connect_as
+
+__all__ = ["connect_as"]  # the fixture, shared with the privilege tests
 
 RUN_CANCELLED_KEYS = {
     "event_type",
@@ -582,3 +585,59 @@ def test_idempotent_start_returns_the_existing_run(conn: psycopg.Connection) -> 
     assert str(missing.value).startswith(
         "start_flow_idempotent needs an idempotency_key or a run_id"
     )
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+def test_clients_control_runs_admins_pause_flows_workers_pass_details(
+    connect_as: Connect,
+) -> None:
+    admin = connect_as("pgflow_admin")
+    worker = connect_as("pgflow_worker")
+    client = connect_as("pgflow_client")
+    admin.execute("select pgflow.create_flow('jobs', max_attempts => 2)")
+    admin.execute("select pgflow.add_step('jobs', 'only', step_type => 'map')")
+
+    [run] = fetch(client, "select * from pgflow.start_flow_idempotent('jobs', '[1, 2]', 'k')")
+    run_id = run["run_id"]
+    me = uuid.uuid4()
+    worker.execute("select pgflow.register_worker(%s, 'jobs', 'py')", (me,))
+    [task, _] = fetch(worker, "select * from pgflow.read_and_start_tasks('jobs', %s, 10, 30)", me)
+    [retried] = fetch(
+        worker,
+        "select * from pgflow.fail_task_with_details(%s, 'only', %s, 'e', 0, 'E', 'tb')",
+        run_id,
+        task["task_index"],
+    )
+    assert (retried["status"], retried["error_type"]) == ("queued", "E")
+
+    # the client pauses: the worker's read parks the message (a queue write as the worker)
+    fetch(client, "select * from pgflow.pause_run(%s)", run_id)
+    assert fetch(worker, "select * from pgflow.read_and_start_tasks('jobs', %s, 10)", me) == []
+    fetch(client, "select * from pgflow.unpause_run(%s)", run_id)
+    [again] = fetch(worker, "select * from pgflow.read_and_start_tasks('jobs', %s, 10, 30)", me)
+    assert again["task_index"] == task["task_index"]
+
+    for refused_query in ("select pgflow.pause_flow('jobs')", "select pgflow.unpause_flow('jobs')"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            client.execute(refused_query)
+    for refused_query in (
+        "select pgflow.cancel_run(gen_random_uuid())",
+        "select pgflow.pause_run(gen_random_uuid())",
+        "select pgflow.resume_run(gen_random_uuid())",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            worker.execute(refused_query)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        client.execute("select pgflow.fail_task_with_details(gen_random_uuid(), 'a', 0, 'e')")
+
+    assert fetch(admin, "select paused_at is not null as p from pgflow.pause_flow('jobs')") == [
+        {"p": True}
+    ]
+    fetch(admin, "select * from pgflow.unpause_flow('jobs')")
+    [cancelled] = fetch(client, "select * from pgflow.cancel_run(%s)", run_id)
+    assert cancelled["status"] == "cancelled"
+    [retry] = fetch(client, "select * from pgflow.retry_run(%s)", run_id)
+    [resumed] = fetch(admin, "select * from pgflow.resume_run(%s)", run_id)
+    assert retry["restart_of_run_id"] == resumed["restart_of_run_id"] == run_id
