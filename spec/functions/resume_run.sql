@@ -1,9 +1,9 @@
 declare
   v_source pgflow.runs;
   v_run pgflow.runs;
-  step record;
-  messages jsonb[];
-  missing integer[];
+  v_state pgflow.step_states;
+  missing_steps text[];
+  missing_indexes integer[];
   msg_ids bigint[];
 begin
   v_source := pgflow._restart_source(resume_run.run_id);
@@ -83,76 +83,75 @@ begin
   );
 
   -- Partially completed maps start at once (they were started in the source, so their
-  -- dependencies are carried and their condition held) with the missing elements only.
-  for step in
-    with partial as (
-      select ss.step_slug, count(*)::integer as carried
-      from pgflow.step_states as ss
-      join pgflow.step_tasks as t on t.run_id = ss.run_id and t.step_slug = ss.step_slug
-      where ss.run_id = v_run.run_id
-        and ss.status = 'created'
-      group by ss.step_slug
-    ),
-    started as (
-      update pgflow.step_states as ss
-      set status = 'started',
-          started_at = now(),
-          remaining_tasks = ss.initial_tasks - partial.carried
-      from partial
-      where ss.run_id = v_run.run_id
-        and ss.step_slug = partial.step_slug
-      returning ss.*
-    )
-    select started.*, s.opt_start_delay
-    from started
-    join pgflow.steps as s on s.flow_slug = started.flow_slug and s.step_slug = started.step_slug
-    order by started.step_slug
+  -- dependencies are carried and their condition held), with their missing elements
+  -- only, sent without a start delay (the run goes on where the source stopped).
+  for v_state in
+    update pgflow.step_states as ss
+    set status = 'started',
+        started_at = now(),
+        remaining_tasks = ss.initial_tasks - c.carried
+    from (
+      select t.step_slug, count(*)::integer as carried
+      from pgflow.step_tasks as t
+      where t.run_id = v_run.run_id
+      group by t.step_slug
+    ) as c
+    where ss.run_id = v_run.run_id
+      and ss.step_slug = c.step_slug
+      and ss.status = 'created'
+    returning ss.*
   loop
+    -- The payload start_ready_steps sends for a started step.
     perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:started',
-        'run_id', step.run_id,
-        'step_slug', step.step_slug,
-        'status', step.status,
-        'started_at', step.started_at,
-        'remaining_tasks', step.remaining_tasks,
-        'remaining_deps', step.remaining_deps
+      jsonb_build_object('event_type', 'step:started') || (
+        select jsonb_object_agg(f.key, f.value)
+        from jsonb_each(to_jsonb(v_state)) as f
+        where f.key in ('run_id', 'step_slug', 'status', 'started_at', 'remaining_tasks', 'remaining_deps')
       ),
-      concat('step:', step.step_slug, ':started'),
-      concat('pgflow:run:', step.run_id)
+      concat('step:', v_state.step_slug, ':started'),
+      concat('pgflow:run:', v_run.run_id)
+    );
+  end loop;
+
+  -- One send for the missing elements of all of them, in step and element order.
+  select array_agg(ss.step_slug order by ss.step_slug, i), array_agg(i order by ss.step_slug, i)
+  into missing_steps, missing_indexes
+  from pgflow.step_states as ss
+  cross join lateral generate_series(0, ss.initial_tasks - 1) as i
+  where ss.run_id = v_run.run_id
+    and ss.status = 'started'
+    and not exists (
+      select 1
+      from pgflow.step_tasks as t
+      where t.run_id = ss.run_id
+        and t.step_slug = ss.step_slug
+        and t.task_index = i
     );
 
-    missing := array(
-      select i
-      from generate_series(0, step.initial_tasks - 1) as i
-      where not exists (
-        select 1
-        from pgflow.step_tasks as t
-        where t.run_id = step.run_id
-          and t.step_slug = step.step_slug
-          and t.task_index = i
-      )
-      order by i
+  if missing_steps is not null then
+    msg_ids := array(
+      select sent.msg_id
+      from pgmq.send_batch(
+        v_run.flow_slug,
+        array(
+          select jsonb_build_object(
+            'flow_slug', v_run.flow_slug,
+            'run_id', v_run.run_id,
+            'step_slug', m.step_slug,
+            'task_index', m.task_index
+          )
+          from unnest(missing_steps, missing_indexes) with ordinality as m(step_slug, task_index, ord)
+          order by m.ord
+        ),
+        0
+      ) with ordinality as sent(msg_id, ord)
+      order by sent.ord
     );
-    messages := array(
-      select jsonb_build_object(
-        'flow_slug', v_run.flow_slug,
-        'run_id', step.run_id,
-        'step_slug', step.step_slug,
-        'task_index', m.i
-      )
-      from unnest(missing) with ordinality as m(i, ord)
-      order by m.ord
-    );
-
-    select array_agg(sent.msg_id order by sent.ord) into msg_ids
-    from pgmq.send_batch(v_run.flow_slug, messages, coalesce(step.opt_start_delay, 0))
-      with ordinality as sent(msg_id, ord);
 
     insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
-    select v_run.flow_slug, step.run_id, step.step_slug, x.i, 'queued', x.msg_id
-    from unnest(missing, msg_ids) as x(i, msg_id);
-  end loop;
+    select v_run.flow_slug, v_run.run_id, m.step_slug, m.task_index, 'queued', m.msg_id
+    from unnest(missing_steps, missing_indexes, msg_ids) as m(step_slug, task_index, msg_id);
+  end if;
 
   -- Then the normal chain, as start_flow runs it.
   if pgflow.cascade_resolve_conditions(v_run.run_id) then

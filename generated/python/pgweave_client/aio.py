@@ -666,9 +666,9 @@ class AsyncPgflowClient:
         """Start a new run that goes on from where a failed or cancelled run stopped, linked to it
         by restart_of_run_id (the source is not modified): its completed and skipped steps are
         carried over (with outputs, skip reasons and completed tasks, without events), the
-        completed tasks of its unfinished map steps too, so only the missing elements are
-        queued; everything else runs again under the normal dependency, condition and
-        aggregation rules. Returns the new run row. Other runs are refused.
+        completed tasks of its unfinished map steps too, so only the missing elements are queued
+        (without a start delay); everything else runs again under the normal dependency,
+        condition and aggregation rules. Returns the new run row. Other runs are refused.
 
         Calls ``pgflow.resume_run(run_id uuid)``.
 
