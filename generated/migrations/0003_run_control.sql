@@ -125,6 +125,8 @@ begin
         and t.status = 'queued'
         and r.status = 'started'
         and ss.status = 'started'
+      -- in message id order, as pause_run and pause_flow lock them: no deadlock
+      order by t.message_id
       for update of t
     ) as t;
   end if;
@@ -1390,8 +1392,8 @@ as $body$
 declare
   v_msg_ids bigint[];
 begin
-  -- Locked until the caller commits, task rows in one statement (the order start_tasks
-  -- locks them in does not matter: it locks task rows only, then queue rows).
+  -- Locked until the caller commits, in message id order as start_tasks locks them, so
+  -- the two wait for each other instead of deadlocking.
   select array_agg(t.message_id order by t.message_id)
     filter (where t.message_id is not null and (not p_unpaused_runs_only or not t.run_paused))
   into v_msg_ids
@@ -1402,6 +1404,7 @@ begin
     where t.flow_slug = p_flow_slug
       and (p_run_id is null or t.run_id = p_run_id)
       and t.status = 'queued'
+    order by t.message_id
     for update of t
   ) as t;
 

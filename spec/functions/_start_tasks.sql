@@ -37,6 +37,8 @@ begin
         and t.status = 'queued'
         and r.status = 'started'
         and ss.status = 'started'
+      -- in message id order, as pause_run and pause_flow lock them: no deadlock
+      order by t.message_id
       for update of t
     ) as t;
   end if;
