@@ -993,20 +993,22 @@ begin
     );
   end loop;
 
-  -- One send for the missing elements of all of them, in step and element order.
-  select array_agg(ss.step_slug order by ss.step_slug, i), array_agg(i order by ss.step_slug, i)
+  -- One send for the missing elements of all of them, in step and element order (a set
+  -- difference: hashed, whatever the planner guesses about the rows just inserted).
+  select array_agg(m.step_slug order by m.step_slug, m.task_index),
+    array_agg(m.task_index order by m.step_slug, m.task_index)
   into missing_steps, missing_indexes
-  from pgflow.step_states as ss
-  cross join lateral generate_series(0, ss.initial_tasks - 1) as i
-  where ss.run_id = v_run.run_id
-    and ss.status = 'started'
-    and not exists (
-      select 1
-      from pgflow.step_tasks as t
-      where t.run_id = ss.run_id
-        and t.step_slug = ss.step_slug
-        and t.task_index = i
-    );
+  from (
+    select ss.step_slug, i as task_index
+    from pgflow.step_states as ss
+    cross join lateral generate_series(0, ss.initial_tasks - 1) as i
+    where ss.run_id = v_run.run_id
+      and ss.status = 'started'
+    except
+    select t.step_slug, t.task_index
+    from pgflow.step_tasks as t
+    where t.run_id = v_run.run_id
+  ) as m;
 
   if missing_steps is not null then
     msg_ids := array(
