@@ -318,6 +318,11 @@ def test_pause_flow_holds_present_and_new_runs(conn: psycopg.Connection) -> None
     assert run_row(conn, during)["status"] == "started"
     assert read_all(conn) == []
     assert are_parked(conn, "f", during) == [True]
+    # unpausing the run alone does not show its messages while the flow is paused
+    call_run(conn, "pause_run", during)
+    call_run(conn, "unpause_run", during)
+    assert are_parked(conn, "f", during) == [True]
+    assert read_all(conn) == []
 
     [flow] = fetch(conn, "select * from pgflow.unpause_flow('f')")
     assert flow["paused_at"] is None
