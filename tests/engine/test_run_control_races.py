@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from tests.engine.concurrency import (
     TERMINAL_TASK,
+    Actor,
     StepDef,
     build_flow,
     claim,
@@ -28,6 +29,7 @@ from tests.engine.concurrency import (
     hold_then,
     run_queue_ids,
     run_together,
+    wait_until_waiting,
     worker_id,
 )
 from tests.engine.helpers import (
@@ -347,3 +349,44 @@ def test_concurrent_idempotent_starts_start_one_run(db: str, conn: psycopg.Conne
     results = run_together(db, {f"client{n}": start for n in range(4)})
     assert len(set(results.values())) == 1
     assert fetch(conn, "select count(*) as n from pgflow.runs") == [{"n": 1}]
+
+
+@pytest.mark.parametrize("control", ["cancel_run", "pause_run"])
+def test_cancel_and_pause_against_a_start_in_another_lock_order(
+    db: str, conn: psycopg.Connection, control: str
+) -> None:
+    """Task 0 was retried (its row moved behind tasks 1 and 2). A holder keeps task 2
+    locked; the cancel (or pause) takes what it can and waits for task 2; a start_tasks of
+    tasks 0 and 1 comes next. Once the holder lets go, nobody deadlocks: the run is
+    cancelled (or paused) and the start starts nothing."""
+    build_flow(conn, "f", [StepDef("m", step_type="map", max_attempts=3)])
+    me = worker_id("starter")
+    run_id = start_flow(conn, "f", [1, 2, 3])["run_id"]
+    [first] = claim(conn, "f", run_id, [("m", 0)], me)
+    fetch(conn, "select * from pgflow.fail_task(%s, 'm', 0, 'again')", run_id)
+    ids = [task_row(conn, run_id, "m", i)["message_id"] for i in range(3)]
+    assert first["msg_id"] == ids[0]
+
+    holder = connect(db)
+    holder.execute("begin")
+    holder.execute(
+        "select 1 from pgflow.step_tasks where run_id = %s and task_index = 2 for update",
+        (run_id,),
+    )
+
+    def controlling(c: psycopg.Connection) -> list[Row]:
+        return fetch(c, f"select * from pgflow.{control}(%s)", run_id)
+
+    def starting(c: psycopg.Connection) -> list[Row]:
+        return start_tasks(c, "f", ids[:2], me)
+
+    ctl = Actor(db, control, controlling).start()
+    assert wait_until_waiting(conn, [ctl.pid]) == {ctl.pid}
+    start = Actor(db, "start", starting).start()
+    assert wait_until_waiting(conn, [start.pid]) == {start.pid}
+    holder.execute("commit")
+    holder.close()
+    ctl.join()
+    assert start.join() == []
+    statuses_now = set(task_statuses(conn, run_id).values())
+    assert statuses_now == ({"cancelled"} if control == "cancel_run" else {"queued"})
