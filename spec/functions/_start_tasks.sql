@@ -2,6 +2,7 @@ declare
   locked_runs uuid[];
   locked_steps text[];
   locked_indexes integer[];
+  paused_runs uuid[];
 begin
   -- Only queued tasks of started steps of started runs are started; every other id is
   -- ignored. Their rows are locked first: start_tasks waits for a row another
@@ -36,8 +37,31 @@ begin
         and t.status = 'queued'
         and r.status = 'started'
         and ss.status = 'started'
+      -- in message id order, as pause_run and pause_flow lock them: no deadlock
+      order by t.message_id
       for update of t
     ) as t;
+  end if;
+
+  -- Run control (pause_run, pause_flow): the tasks of a paused run, or of any run of a
+  -- paused flow, stay queued and their messages are parked. Read after the locks above
+  -- (a new snapshot), so a pause that held these rows until its commit is seen.
+  select array_agg(distinct r.run_id) into paused_runs
+  from pgflow.runs as r
+  where r.run_id = any(locked_runs)
+    and (
+      r.paused_at is not null
+      or exists (
+        select 1 from pgflow.flows as f
+        where f.flow_slug = _start_tasks.flow_slug and f.paused_at is not null
+      )
+    );
+  if paused_runs is not null then
+    select h.run_ids, h.step_slugs, h.task_indexes
+    into locked_runs, locked_steps, locked_indexes
+    from pgflow._hold_paused_tasks(
+      _start_tasks.flow_slug, paused_runs, locked_runs, locked_steps, locked_indexes
+    ) as h;
   end if;
 
   -- The locked rows cannot change under this transaction, so the statement needs no

@@ -16,8 +16,9 @@ begin
   where r.run_id = complete_task.run_id
   for update;
 
-  -- 1. A failed run takes no more outputs: the task row is returned unchanged.
-  if v_run.status = 'failed' then
+  -- 1. A failed (or cancelled: cancel_run) run takes no more outputs: the task row is
+  -- returned unchanged.
+  if v_run.status in ('failed', 'cancelled') then
     return query
       select t.* from pgflow.step_tasks as t
       where t.run_id = complete_task.run_id

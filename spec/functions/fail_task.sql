@@ -15,8 +15,9 @@ begin
   for update;
 
   -- 1. The run already failed: a still running task fails too; its message goes away
-  -- whatever the task's status.
-  if v_run.status = 'failed' then
+  -- whatever the task's status. A cancelled run (cancel_run) has no running task left
+  -- and its messages are archived: nothing changes.
+  if v_run.status in ('failed', 'cancelled') then
     update pgflow.step_tasks as t
     set status = 'failed',
         failed_at = now(),

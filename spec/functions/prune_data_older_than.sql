@@ -10,6 +10,7 @@ begin
     from pgflow.runs as r
     where (r.status = 'completed' and r.completed_at < cutoff)
        or (r.status = 'failed' and r.failed_at < cutoff)
+       or (r.status = 'cancelled' and r.cancelled_at < cutoff)
   ),
   old_tasks as (
     delete from pgflow.step_tasks as t

@@ -112,6 +112,7 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     assert (batch.step_slug, batch.task_index) == ("one", 0)
     [finished] = await client.complete_tasks([batch.run_id], ["one"], [0], [{"n": 6}])
     assert (finished.status, finished.output) == (StepTaskStatus.COMPLETED, {"n": 6})
+    await run_control(client)
     assert await client.requeue_stalled_tasks() == 0
     await client.prune_data_older_than(datetime.timedelta(hours=1))
     await client.mark_worker_stopped(WORKER)
@@ -123,6 +124,28 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     await client.delete_flow_and_data("copy")
     with pytest.raises(errors.PgCronMissingError):
         await client.setup_requeue_stalled_tasks_cron("1 minute")
+
+
+async def run_control(client: RecordingAsyncClient) -> None:
+    """The run-control functions, each once."""
+    run = await client.start_flow_idempotent("relay", {"n": 7}, run_id=uuid.uuid4())
+    assert (await client.start_flow_idempotent("relay", {"n": 7}, run_id=run.run_id)) == run
+    assert (await client.pause_run(run.run_id)).paused_at is not None
+    assert (await client.unpause_run(run.run_id)).paused_at is None
+    assert (await client.pause_flow("relay")).paused_at is not None
+    assert (await client.unpause_flow("relay")).paused_at is None
+    tasks = await client.read_and_start_tasks("relay", WORKER, 10)
+    [task] = [t for t in tasks if t.run_id == run.run_id]
+    assert (task.step_slug, task.task_index) == ("one", 0)
+    [failed] = await client.fail_task_with_details(
+        run.run_id, "one", 0, "bad", error_type="KeyError"
+    )
+    assert (failed.status, failed.error_type) == (StepTaskStatus.QUEUED, "KeyError")
+    cancelled = await client.cancel_run(run.run_id)
+    assert cancelled.status == RunStatus.CANCELLED
+    assert (await client.retry_run(run.run_id)).restart_of_run_id == run.run_id
+    resumed = await client.resume_run(run.run_id)
+    assert resumed.restart_of_run_id == run.run_id
 
 
 async def error_cases(client: RecordingAsyncClient) -> None:

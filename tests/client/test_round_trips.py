@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from pgweave_client import JsonInput, models, statuses
+from pgweave_client import JsonInput, errors, models, statuses
 from pgweave_client.models import RunStatus, StepStateStatus, StepTaskStatus
 from tests.client.conftest import (
     CALLED,
@@ -247,6 +247,56 @@ def test_batch_calls_return_task_records_and_rows(client: RecordingClient) -> No
     run_json = state["run"]
     assert isinstance(run_json, dict)
     assert run_json["output"] == {"each": [10, None, 30]}
+
+
+def test_run_control_calls(client: RecordingClient) -> None:
+    client.create_flow("ctl", max_attempts=2, base_delay=50)
+    client.add_step("ctl", "each", step_type="map")
+    client.register_worker(WORKER, "ctl", "ctl_worker")
+    run = client.start_flow_idempotent("ctl", [1, 2], idempotency_key="k1")
+    assert isinstance(run, models.RunsRow)
+    assert (run.idempotency_key, run.status) == ("k1", RunStatus.STARTED)
+    assert client.start_flow_idempotent("ctl", [1, 2], idempotency_key="k1") == run
+    with pytest.raises(errors.IdempotencyConflictError) as conflict:
+        client.start_flow_idempotent("ctl", [3], idempotency_key="k1")
+    assert conflict.value.params["run_id"] == str(run.run_id)
+
+    paused = client.pause_run(run.run_id)
+    assert paused.paused_at is not None
+    assert client.read_and_start_tasks("ctl", WORKER, 10) == []
+    assert client.unpause_run(run.run_id).paused_at is None
+    flow = client.pause_flow("ctl")
+    assert isinstance(flow, models.FlowsRow)
+    assert flow.paused_at is not None
+    assert client.unpause_flow("ctl").paused_at is None
+    with pytest.raises(errors.UnknownFlowError):
+        client.pause_flow("nowhere")
+
+    started = client.read_and_start_tasks("ctl", WORKER, 10)
+    assert sorted((t.run_id, t.task_index) for t in started) == [(run.run_id, 0), (run.run_id, 1)]
+    with pytest.raises(errors.InvalidRetryDelayError):
+        client.fail_task_with_details(run.run_id, "each", 0, "x", retry_delay=-1)
+    [retried] = client.fail_task_with_details(
+        run.run_id, "each", 0, "slow", retry_delay=Decimal("1.5"), error_type="TimeoutError"
+    )
+    assert (retried.status, retried.error_type) == (StepTaskStatus.QUEUED, "TimeoutError")
+    client.complete_task(run.run_id, "each", 1, 20)
+
+    with pytest.raises(errors.RunNotRestartableError):
+        client.retry_run(run.run_id)
+    with pytest.raises(errors.RunNotFoundError):
+        client.resume_run(uuid.uuid4())
+    cancelled = client.cancel_run(run.run_id, "enough")
+    assert (cancelled.status, cancelled.cancel_reason) == (RunStatus.CANCELLED, "enough")
+    retried_run = client.retry_run(run.run_id)
+    assert retried_run.restart_of_run_id == run.run_id
+    resumed = client.resume_run(run.run_id)
+    assert resumed.restart_of_run_id == run.run_id
+    assert resumed.remaining_steps == 1
+    with pytest.raises(errors.RunNotCancellableError):
+        client.cancel_run(client.start_flow("ctl", [])[0].run_id)
+    with pytest.raises(errors.RunNotPausableError):
+        client.pause_run(run.run_id)
 
 
 def test_every_public_function_was_called() -> None:

@@ -225,6 +225,20 @@ COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
     ],
 }
 
+# Run control (issue 13) adds columns after the contract's; a pgflow caller that never calls
+# the run-control functions finds them NULL.
+RUN_CONTROL_COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
+    "flows": [("paused_at", "timestamp with time zone", False, None)],
+    "runs": [
+        ("cancelled_at", "timestamp with time zone", False, None),
+        ("cancel_reason", "text", False, None),
+        ("paused_at", "timestamp with time zone", False, None),
+        ("restart_of_run_id", "uuid", False, None),
+        ("idempotency_key", "text", False, None),
+    ],
+    "step_tasks": [("error_type", "text", False, None), ("error_traceback", "text", False, None)],
+}
+
 COLUMN_QUERY = """
 select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(d.adbin, d.adrelid)
@@ -238,7 +252,7 @@ order by a.attnum
 @pytest.mark.parametrize("table", sorted(COLUMNS))
 def test_table_columns_in_order(conn: psycopg.Connection, table: str) -> None:
     rows = conn.execute(COLUMN_QUERY, (f"pgflow.{table}",)).fetchall()
-    assert rows == COLUMNS[table]
+    assert rows == COLUMNS[table] + RUN_CONTROL_COLUMNS.get(table, [])
 
 
 def test_only_the_contract_tables_exist(conn: psycopg.Connection) -> None:
@@ -374,7 +388,14 @@ def test_constraint_names(conn: psycopg.Connection, table: str) -> None:
             (f"pgflow.{table}",),
         ).fetchall()
     }
-    assert names == CONSTRAINTS[table]
+    added = {
+        "runs": {
+            "runs_idempotency_key_key",
+            "runs_restart_of_run_id_fkey",
+            "cancelled_at_is_after_started_at",
+        }
+    }
+    assert names == CONSTRAINTS[table] | added.get(table, set())
 
 
 FOREIGN_KEYS = {
@@ -415,7 +436,12 @@ def test_foreign_keys(conn: psycopg.Connection) -> None:
         "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint"
         " where connamespace = 'pgflow'::regnamespace and contype = 'f'"
     ).fetchall()
-    assert {(t.removeprefix("pgflow."), n): d for t, n, d in rows} == FOREIGN_KEYS
+    added = {
+        ("runs", "runs_restart_of_run_id_fkey"): (
+            "FOREIGN KEY (restart_of_run_id) REFERENCES pgflow.runs(run_id) ON DELETE SET NULL"
+        )
+    }
+    assert {(t.removeprefix("pgflow."), n): d for t, n, d in rows} == FOREIGN_KEYS | added
 
 
 # (table, index) -> (columns, partial predicate as PostgreSQL prints it)
@@ -467,7 +493,14 @@ def test_indexes(conn: psycopg.Connection) -> None:
     for table, index, definition, predicate in rows:
         columns = definition.split(" USING btree (", 1)[1].split(")", 1)[0]
         actual[(table, index)] = (columns, predicate)
-    assert actual == INDEXES
+    added = {
+        ("runs", "runs_idempotency_key_key"): ("idempotency_key", None),
+        ("runs", "idx_runs_restart_of_run_id"): (
+            "restart_of_run_id",
+            "(restart_of_run_id IS NOT NULL)",
+        ),
+    }
+    assert actual == INDEXES | added
 
 
 # Direct writes, as pgTAP makes them, fail with exactly the named constraint (section 5).
@@ -915,7 +948,7 @@ def test_get_run_with_states_shape(tx: psycopg.Connection) -> None:
     run_id = one(tx, "select run_id from pgflow.start_flow('audit', '{\"k\": 1}')")
     result = one(tx, "select pgflow.get_run_with_states(%s)", run_id)
     assert set(result) == {"run", "steps"}
-    assert set(result["run"]) == {c[0] for c in COLUMNS["runs"]}
+    assert set(result["run"]) == {c[0] for c in COLUMNS["runs"] + RUN_CONTROL_COLUMNS["runs"]}
     assert len(result["steps"]) == 4
     for step in result["steps"]:
         assert set(step) == {c[0] for c in COLUMNS["step_states"]}

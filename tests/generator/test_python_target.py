@@ -183,10 +183,10 @@ def test_statuses_follow_the_state_machines() -> None:
     from pgweave_client.models import RunStatus, StepTaskStatus
 
     assert statuses.RUN_INITIAL is RunStatus.STARTED
-    assert {RunStatus.COMPLETED, RunStatus.FAILED} == statuses.RUN_TERMINAL
-    assert (None, RunStatus.STARTED, ("start_flow",)) in statuses.RUN_TRANSITIONS
+    assert {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED} == statuses.RUN_TERMINAL
+    assert (None, RunStatus.STARTED, ("start_flow", "resume_run")) in statuses.RUN_TRANSITIONS
     assert StepTaskStatus.CANCELLED in statuses.STEP_TASK_TERMINAL
-    assert statuses.RunStatusLiteral.__args__ == ("started", "completed", "failed")  # type: ignore[attr-defined]
+    assert statuses.RunStatusLiteral.__args__ == ("started", "completed", "failed", "cancelled")  # type: ignore[attr-defined]
 
 
 def test_client_methods_mirror_the_spec() -> None:

@@ -96,29 +96,29 @@ def change_function_signature(ws: Workspace) -> None:
 
 
 def add_status(ws: Workspace) -> None:
-    """Runs can be cancelled: a state, its timestamp, a transition and its function."""
+    """Runs can expire: a state, its timestamp, a transition and its function."""
     with spec_data(ws) as spec:
-        spec["tables"]["runs"]["columns"]["cancelled_at"] = "timestamptz"
+        spec["tables"]["runs"]["columns"]["expired_at"] = "timestamptz"
         run = spec["state_machines"]["run"]
-        run["terminal"].append("cancelled")
-        run["states"]["cancelled"] = {
-            "timestamp": "cancelled_at",
+        run["terminal"].append("expired")
+        run["states"]["expired"] = {
+            "timestamp": "expired_at",
             "after": ["started"],
-            "doc": "Cancelled by an operator.",
+            "doc": "Expired by an operator.",
         }
-        run["transitions"].append({"from": "started", "to": "cancelled", "by": ["cancel_run"]})
-        spec["functions"]["cancel_run"] = {
-            "doc": "Cancel a started run.",
+        run["transitions"].append({"from": "started", "to": "expired", "by": ["expire_run"]})
+        spec["functions"]["expire_run"] = {
+            "doc": "Expire a started run.",
             "args": {"run_id": "uuid"},
             "returns": "void",
             "language": "sql",
             "search_path": "",
-            "body": "functions/cancel_run.sql",
+            "body": "functions/expire_run.sql",
         }
     ws.write(
-        "functions/cancel_run.sql",
-        "update pgflow.runs as r set status = 'cancelled', cancelled_at = now()\n"
-        "where r.run_id = cancel_run.run_id and r.status = 'started'\n",
+        "functions/expire_run.sql",
+        "update pgflow.runs as r set status = 'expired', expired_at = now()\n"
+        "where r.run_id = expire_run.run_id and r.status = 'started'\n",
     )
 
 
@@ -165,12 +165,12 @@ EDITS: list[tuple[str, Callable[[Workspace], None], list[str]]] = [
         ],
     ),
     (
-        "cancel_runs",
+        "expire_runs",
         add_status,
         [
             "alter table pgflow.runs drop constraint status_is_valid;",
-            "alter table pgflow.runs add column cancelled_at timestamptz;",
-            "create function pgflow.cancel_run(",
+            "alter table pgflow.runs add column expired_at timestamptz;",
+            "create function pgflow.expire_run(",
         ],
     ),
     ("auditor", add_role, ["create role pgflow_auditor nologin;"]),
@@ -253,8 +253,8 @@ def test_engine_spec_evolves_under_live_runs(real_ws: Workspace, fresh_db: Fresh
             {"opt_priority": 5}
         ]
         run_id = start_flow(conn, FLOW, {"n": 9})["run_id"]
-        conn.execute("select pgflow.cancel_run(%s)", (run_id,))
-        assert run_status(conn, run_id)["status"] == "cancelled"
+        conn.execute("select pgflow.expire_run(%s)", (run_id,))
+        assert run_status(conn, run_id)["status"] == "expired"
         assert fetch(conn, "select priority from pgflow.runs where run_id = %s", run_id) == [
             {"priority": 0}
         ]

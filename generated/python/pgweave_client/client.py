@@ -177,6 +177,40 @@ class PgflowClient:
         )
         return cast("int | None", next(iter(rows[0].values())))
 
+    def cancel_run(
+        self,
+        run_id: uuid.UUID,
+        reason: str | None = None,
+    ) -> RunsRow:
+        """Cancel a started (or paused) run: the run becomes cancelled (cancelled_at,
+        cancel_reason), its created and started steps cancelled, its queued and started tasks
+        cancelled with their messages archived, and run:cancelled is emitted; no task of it
+        starts afterwards, and late complete_task/fail_task calls change nothing. Cancelling a
+        cancelled run returns it unchanged (no event); a completed or failed run is refused.
+        Returns the run row.
+
+        Calls ``pgflow.cancel_run(run_id uuid, reason text default null)``.
+
+        Raises:
+            errors.RunNotFoundError: The run does not exist.
+            errors.RunNotCancellableError: cancel_run on a run that already completed or failed.
+
+        Emits: run:cancelled.
+        """
+        rows = self._call(
+            "cancel_run",
+            (
+                Arg("run_id", "uuid", run_id),
+                Arg("reason", "text", reason),
+            ),
+            (
+                errors.RunNotFoundError,
+                errors.RunNotCancellableError,
+            ),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
+
     def complete_task(
         self,
         run_id: uuid.UUID,
@@ -395,6 +429,55 @@ class PgflowClient:
         )
         return [StepTasksRow.model_validate(row) for row in rows]
 
+    def fail_task_with_details(
+        self,
+        run_id: uuid.UUID,
+        step_slug: str,
+        task_index: int,
+        error_message: str,
+        retry_delay: decimal.Decimal | int | float | None = None,
+        error_type: str | None = None,
+        error_traceback: str | None = None,
+    ) -> list[StepTasksRow]:
+        """fail_task with what the worker knows about the failure: retry_delay (seconds, from 0 to
+        3600, fractions allowed) replaces the exponential backoff when the task is retried and
+        is ignored when its attempts are exhausted; error_type and error_traceback (its last
+        8000 characters are kept) are stored beside error_message on a task it fails or
+        requeues. A negative, non-finite or too large delay is refused before anything changes.
+        Same result and effects as fail_task otherwise.
+
+        Calls ``pgflow.fail_task_with_details(run_id uuid, step_slug text, task_index integer, error_message text, retry_delay numeric default null, error_type text default null, error_traceback text default null)``.
+
+        Raises:
+            errors.InvalidRetryDelayError: fail_task_with_details got a retry delay that is negative, not finite or above
+                the cap.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: step:failed, run:failed, step:skipped, step:completed, step:started, run:completed.
+        """
+        rows = self._call(
+            "fail_task_with_details",
+            (
+                Arg("run_id", "uuid", run_id),
+                Arg("step_slug", "text", step_slug),
+                Arg("task_index", "integer", task_index),
+                Arg("error_message", "text", error_message),
+                Arg("retry_delay", "numeric", retry_delay),
+                Arg("error_type", "text", error_type),
+                Arg("error_traceback", "text", error_traceback),
+            ),
+            (
+                errors.InvalidRetryDelayError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return [StepTasksRow.model_validate(row) for row in rows]
+
     def get_run_with_states(
         self,
         run_id: uuid.UUID,
@@ -462,6 +545,57 @@ class PgflowClient:
             from_clause=False,
         )
 
+    def pause_flow(
+        self,
+        flow_slug: str,
+    ) -> FlowsRow:
+        """Pause a flow: as pause_run for every run of it, present and future (new runs start and
+        wait). Pausing a paused flow returns it unchanged (no event). Returns the flow row.
+
+        Calls ``pgflow.pause_flow(flow_slug text)``.
+
+        Raises:
+            errors.UnknownFlowError: pause_flow or unpause_flow named a flow that does not exist.
+
+        Emits: flow:paused.
+        """
+        rows = self._call(
+            "pause_flow",
+            (Arg("flow_slug", "text", flow_slug),),
+            (errors.UnknownFlowError,),
+            from_clause=True,
+        )
+        return FlowsRow.model_validate(rows[0])
+
+    def pause_run(
+        self,
+        run_id: uuid.UUID,
+    ) -> RunsRow:
+        """Pause a started run: from the commit on none of its tasks starts. Tasks already started
+        finish and are recorded, steps that become ready are queued; the messages stay in the
+        queue, hidden (vt = 9000-01-01) once readable, until unpause_run. Pausing a paused run
+        returns it unchanged (no event); a run that is not started is refused. Returns the run
+        row.
+
+        Calls ``pgflow.pause_run(run_id uuid)``.
+
+        Raises:
+            errors.RunNotFoundError: The run does not exist.
+            errors.RunNotPausableError: pause_run on a run that is no longer started (completed, failed or cancelled).
+
+        Emits: run:paused.
+        """
+        rows = self._call(
+            "pause_run",
+            (Arg("run_id", "uuid", run_id),),
+            (
+                errors.RunNotFoundError,
+                errors.RunNotPausableError,
+            ),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
+
     def poll_messages(
         self,
         flow_slug: str,
@@ -499,10 +633,10 @@ class PgflowClient:
         self,
         retention_interval: datetime.timedelta,
     ) -> None:
-        """Delete what is older than the interval: completed and failed runs (by completed_at or
-        failed_at) with their step states and tasks, workers silent since then that no remaining
-        task names, and archived queue messages. Runs in progress and their archived messages
-        are kept, however old.
+        """Delete what is older than the interval: completed, failed and cancelled runs (by
+        completed_at, failed_at or cancelled_at) with their step states and tasks, workers
+        silent since then that no remaining task names, and archived queue messages. Runs in
+        progress and their archived messages are kept, however old.
 
         Calls ``pgflow.prune_data_older_than(retention_interval interval)``.
         """
@@ -583,6 +717,77 @@ class PgflowClient:
         )
         return cast("int | None", next(iter(rows[0].values())))
 
+    def resume_run(
+        self,
+        run_id: uuid.UUID,
+    ) -> RunsRow:
+        """Start a new run that goes on from where a failed or cancelled run stopped, linked to it
+        by restart_of_run_id (the source is not modified): its completed and skipped steps are
+        carried over (with outputs, skip reasons and completed tasks, without events), the
+        completed tasks of its unfinished map steps too, so only the missing elements are queued
+        (without a start delay); everything else runs again under the normal dependency,
+        condition and aggregation rules. Returns the new run row. Other runs are refused.
+
+        Calls ``pgflow.resume_run(run_id uuid)``.
+
+        Raises:
+            errors.RunNotFoundError: The run does not exist.
+            errors.RunNotRestartableError: retry_run or resume_run on a run that is neither failed nor cancelled.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: run:started, step:started, step:skipped, step:failed, run:failed, step:completed, run:completed.
+        """
+        rows = self._call(
+            "resume_run",
+            (Arg("run_id", "uuid", run_id),),
+            (
+                errors.RunNotFoundError,
+                errors.RunNotRestartableError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
+
+    def retry_run(
+        self,
+        run_id: uuid.UUID,
+    ) -> RunsRow:
+        """Start a new run of a failed or cancelled run's flow with the same input, reusing
+        nothing, linked to it by restart_of_run_id (the source is not modified). Returns the new
+        run row. Other runs are refused.
+
+        Calls ``pgflow.retry_run(run_id uuid)``.
+
+        Raises:
+            errors.RunNotFoundError: The run does not exist.
+            errors.RunNotRestartableError: retry_run or resume_run on a run that is neither failed nor cancelled.
+            errors.RootMapInputNotArrayError: A flow with a root map step was started with an input that is not a JSON array.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: run:started, step:skipped, step:failed, run:failed, step:completed, step:started, run:completed.
+        """
+        rows = self._call(
+            "retry_run",
+            (Arg("run_id", "uuid", run_id),),
+            (
+                errors.RunNotFoundError,
+                errors.RunNotRestartableError,
+                errors.RootMapInputNotArrayError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
+
     def setup_requeue_stalled_tasks_cron(
         self,
         cron_interval: str = "15 seconds",
@@ -644,6 +849,56 @@ class PgflowClient:
             from_clause=True,
         )
         return [RunsRow.model_validate(row) for row in rows]
+
+    def start_flow_idempotent(
+        self,
+        flow_slug: str,
+        input: JsonInput | Jsonb,
+        idempotency_key: str | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> RunsRow:
+        """start_flow that can be repeated safely: with an idempotency key (and/or a run id) that
+        already names a run, that run is returned unchanged when flow and input are the same,
+        and refused otherwise; else a new run is started and keeps the key. Concurrent calls
+        with one key start one run. Returns the run row.
+
+        Calls ``pgflow.start_flow_idempotent(flow_slug text, input jsonb, idempotency_key text default null, run_id uuid default null)``.
+
+        Raises:
+            errors.IdempotencyKeyMissingError: start_flow_idempotent needs an idempotency key or a run id to be idempotent.
+            errors.IdempotencyConflictError: start_flow_idempotent found a run for the key (or run id) that was started with
+                another flow, input, run id or key: choose a new key, or start the same thing
+                again.
+            errors.RootMapInputNullError: A flow with a root map step was started with a SQL NULL input.
+            errors.RootMapInputNotArrayError: A flow with a root map step was started with an input that is not a JSON array.
+            errors.FlowNotFoundError: The flow to start does not exist.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: run:started, step:skipped, step:failed, run:failed, step:completed, step:started, run:completed.
+        """
+        rows = self._call(
+            "start_flow_idempotent",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("input", "jsonb", jsonb(input)),
+                Arg("idempotency_key", "text", idempotency_key),
+                Arg("run_id", "uuid", run_id),
+            ),
+            (
+                errors.IdempotencyKeyMissingError,
+                errors.IdempotencyConflictError,
+                errors.RootMapInputNullError,
+                errors.RootMapInputNotArrayError,
+                errors.FlowNotFoundError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
 
     def start_flow_with_states(
         self,
@@ -707,6 +962,52 @@ class PgflowClient:
             from_clause=True,
         )
         return [StepTaskRecord.model_validate(row) for row in rows]
+
+    def unpause_flow(
+        self,
+        flow_slug: str,
+    ) -> FlowsRow:
+        """Let a paused flow go on: the hidden messages of its runs that are not paused themselves
+        become readable at once, and flow:unpaused is emitted. A flow that is not paused is
+        returned unchanged (no event). Returns the flow row.
+
+        Calls ``pgflow.unpause_flow(flow_slug text)``.
+
+        Raises:
+            errors.UnknownFlowError: pause_flow or unpause_flow named a flow that does not exist.
+
+        Emits: flow:unpaused.
+        """
+        rows = self._call(
+            "unpause_flow",
+            (Arg("flow_slug", "text", flow_slug),),
+            (errors.UnknownFlowError,),
+            from_clause=True,
+        )
+        return FlowsRow.model_validate(rows[0])
+
+    def unpause_run(
+        self,
+        run_id: uuid.UUID,
+    ) -> RunsRow:
+        """Let a paused run go on: its hidden messages become readable at once (unless its flow is
+        paused) and run:unpaused is emitted. A run that is not paused is returned unchanged (no
+        event). Returns the run row.
+
+        Calls ``pgflow.unpause_run(run_id uuid)``.
+
+        Raises:
+            errors.RunNotFoundError: The run does not exist.
+
+        Emits: run:unpaused.
+        """
+        rows = self._call(
+            "unpause_run",
+            (Arg("run_id", "uuid", run_id),),
+            (errors.RunNotFoundError,),
+            from_clause=True,
+        )
+        return RunsRow.model_validate(rows[0])
 
     def worker_heartbeat(
         self,

@@ -257,6 +257,99 @@ class QueueMissingError(EngineError):
     PATTERN = re.compile(r'\Arelation "pgmq\.q_(?P<queue_name>.*?)" does not exist\Z', re.DOTALL)
 
 
+class RunNotCancellableError(EngineError):
+    """cancel_run on a run that already completed or failed.
+
+    SQLSTATE P0001, message ``Run {run_id} cannot be cancelled: it is {status}`` (``params``: run_id, status).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "Run {run_id} cannot be cancelled: it is {status}"
+    PATTERN = re.compile(
+        r"\ARun (?P<run_id>.*?) cannot be cancelled: it is (?P<status>.*?)\Z", re.DOTALL
+    )
+
+
+class RunNotPausableError(EngineError):
+    """pause_run on a run that is no longer started (completed, failed or cancelled).
+
+    SQLSTATE P0001, message ``Run {run_id} cannot be paused: it is {status}`` (``params``: run_id, status).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "Run {run_id} cannot be paused: it is {status}"
+    PATTERN = re.compile(
+        r"\ARun (?P<run_id>.*?) cannot be paused: it is (?P<status>.*?)\Z", re.DOTALL
+    )
+
+
+class RunNotRestartableError(EngineError):
+    """retry_run or resume_run on a run that is neither failed nor cancelled.
+
+    SQLSTATE P0001, message ``Run {run_id} cannot be retried or resumed: it is {status} (only failed or cancelled runs can)`` (``params``: run_id, status).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "Run {run_id} cannot be retried or resumed: it is {status} (only failed or cancelled runs can)"
+    PATTERN = re.compile(
+        r"\ARun (?P<run_id>.*?) cannot be retried or resumed: it is (?P<status>.*?) \(only failed or cancelled runs can\)\Z",
+        re.DOTALL,
+    )
+
+
+class UnknownFlowError(EngineError):
+    """pause_flow or unpause_flow named a flow that does not exist.
+
+    SQLSTATE P0001, message ``Flow not found: {flow_slug}`` (``params``: flow_slug).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "Flow not found: {flow_slug}"
+    PATTERN = re.compile(r"\AFlow not found: (?P<flow_slug>.*?)\Z", re.DOTALL)
+
+
+class InvalidRetryDelayError(EngineError):
+    """fail_task_with_details got a retry delay that is negative, not finite or above the cap.
+
+    SQLSTATE 22023, message ``retry_delay must be a finite number of seconds from 0 to {cap} (got {retry_delay})`` (``params``: cap, retry_delay).
+    """
+
+    SQLSTATE = "22023"
+    TEMPLATE = "retry_delay must be a finite number of seconds from 0 to {cap} (got {retry_delay})"
+    PATTERN = re.compile(
+        r"\Aretry_delay must be a finite number of seconds from 0 to (?P<cap>.*?) \(got (?P<retry_delay>.*?)\)\Z",
+        re.DOTALL,
+    )
+
+
+class IdempotencyKeyMissingError(EngineError):
+    """start_flow_idempotent needs an idempotency key or a run id to be idempotent.
+
+    SQLSTATE P0001, message ``start_flow_idempotent needs an idempotency_key or a run_id``.
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "start_flow_idempotent needs an idempotency_key or a run_id"
+    PATTERN = re.compile(
+        r"\Astart_flow_idempotent needs an idempotency_key or a run_id\Z", re.DOTALL
+    )
+
+
+class IdempotencyConflictError(EngineError):
+    """start_flow_idempotent found a run for the key (or run id) that was started with another
+    flow, input, run id or key: choose a new key, or start the same thing again.
+
+    SQLSTATE P0001, message ``Run {run_id} (flow {flow_slug}) already exists for this idempotency key or run id with another flow, input, key or run id`` (``params``: run_id, flow_slug).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "Run {run_id} (flow {flow_slug}) already exists for this idempotency key or run id with another flow, input, key or run id"
+    PATTERN = re.compile(
+        r"\ARun (?P<run_id>.*?) \(flow (?P<flow_slug>.*?)\) already exists for this idempotency key or run id with another flow, input, key or run id\Z",
+        re.DOTALL,
+    )
+
+
 class InvalidFlowSlugError(ConstraintViolationError):
     """The flow slug is not a valid slug.
 
@@ -463,6 +556,13 @@ ERRORS: Final[tuple[type[PgflowError], ...]] = (
     BatchLengthMismatchError,
     PgCronMissingError,
     QueueMissingError,
+    RunNotCancellableError,
+    RunNotPausableError,
+    RunNotRestartableError,
+    UnknownFlowError,
+    InvalidRetryDelayError,
+    IdempotencyKeyMissingError,
+    IdempotencyConflictError,
     InvalidFlowSlugError,
     InvalidStepSlugError,
     InvalidStepTypeError,

@@ -50,6 +50,18 @@ class CalculateRetryDelayArgs(BaseModel):
     attempts_count: int
 
 
+class CancelRunArgs(BaseModel):
+    """
+    Arguments of pgflow.cancel_run: Cancel a started (or paused) run: the run becomes cancelled (cancelled_at, cancel_reason), its created and started steps cancelled, its queued and started tasks cancelled with their messages archived, and run:cancelled is emitted; no task of it starts afterwards, and late complete_task/fail_task calls change nothing. Cancelling a cancelled run returns it unchanged (no event); a completed or failed run is refused. Returns the run row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    run_id: UUID
+    reason: str | None = None
+
+
 class CompleteTaskArgs(BaseModel):
     """
     Arguments of pgflow.complete_task: Record a task's output. The last task completes its step (a map's output is the array of task outputs by task_index), which unlocks dependants and may complete the run. A single step feeding a map with a non-array fails the run (type violation) and cancels the run's other unfinished tasks. Outputs are stored as given (false, 0 and "" included). Late or repeated calls change nothing.
@@ -190,6 +202,24 @@ class FailTaskArgs(BaseModel):
     error_message: str
 
 
+class FailTaskWithDetailsArgs(BaseModel):
+    """
+    Arguments of pgflow.fail_task_with_details: fail_task with what the worker knows about the failure: retry_delay (seconds, from 0 to 3600, fractions allowed) replaces the exponential backoff when the task is retried and is ignored when its attempts are exhausted; error_type and error_traceback (its last 8000 characters are kept) are stored beside error_message on a task it fails or requeues. A negative, non-finite or too large delay is refused before anything changes. Same result and effects as fail_task otherwise.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+    run_id: UUID
+    step_slug: str
+    task_index: int
+    error_message: str
+    retry_delay: Decimal | None = None
+    error_type: str | None = None
+    error_traceback: str | None = None
+
+
 class FlowsInsert(BaseModel):
     """
     Values for inserting into pgflow.flows; optional where nullable or defaulted.
@@ -215,6 +245,10 @@ class FlowsInsert(BaseModel):
     Seconds a task may run before it counts as stalled.
     """
     created_at: AwareDatetime | None = None
+    paused_at: AwareDatetime | None = None
+    """
+    Set while the flow is paused (pause_flow): no task of any of its runs starts.
+    """
 
 
 class FlowsRow(BaseModel):
@@ -239,6 +273,10 @@ class FlowsRow(BaseModel):
     Seconds a task may run before it counts as stalled.
     """
     created_at: AwareDatetime
+    paused_at: AwareDatetime | None
+    """
+    Set while the flow is paused (pause_flow): no task of any of its runs starts.
+    """
 
 
 class FlowsUpdate(BaseModel):
@@ -266,6 +304,10 @@ class FlowsUpdate(BaseModel):
     Seconds a task may run before it counts as stalled.
     """
     created_at: AwareDatetime | None = None
+    paused_at: AwareDatetime | None = None
+    """
+    Set while the flow is paused (pause_flow): no task of any of its runs starts.
+    """
 
 
 class GetRunWithStatesArgs(BaseModel):
@@ -311,6 +353,28 @@ class MarkWorkerStoppedArgs(BaseModel):
     worker_id: UUID
 
 
+class PauseFlowArgs(BaseModel):
+    """
+    Arguments of pgflow.pause_flow: Pause a flow: as pause_run for every run of it, present and future (new runs start and wait). Pausing a paused flow returns it unchanged (no event). Returns the flow row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    flow_slug: str
+
+
+class PauseRunArgs(BaseModel):
+    """
+    Arguments of pgflow.pause_run: Pause a started run: from the commit on none of its tasks starts. Tasks already started finish and are recorded, steps that become ready are queued; the messages stay in the queue, hidden (vt = 9000-01-01) once readable, until unpause_run. Pausing a paused run returns it unchanged (no event); a run that is not started is refused. Returns the run row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    run_id: UUID
+
+
 class PollMessagesArgs(BaseModel):
     """
     Arguments of pgflow.poll_messages: Phase one of polling for a worker without access to the queues: wait up to max_poll_seconds (checking every poll_interval_ms) for visible messages of the flow's queue, read up to qty of them (hidden for vt seconds) with pgmq.read_with_poll and return their ids, for start_tasks. Only flows' queues can be read: an unknown flow fails as a missing queue.
@@ -328,7 +392,7 @@ class PollMessagesArgs(BaseModel):
 
 class PruneDataOlderThanArgs(BaseModel):
     """
-    Arguments of pgflow.prune_data_older_than: Delete what is older than the interval: completed and failed runs (by completed_at or failed_at) with their step states and tasks, workers silent since then that no remaining task names, and archived queue messages. Runs in progress and their archived messages are kept, however old.
+    Arguments of pgflow.prune_data_older_than: Delete what is older than the interval: completed, failed and cancelled runs (by completed_at, failed_at or cancelled_at) with their step states and tasks, workers silent since then that no remaining task names, and archived queue messages. Runs in progress and their archived messages are kept, however old.
     """
 
     model_config = ConfigDict(
@@ -374,6 +438,28 @@ class RequeueStalledTasksArgs(BaseModel):
     )
 
 
+class ResumeRunArgs(BaseModel):
+    """
+    Arguments of pgflow.resume_run: Start a new run that goes on from where a failed or cancelled run stopped, linked to it by restart_of_run_id (the source is not modified): its completed and skipped steps are carried over (with outputs, skip reasons and completed tasks, without events), the completed tasks of its unfinished map steps too, so only the missing elements are queued (without a start delay); everything else runs again under the normal dependency, condition and aggregation rules. Returns the new run row. Other runs are refused.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    run_id: UUID
+
+
+class RetryRunArgs(BaseModel):
+    """
+    Arguments of pgflow.retry_run: Start a new run of a failed or cancelled run's flow with the same input, reusing nothing, linked to it by restart_of_run_id (the source is not modified). Returns the new run row. Other runs are refused.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    run_id: UUID
+
+
 class RunStatus(StrEnum):
     """
     States of runs.status: A run starts when start_flow inserts it and ends completed (every step done) or failed.
@@ -382,6 +468,7 @@ class RunStatus(StrEnum):
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class RunsInsert(BaseModel):
@@ -405,6 +492,26 @@ class RunsInsert(BaseModel):
     started_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     failed_at: AwareDatetime | None = None
+    cancelled_at: AwareDatetime | None = None
+    """
+    When cancel_run cancelled the run.
+    """
+    cancel_reason: str | None = None
+    """
+    The reason given to cancel_run, if any.
+    """
+    paused_at: AwareDatetime | None = None
+    """
+    Set while the run is paused (pause_run): none of its tasks starts.
+    """
+    restart_of_run_id: UUID | None = None
+    """
+    The failed or cancelled run this one retries (retry_run) or resumes (resume_run).
+    """
+    idempotency_key: str | None = None
+    """
+    The key start_flow_idempotent was given; one run per key.
+    """
 
 
 class RunsRow(BaseModel):
@@ -427,6 +534,26 @@ class RunsRow(BaseModel):
     started_at: AwareDatetime
     completed_at: AwareDatetime | None
     failed_at: AwareDatetime | None
+    cancelled_at: AwareDatetime | None
+    """
+    When cancel_run cancelled the run.
+    """
+    cancel_reason: str | None
+    """
+    The reason given to cancel_run, if any.
+    """
+    paused_at: AwareDatetime | None
+    """
+    Set while the run is paused (pause_run): none of its tasks starts.
+    """
+    restart_of_run_id: UUID | None
+    """
+    The failed or cancelled run this one retries (retry_run) or resumes (resume_run).
+    """
+    idempotency_key: str | None
+    """
+    The key start_flow_idempotent was given; one run per key.
+    """
 
 
 class RunsUpdate(BaseModel):
@@ -450,6 +577,26 @@ class RunsUpdate(BaseModel):
     started_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     failed_at: AwareDatetime | None = None
+    cancelled_at: AwareDatetime | None = None
+    """
+    When cancel_run cancelled the run.
+    """
+    cancel_reason: str | None = None
+    """
+    The reason given to cancel_run, if any.
+    """
+    paused_at: AwareDatetime | None = None
+    """
+    Set while the run is paused (pause_run): none of its tasks starts.
+    """
+    restart_of_run_id: UUID | None = None
+    """
+    The failed or cancelled run this one retries (retry_run) or resumes (resume_run).
+    """
+    idempotency_key: str | None = None
+    """
+    The key start_flow_idempotent was given; one run per key.
+    """
 
 
 class SetupRequeueStalledTasksCronArgs(BaseModel):
@@ -474,6 +621,21 @@ class StartFlowArgs(BaseModel):
     )
     flow_slug: str
     input: JsonValue
+    run_id: UUID | None = None
+
+
+class StartFlowIdempotentArgs(BaseModel):
+    """
+    Arguments of pgflow.start_flow_idempotent: start_flow that can be repeated safely: with an idempotency key (and/or a run id) that already names a run, that run is returned unchanged when flow and input are the same, and refused otherwise; else a new run is started and keeps the key. Concurrent calls with one key start one run. Returns the run row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+    flow_slug: str
+    input: JsonValue
+    idempotency_key: str | None = None
     run_id: UUID | None = None
 
 
@@ -514,6 +676,7 @@ class StepStateStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 class StepStatesInsert(BaseModel):
@@ -694,6 +857,14 @@ class StepTasksInsert(BaseModel):
     """
     Set when the task stalled once too often and was given up.
     """
+    error_type: str | None = None
+    """
+    The exception type of the last failure, when the worker passed it (fail_task_with_details).
+    """
+    error_traceback: str | None = None
+    """
+    The end of the last failure's traceback (at most 8000 characters), when the worker passed it.
+    """
 
 
 class StepTasksRow(BaseModel):
@@ -729,6 +900,14 @@ class StepTasksRow(BaseModel):
     permanently_stalled_at: AwareDatetime | None
     """
     Set when the task stalled once too often and was given up.
+    """
+    error_type: str | None
+    """
+    The exception type of the last failure, when the worker passed it (fail_task_with_details).
+    """
+    error_traceback: str | None
+    """
+    The end of the last failure's traceback (at most 8000 characters), when the worker passed it.
     """
 
 
@@ -766,6 +945,14 @@ class StepTasksUpdate(BaseModel):
     permanently_stalled_at: AwareDatetime | None = None
     """
     Set when the task stalled once too often and was given up.
+    """
+    error_type: str | None = None
+    """
+    The exception type of the last failure, when the worker passed it (fail_task_with_details).
+    """
+    error_traceback: str | None = None
+    """
+    The end of the last failure's traceback (at most 8000 characters), when the worker passed it.
     """
 
 
@@ -904,6 +1091,28 @@ class StepsUpdate(BaseModel):
     """
     What a task out of attempts does (fail, skip, skip-cascade).
     """
+
+
+class UnpauseFlowArgs(BaseModel):
+    """
+    Arguments of pgflow.unpause_flow: Let a paused flow go on: the hidden messages of its runs that are not paused themselves become readable at once, and flow:unpaused is emitted. A flow that is not paused is returned unchanged (no event). Returns the flow row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    flow_slug: str
+
+
+class UnpauseRunArgs(BaseModel):
+    """
+    Arguments of pgflow.unpause_run: Let a paused run go on: its hidden messages become readable at once (unless its flow is paused) and run:unpaused is emitted. A run that is not paused is returned unchanged (no event). Returns the run row.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    run_id: UUID
 
 
 class WorkerHeartbeatArgs(BaseModel):

@@ -18,6 +18,9 @@ AddStepResult: TypeAlias = StepsRow
 CalculateRetryDelayResult: TypeAlias = int | None
 """Result of ``pgflow.calculate_retry_delay`` (arguments: ``CalculateRetryDelayArgs``)."""
 
+CancelRunResult: TypeAlias = RunsRow
+"""Result of ``pgflow.cancel_run`` (arguments: ``CancelRunArgs``)."""
+
 CompleteTaskResult: TypeAlias = list[StepTasksRow]
 """Result of ``pgflow.complete_task`` (arguments: ``CompleteTaskArgs``)."""
 
@@ -36,6 +39,9 @@ EnsureFlowCompiledResult: TypeAlias = JsonValue
 FailTaskResult: TypeAlias = list[StepTasksRow]
 """Result of ``pgflow.fail_task`` (arguments: ``FailTaskArgs``)."""
 
+FailTaskWithDetailsResult: TypeAlias = list[StepTasksRow]
+"""Result of ``pgflow.fail_task_with_details`` (arguments: ``FailTaskWithDetailsArgs``)."""
+
 GetRunWithStatesResult: TypeAlias = JsonValue
 """Result of ``pgflow.get_run_with_states`` (arguments: ``GetRunWithStatesArgs``)."""
 
@@ -47,6 +53,12 @@ IsValidSlugResult: TypeAlias = bool | None
 
 MarkWorkerStoppedResult: TypeAlias = None
 """Result of ``pgflow.mark_worker_stopped`` (arguments: ``MarkWorkerStoppedArgs``)."""
+
+PauseFlowResult: TypeAlias = FlowsRow
+"""Result of ``pgflow.pause_flow`` (arguments: ``PauseFlowArgs``)."""
+
+PauseRunResult: TypeAlias = RunsRow
+"""Result of ``pgflow.pause_run`` (arguments: ``PauseRunArgs``)."""
 
 PollMessagesResult: TypeAlias = list[int]
 """Result of ``pgflow.poll_messages`` (arguments: ``PollMessagesArgs``)."""
@@ -63,17 +75,32 @@ RegisterWorkerResult: TypeAlias = WorkersRow
 RequeueStalledTasksResult: TypeAlias = int | None
 """Result of ``pgflow.requeue_stalled_tasks`` (arguments: ``RequeueStalledTasksArgs``)."""
 
+ResumeRunResult: TypeAlias = RunsRow
+"""Result of ``pgflow.resume_run`` (arguments: ``ResumeRunArgs``)."""
+
+RetryRunResult: TypeAlias = RunsRow
+"""Result of ``pgflow.retry_run`` (arguments: ``RetryRunArgs``)."""
+
 SetupRequeueStalledTasksCronResult: TypeAlias = str | None
 """Result of ``pgflow.setup_requeue_stalled_tasks_cron`` (arguments: ``SetupRequeueStalledTasksCronArgs``)."""
 
 StartFlowResult: TypeAlias = list[RunsRow]
 """Result of ``pgflow.start_flow`` (arguments: ``StartFlowArgs``)."""
 
+StartFlowIdempotentResult: TypeAlias = RunsRow
+"""Result of ``pgflow.start_flow_idempotent`` (arguments: ``StartFlowIdempotentArgs``)."""
+
 StartFlowWithStatesResult: TypeAlias = JsonValue
 """Result of ``pgflow.start_flow_with_states`` (arguments: ``StartFlowWithStatesArgs``)."""
 
 StartTasksResult: TypeAlias = list[StepTaskRecord]
 """Result of ``pgflow.start_tasks`` (arguments: ``StartTasksArgs``)."""
+
+UnpauseFlowResult: TypeAlias = FlowsRow
+"""Result of ``pgflow.unpause_flow`` (arguments: ``UnpauseFlowArgs``)."""
+
+UnpauseRunResult: TypeAlias = RunsRow
+"""Result of ``pgflow.unpause_run`` (arguments: ``UnpauseRunArgs``)."""
 
 WorkerHeartbeatResult: TypeAlias = bool | None
 """Result of ``pgflow.worker_heartbeat`` (arguments: ``WorkerHeartbeatArgs``)."""

@@ -12,7 +12,7 @@ from typing import Final, Literal
 from .models import RunStatus, StepStateStatus, StepTaskStatus
 
 # -- run: runs.status
-RunStatusLiteral = Literal["started", "completed", "failed"]
+RunStatusLiteral = Literal["started", "completed", "failed", "cancelled"]
 """The states of runs.status as string literals."""
 
 RUN_INITIAL: Final = RunStatus.STARTED
@@ -22,12 +22,14 @@ RUN_TERMINAL: Final[frozenset[RunStatus]] = frozenset(
     {
         RunStatus.COMPLETED,
         RunStatus.FAILED,
+        RunStatus.CANCELLED,
     }
 )
 """States a runs row never leaves."""
 
 RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]], ...]] = (
-    (None, RunStatus.STARTED, ("start_flow",)),
+    (None, RunStatus.STARTED, ("start_flow", "resume_run")),
+    (RunStatus.STARTED, RunStatus.CANCELLED, ("cancel_run",)),
     (RunStatus.STARTED, RunStatus.COMPLETED, ("maybe_complete_run", "_complete_final_tasks")),
     (
         RunStatus.STARTED,
@@ -39,7 +41,9 @@ RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]]
 
 
 # -- step_state: step_states.status
-StepStateStatusLiteral = Literal["created", "started", "completed", "failed", "skipped"]
+StepStateStatusLiteral = Literal[
+    "created", "started", "completed", "failed", "skipped", "cancelled"
+]
 """The states of step_states.status as string literals."""
 
 STEP_STATE_INITIAL: Final = StepStateStatus.CREATED
@@ -50,6 +54,7 @@ STEP_STATE_TERMINAL: Final[frozenset[StepStateStatus]] = frozenset(
         StepStateStatus.COMPLETED,
         StepStateStatus.FAILED,
         StepStateStatus.SKIPPED,
+        StepStateStatus.CANCELLED,
     }
 )
 """States a step_states row never leaves."""
@@ -57,17 +62,23 @@ STEP_STATE_TERMINAL: Final[frozenset[StepStateStatus]] = frozenset(
 STEP_STATE_TRANSITIONS: Final[
     tuple[tuple[StepStateStatus | None, StepStateStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepStateStatus.CREATED, ("start_flow",)),
+    (None, StepStateStatus.CREATED, ("start_flow", "resume_run")),
     (
         StepStateStatus.CREATED,
         StepStateStatus.STARTED,
-        ("start_ready_steps", "_complete_final_tasks"),
+        ("start_ready_steps", "_complete_final_tasks", "resume_run"),
     ),
-    (StepStateStatus.CREATED, StepStateStatus.COMPLETED, ("cascade_complete_taskless_steps",)),
+    (StepStateStatus.CREATED, StepStateStatus.CANCELLED, ("cancel_run",)),
+    (StepStateStatus.STARTED, StepStateStatus.CANCELLED, ("cancel_run",)),
+    (
+        StepStateStatus.CREATED,
+        StepStateStatus.COMPLETED,
+        ("cascade_complete_taskless_steps", "resume_run"),
+    ),
     (
         StepStateStatus.CREATED,
         StepStateStatus.SKIPPED,
-        ("cascade_resolve_conditions", "_cascade_force_skip_steps"),
+        ("cascade_resolve_conditions", "_cascade_force_skip_steps", "resume_run"),
     ),
     (StepStateStatus.CREATED, StepStateStatus.FAILED, ("cascade_resolve_conditions",)),
     (
@@ -101,7 +112,8 @@ STEP_TASK_TERMINAL: Final[frozenset[StepTaskStatus]] = frozenset(
 STEP_TASK_TRANSITIONS: Final[
     tuple[tuple[StepTaskStatus | None, StepTaskStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepTaskStatus.QUEUED, ("start_ready_steps", "_complete_final_tasks")),
+    (None, StepTaskStatus.QUEUED, ("start_ready_steps", "_complete_final_tasks", "resume_run")),
+    (StepTaskStatus.QUEUED, StepTaskStatus.COMPLETED, ("resume_run",)),
     (StepTaskStatus.QUEUED, StepTaskStatus.STARTED, ("start_tasks", "_start_tasks")),
     (
         StepTaskStatus.STARTED,
@@ -113,12 +125,24 @@ STEP_TASK_TRANSITIONS: Final[
     (
         StepTaskStatus.QUEUED,
         StepTaskStatus.CANCELLED,
-        ("fail_task", "complete_task", "cascade_resolve_conditions", "_cancel_run_tasks"),
+        (
+            "fail_task",
+            "complete_task",
+            "cascade_resolve_conditions",
+            "_cancel_run_tasks",
+            "cancel_run",
+        ),
     ),
     (
         StepTaskStatus.STARTED,
         StepTaskStatus.CANCELLED,
-        ("fail_task", "complete_task", "cascade_resolve_conditions", "_cancel_run_tasks"),
+        (
+            "fail_task",
+            "complete_task",
+            "cascade_resolve_conditions",
+            "_cancel_run_tasks",
+            "cancel_run",
+        ),
     ),
     (StepTaskStatus.QUEUED, StepTaskStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),
     (StepTaskStatus.STARTED, StepTaskStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),
