@@ -29,12 +29,18 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
+# Strict editable mode: a tree of links under build/ that mypy and other tools see like an
+# installed package (the import names differ from the folder names, see pyproject.toml). It
+# lists files, so the install is redone when pyproject.toml or the set of package files changes.
 stamp=.venv/.pgweave-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$({ cat pyproject.toml
+  find pgweave generator examples templates spec generated/migrations generated/python \
+    -type f -not -path '*/__pycache__/*' | LC_ALL=C sort; } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-  echo "installing Python dependencies into .venv" >&2
+  echo "installing pgweave (editable) and its dependencies into .venv" >&2
   # (pip's notes about this machine's unused local index paths are filtered out)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check \
+    --config-settings editable_mode=strict -e '.[dev,bench]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$wanted" > "$stamp"
 fi
