@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from generator import spec_model as sm
-from generator.diagnostics import Path_, SpecError, SpecIssue
-from generator.ir import (
+from pgweave_generator import spec_model as sm
+from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue
+from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
     ColumnIR,
@@ -31,8 +31,8 @@ from generator.ir import (
     TableIR,
     TransitionIR,
 )
-from generator.loader import LoadedSpec, SourceMap, load_spec
-from generator.sql_types import TypeRef, parse_type
+from pgweave_generator.loader import LoadedSpec, SourceMap, load_spec
+from pgweave_generator.sql_types import TypeRef, parse_type
 
 BODY_DELIMITER = "$body$"
 

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from generator.diagnostics import Path_, SpecError, SpecIssue
-from generator.spec_model import Spec
+from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue
+from pgweave_generator.spec_model import Spec
 
 
 @dataclass(frozen=True)

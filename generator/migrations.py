@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.ir import SchemaIR
-from generator.planner import Plan, plan, summary_lines
-from generator.render import GeneratedFile
-from generator.render.migration import render_upgrade
-from generator.render.sql import render_initial_migration
-from generator.snapshot import (
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.planner import Plan, plan, summary_lines
+from pgweave_generator.render import GeneratedFile
+from pgweave_generator.render.migration import render_upgrade
+from pgweave_generator.render.sql import render_initial_migration
+from pgweave_generator.snapshot import (
     MIGRATION_LABEL,
     Snapshot,
     SnapshotError,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from generator.ir import (
+from pgweave_generator.ir import (
     AttributeIR,
     ColumnIR,
     CompositeTypeIR,
@@ -42,8 +42,8 @@ from generator.ir import (
     SchemaIR,
     TableIR,
 )
-from generator.render.sql import function_identity, render_object
-from generator.sql_types import TypeRef
+from pgweave_generator.render.sql import function_identity, render_object
+from pgweave_generator.sql_types import TypeRef
 
 
 class PlanError(ValueError):

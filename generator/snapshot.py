@@ -19,8 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from generator.ir import SchemaIR
-from generator.render import GeneratedFile
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.render import GeneratedFile
 
 SNAPSHOTS_DIR = "snapshots"
 MIGRATIONS_DIR = "migrations"

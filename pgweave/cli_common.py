@@ -13,7 +13,7 @@ from click.decorators import FC
 from pgweave import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from generator.diagnostics import SpecError
+    from pgweave_generator.diagnostics import SpecError
 
 DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
 DEFAULT_OUT = PROJECT_ROOT / "generated"

@@ -235,7 +235,7 @@ def demo(example: str) -> None:
 
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
-    from examples.demo import run_demo
+    from pgweave_examples.demo import run_demo
 
     sys.exit(run_demo(example))
 

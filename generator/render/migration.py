@@ -6,8 +6,8 @@ or role block looks the same whether a database was upgraded or installed fresh.
 
 from __future__ import annotations
 
-from generator.ir import SchemaIR
-from generator.planner import (
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.planner import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -38,9 +38,9 @@ from generator.planner import (
     revoke_of,
     summary_lines,
 )
-from generator.render import GeneratedFile, header
-from generator.render.sql import function_identity, render_object
-from generator.templating import render, sql_literal
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.sql import function_identity, render_object
+from pgweave_generator.templating import render, sql_literal
 
 
 def _alter(s: str, table: str, action: str) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from generator.pipeline import generate_files, write
 from pgweave.install import MIGRATIONS_DIR, InstallError, apply_migrations, install_pgmq, pgmq_state
+from pgweave_generator.pipeline import generate_files, write
 from tests.generator.conftest import MINI
 
 

@@ -13,13 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import load_ir
-from generator.pipeline import generate_files
-from generator.planner import AlterColumnType, PlanError, plan, rename_words, revoke_of, widens
-from generator.render.sql import render_initial_migration
-from generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
-from generator.sql_types import TypeRef
 from pgweave import PROJECT_ROOT
+from pgweave_generator.build import load_ir
+from pgweave_generator.pipeline import generate_files
+from pgweave_generator.planner import (
+    AlterColumnType,
+    PlanError,
+    plan,
+    rename_words,
+    revoke_of,
+    widens,
+)
+from pgweave_generator.render.sql import render_initial_migration
+from pgweave_generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
+from pgweave_generator.sql_types import TypeRef
 from tests.migrations.conftest import Workspace
 
 MINI_SPEC = PROJECT_ROOT / "tests" / "generator" / "fixtures" / "mini" / "spec.yaml"
