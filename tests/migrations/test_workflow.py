@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pgweave import PROJECT_ROOT
 from pgweave_generator.build import load_ir
 from pgweave_generator.pipeline import generate_files
 from pgweave_generator.planner import (
@@ -27,6 +26,7 @@ from pgweave_generator.planner import (
 from pgweave_generator.render.sql import render_initial_migration
 from pgweave_generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
 from pgweave_generator.sql_types import TypeRef
+from tests import PROJECT_ROOT
 from tests.migrations.conftest import Workspace
 
 MINI_SPEC = PROJECT_ROOT / "tests" / "generator" / "fixtures" / "mini" / "spec.yaml"
