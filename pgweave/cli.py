@@ -19,6 +19,7 @@ generated_option = out_option("Directory of the generated files.")
 
 
 @click.group()
+@click.version_option(package_name="pgweave", message="%(prog)s %(version)s")
 def main() -> None:
     """pgweave: a PostgreSQL-native DAG workflow engine, generated from one spec."""
 

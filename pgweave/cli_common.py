@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 from click.decorators import FC
 
-from pgweave import PROJECT_ROOT
-
 if TYPE_CHECKING:
     from pgweave_generator.diagnostics import SpecError
 
-DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
-DEFAULT_OUT = PROJECT_ROOT / "generated"
+# A project keeps its spec in spec/ and the generator's output in generated/ (like this
+# repository): the defaults are relative to the working directory.
+DEFAULT_SPEC = Path("spec", "pgflow.yaml")
+DEFAULT_OUT = Path("generated")
 
 spec_option = click.option(
     "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,

@@ -231,10 +231,6 @@ def status(run_id: uuid.UUID, dsn: str, as_json: bool, wait: bool, timeout: floa
 )
 def demo(example: str) -> None:
     """Run the example flows end to end on a throwaway PostgreSQL and print their outputs."""
-    from pgweave import PROJECT_ROOT
-
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
     from pgweave_examples.demo import run_demo
 
     sys.exit(run_demo(example))
