@@ -1,0 +1,209 @@
+"""The built wheel is the product: installed into a fresh virtualenv outside the checkout,
+its ``pgweave`` command installs the engine, runs a worker and a flow, the demo and the
+generator, with everything it needs shipped as package data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A virtualenv with only the wheel (and its dependencies) installed."""
+
+    venv: Path
+    wheel: Path
+    home: Path
+    """An empty working directory outside the checkout."""
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a program of the virtualenv (``pgweave``, ``python``) in the empty directory."""
+        return subprocess.run(
+            [str(self.venv / "bin" / args[0]), *args[1:]],
+            cwd=cwd or self.home,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def clean_env() -> dict[str, str]:
+    """The environment minus anything that could put the checkout on the import path."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PGWEAVE_DSN"}
+    }
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """``python -m build`` (sdist, then the wheel from the sdist) with the generator extra,
+    installed into a new venv.
+
+    The dependencies are pinned to the versions of the development virtualenv, so pip takes
+    them from its cache.
+    """
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(PROJECT_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = dist.glob("pgweave-*.whl")
+    assert len(list(dist.glob("pgweave-*.tar.gz"))) == 1
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    freeze = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "freeze",
+            "--exclude-editable",
+            "--disable-pip-version-check",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    constraints = root / "constraints.txt"
+    constraints.write_text(freeze.stdout, encoding="utf-8")
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+         "--disable-pip-version-check", "-c", str(constraints), f"{wheel}[generator]"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    home = root / "home"
+    home.mkdir()
+    yield Installed(venv, wheel, home)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_wheel_has_only_pgweave_prefixed_top_level_names(installed: Installed) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    assert top == {
+        "pgweave",
+        "pgweave_client",
+        "pgweave_examples",
+        "pgweave_generator",
+        "pgweave_migrations",
+        "pgweave_spec",
+        f"pgweave-{installed.wheel.name.split('-')[1]}.dist-info",
+    }
+    for data in (
+        "pgweave_migrations/0001_initial.sql",
+        "pgweave_spec/pgflow.yaml",
+        "pgweave_generator/templates/sql/initial_migration.sql.j2",
+        "pgweave_client/py.typed",
+    ):
+        assert data in names
+
+
+def test_version_comes_from_pyproject(installed: Installed) -> None:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    version = project["project"]["version"]
+    result = installed.run("pgweave", "--version")
+    assert (result.returncode, result.stdout) == (0, f"pgweave {version}\n")
+    imported = installed.run(
+        "python", "-c", "import pgweave, pgweave_generator; print(pgweave.__version__); "
+        "print(pgweave.__file__); print(pgweave_generator.__file__)",
+    )  # fmt: skip
+    lines = imported.stdout.splitlines()
+    assert lines[0] == version, imported.stderr
+    for path in lines[1:]:
+        assert Path(path).is_relative_to(installed.venv), path
+
+
+def test_install_worker_start_wait_status(installed: Installed, empty_db: str) -> None:
+    result = installed.run("pgweave", "install", "--dsn", empty_db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("applied: 0001_initial.sql")
+    log = (installed.home / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [str(installed.venv / "bin" / "pgweave"), "worker", "pgweave_examples.map_example:flow",
+         "--dsn", empty_db],
+        cwd=installed.home, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_flow(empty_db, "word_stats", worker)
+        started = installed.run(
+            "pgweave", "start", "word_stats", "--dsn", empty_db, "--input",
+            json.dumps(["Wheels ship", "from one spec"]), "--wait", "--timeout", "60",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = started.stdout.split("started run ", 1)[1].split()[0]
+        assert '"longest": "wheels"' in started.stdout
+        status = installed.run("pgweave", "status", run_id, "--dsn", empty_db, "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["run"]["status"] == "completed"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+        log.close()
+    assert code == 0, (installed.home / "worker.log").read_text()
+
+
+def wait_for_flow(dsn: str, slug: str, worker: subprocess.Popen[bytes]) -> None:
+    """Wait until the worker has compiled the flow into the database."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while not conn.execute("select 1 from pgflow.flows where flow_slug = %s", (slug,)).rowcount:
+            assert worker.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, f"flow {slug} not compiled within 60 s"
+            time.sleep(0.1)
+
+
+def test_demo(installed: Installed) -> None:
+    result = installed.run("pgweave", "demo", "--example", "map", timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "demo complete" in result.stdout
+
+
+def test_generator_commands_on_the_shipped_spec(installed: Installed) -> None:
+    """A project holding a copy of the engine's spec: generate, record, check, plan."""
+    project = installed.home / "project"
+    locate = installed.run(
+        "python",
+        "-c",
+        "import importlib.resources as r; print(r.files('pgweave_spec') / 'pgflow.yaml')",
+    )
+    shutil.copytree(Path(locate.stdout.strip()).parent, project / "spec")
+    for args, expected in (
+        (["generate"], "wrote generated/python/pgweave_client/client.py"),
+        (["migration", "new", "initial"], "recorded migration 0001_initial"),
+        (["check"], "generated: up to date with spec/pgflow.yaml"),
+        (["migration", "plan"], "-- no pending change: the spec matches 0001_initial"),
+    ):
+        result = installed.run("pgweave", *args, cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert expected in result.stdout, result.stdout
+    assert (project / "generated" / "python" / "pgweave_client" / "client.py").is_file()
