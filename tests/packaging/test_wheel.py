@@ -5,7 +5,6 @@ generator, with everything it needs shipped as package data."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import psycopg
 import pytest
 
 from tests import PROJECT_ROOT
+from tests.packaging import clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +47,6 @@ class Installed:
             timeout=timeout,
             check=False,
         )
-
-
-def clean_env() -> dict[str, str]:
-    """The environment minus anything that could put the checkout on the import path."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PGWEAVE_DSN"}
-    }
 
 
 @pytest.fixture(scope="module")
