@@ -18,8 +18,8 @@ def sql_literal(value: str | None) -> str:
 def environment() -> jinja2.Environment:
     """The shared environment: StrictUndefined, no autoescape, stable whitespace."""
     env = jinja2.Environment(
-        # templates/ of the repository, installed as package data of pgweave_generator
-        loader=jinja2.PackageLoader("pgweave_generator", "templates"),
+        # templates/ of the repository, installed as the data package pgweave_templates
+        loader=jinja2.PackageLoader("pgweave_templates", "."),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -108,12 +108,13 @@ def test_wheel_has_only_pgweave_prefixed_top_level_names(installed: Installed) -
         "pgweave_generator",
         "pgweave_migrations",
         "pgweave_spec",
+        "pgweave_templates",
         f"pgweave-{installed.wheel.name.split('-')[1]}.dist-info",
     }
     for data in (
         "pgweave_migrations/0001_initial.sql",
         "pgweave_spec/pgflow.yaml",
-        "pgweave_generator/templates/sql/initial_migration.sql.j2",
+        "pgweave_templates/sql/initial_migration.sql.j2",
         "pgweave_client/py.typed",
     ):
         assert data in names
