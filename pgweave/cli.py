@@ -9,6 +9,7 @@ import click
 import psycopg
 
 from pgweave.cli_common import fail, fail_on_spec_error, out_option, spec_option
+from pgweave.cli_errors import OneLineErrors
 from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
 from pgweave.migration_cli import pending_message
@@ -18,7 +19,7 @@ from pgweave_generator.render import GeneratedFile
 generated_option = out_option("Directory of the generated files.")
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="pgweave", message="%(prog)s %(version)s")
 def main() -> None:
     """pgweave: a PostgreSQL-native DAG workflow engine, generated from one spec."""

@@ -18,9 +18,19 @@ if TYPE_CHECKING:
 DEFAULT_SPEC = Path("spec", "pgflow.yaml")
 DEFAULT_OUT = Path("generated")
 
+
+def _existing_spec(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if not value.is_file():
+        raise click.BadParameter(
+            f"no spec file {value}: pass --spec FILE, or run where spec/pgflow.yaml is",
+            ctx, param,
+        )  # fmt: skip
+    return value
+
+
 spec_option = click.option(
     "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
-    help="The spec's entry file (YAML or JSON).",
+    callback=_existing_spec, help="The spec's entry file (YAML or JSON).",
 )  # fmt: skip
 
 

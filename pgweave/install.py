@@ -88,10 +88,15 @@ def list_migrations(directory: Traversable | None = None) -> list[Migration]:
     for path in sorted(sql_files, key=lambda p: p.name):
         match = MIGRATION_NAME.match(path.name)
         if match is None:
-            raise InstallError(f"unexpected file in {directory}: {path.name} (want NNNN_name.sql)")
+            raise InstallError(
+                f"unexpected file {path.name} in {directory}: migrations are named NNNN_name.sql"
+                "; rename or remove it"
+            )
         found.append(Migration(match.group(1), match.group(2), path))
     if not found:
-        raise InstallError(f"no migrations found in {directory}")
+        raise InstallError(
+            f"no migrations found in {directory}: reinstall pgweave (its wheel ships them)"
+        )
     return found
 
 
@@ -119,7 +124,10 @@ def apply_migrations(conn: psycopg.Connection, directory: Traversable | None = N
             if row is not None:
                 if row[0] != migration.checksum:
                     raise InstallError(
-                        f"migration {migration.path.name} was applied but its file has changed since"
+                        f"migration {migration.path.name} was applied but its file has changed "
+                        "since; an applied migration must stay as it was: restore the file (or "
+                        "install the pgweave version that applied it) and record changes as a "
+                        "new migration"
                     )
                 continue
             conn.execute(migration.sql.encode())

@@ -114,19 +114,27 @@ def redo_command(name: str | None, spec: Path, out: Path, allow_destructive: boo
 def plan_command(spec: Path, out: Path) -> None:
     """Print the migration `migration new` would record now (writes nothing)."""
     from pgweave_generator.build import load_ir
+    from pgweave_generator.diagnostics import SpecError
     from pgweave_generator.migrations import pending
     from pgweave_generator.pipeline import source_name
+    from pgweave_generator.planner import PlanError
     from pgweave_generator.render.migration import render_upgrade
-    from pgweave_generator.snapshot import load_history
+    from pgweave_generator.snapshot import SnapshotError, load_history
 
-    history = load_history(out)
+    try:
+        schema = load_ir(spec)
+        history = load_history(out)
+        step = pending(schema, out)
+    except SpecError as exc:
+        fail_on_spec_error(exc, "no plan")
+    except (PlanError, SnapshotError) as exc:
+        fail(str(exc))
     if not history:
         click.echo(
             "-- no migration recorded yet: `pgweave migration new NAME` records migration "
             "0001 with the whole schema"
         )
         return
-    step = pending(load_ir(spec), out)
     if step is None:
         click.echo(f"-- no pending change: the spec matches {history[-1].stem}")
         return
