@@ -12,7 +12,6 @@ import sys
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +49,9 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """``python -m build`` (sdist, then the wheel from the sdist) with the generator extra,
-    installed into a new venv.
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """``python -m build`` (sdist, then the wheel from the sdist; the build backend of the
+    development virtualenv), installed with the generator extra into a new venv.
 
     The dependencies are pinned to the versions of the development virtualenv, so pip takes
     them from its cache.
@@ -60,7 +59,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
     build = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(PROJECT_ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(PROJECT_ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -94,8 +93,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     assert pip.returncode == 0, pip.stderr[-3000:]
     home = root / "home"
     home.mkdir()
-    yield Installed(venv, wheel, home)
-    shutil.rmtree(root, ignore_errors=True)
+    return Installed(venv, wheel, home)
 
 
 def test_wheel_has_only_pgweave_prefixed_top_level_names(installed: Installed) -> None:
