@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pgweave_generator import spec_model as sm
-from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue
+from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
 from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
@@ -32,7 +32,7 @@ from pgweave_generator.ir import (
     TransitionIR,
 )
 from pgweave_generator.loader import LoadedSpec, SourceMap, load_spec
-from pgweave_generator.sql_types import TypeRef, parse_type
+from pgweave_generator.sql_types import ALIASES, BASE_TYPES, TypeRef, parse_type
 
 BODY_DELIMITER = "$body$"
 
@@ -60,7 +60,8 @@ class _Builder:
             stripped = stripped[len(prefix) :]
         ref = parse_type(stripped, self.table_names if allow_rows else set(), self.composite_names)
         if ref is None or (ref.name == "void" and path[-1] != "type"):
-            self.error(path, f"unknown type '{text}'")
+            known = [*BASE_TYPES, *ALIASES, *self.table_names, *self.composite_names]
+            self.error(path, f"unknown type '{text}'" + did_you_mean(stripped.lower(), known))
             return TypeRef("text", "base")
         return ref
 
@@ -70,7 +71,11 @@ class _Builder:
             return
         for index, column in enumerate(columns):
             if column not in spec_table.columns:
-                self.error((*path, index), f"unknown column '{column}' in table '{table}'")
+                self.error(
+                    (*path, index),
+                    f"unknown column '{column}' in table '{table}'"
+                    + did_you_mean(column, spec_table.columns),
+                )
 
     # -- tables --------------------------------------------------------------------------
     def machine_for(self, table: str, column: str) -> tuple[str, sm.StateMachine] | None:
@@ -198,7 +203,10 @@ class _Builder:
         target = self.spec.tables.get(fk.references)
         ref_columns = fk.ref_columns
         if target is None:
-            self.error((*path, "references"), f"unknown table '{fk.references}'")
+            self.error(
+                (*path, "references"),
+                f"unknown table '{fk.references}'" + did_you_mean(fk.references, self.spec.tables),
+            )
         else:
             if ref_columns is None:
                 if target.primary_key is None:
@@ -265,7 +273,10 @@ class _Builder:
         path: Path_ = ("state_machines", name)
         table = self.spec.tables.get(machine.table)
         if table is None:
-            self.error((*path, "table"), f"unknown table '{machine.table}'")
+            self.error(
+                (*path, "table"),
+                f"unknown table '{machine.table}'" + did_you_mean(machine.table, self.spec.tables),
+            )
         elif machine.column not in table.columns:
             self.error(
                 (*path, "column"), f"unknown column '{machine.column}' in table '{machine.table}'"
@@ -317,7 +328,11 @@ class _Builder:
                 )
             for f_index, function in enumerate(transition.by):
                 if function not in self.spec.functions:
-                    self.error((*t_path, "by", f_index), f"unknown function '{function}'")
+                    self.error(
+                        (*t_path, "by", f_index),
+                        f"unknown function '{function}'"
+                        + did_you_mean(function, self.spec.functions),
+                    )
             transitions.append(
                 TransitionIR(
                     tuple(transition.from_), transition.to, tuple(transition.by), transition.doc
@@ -433,10 +448,16 @@ class _Builder:
             self.error((*path, "body"), f"body must not contain the delimiter {BODY_DELIMITER}")
         for index, error in enumerate(function.raises):
             if error not in self.spec.errors:
-                self.error((*path, "raises", index), f"unknown error '{error}'")
+                self.error(
+                    (*path, "raises", index),
+                    f"unknown error '{error}'" + did_you_mean(error, self.spec.errors),
+                )
         for index, event in enumerate(function.emits):
             if event not in self.spec.events:
-                self.error((*path, "emits", index), f"unknown event '{event}'")
+                self.error(
+                    (*path, "emits", index),
+                    f"unknown event '{event}'" + did_you_mean(event, self.spec.events),
+                )
         calls = tuple(
             other
             for other in self.spec.functions
@@ -479,12 +500,18 @@ class _Builder:
         path: Path_ = ("roles", name)
         for index, function in enumerate(role.execute):
             if function not in self.spec.functions:
-                self.error((*path, "execute", index), f"unknown function '{function}'")
+                self.error(
+                    (*path, "execute", index),
+                    f"unknown function '{function}'" + did_you_mean(function, self.spec.functions),
+                )
             elif function in role.execute[:index]:
                 self.error((*path, "execute", index), f"function '{function}' listed twice")
         for table in role.tables:
             if table not in self.spec.tables:
-                self.error((*path, "tables", table), f"unknown table '{table}'")
+                self.error(
+                    (*path, "tables", table),
+                    f"unknown table '{table}'" + did_you_mean(table, self.spec.tables),
+                )
         external = tuple(
             ExternalGrantIR(
                 g.schema_name,

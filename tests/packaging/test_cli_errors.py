@@ -95,7 +95,7 @@ def test_start_wait_progress_lines_carry_no_source_locations(db: str) -> None:
     assert re.search(r"\w+\.py:\d+", result.output) is None, result.output
 
 
-def test_migration_plan_on_a_malformed_spec_suggests_the_closest_name(tmp_path: Path) -> None:
+def test_migration_plan_on_a_malformed_spec_suggests_the_closest_names(tmp_path: Path) -> None:
     shutil.copytree(MINI, tmp_path / "spec")
     spec = tmp_path / "spec" / "spec.yaml"
     text = spec.read_text(encoding="utf-8")
@@ -106,6 +106,20 @@ def test_migration_plan_on_a_malformed_spec_suggests_the_closest_name(tmp_path: 
         f"{spec}:13: tables.customers.columns.customer_id.nulable: unknown key "
         "(did you mean 'nullable'?)",
         "1 problem(s) in the spec; no plan.",
+    ]
+    for old, new in (("nulable", "nullable"), ("name: {type: text", "name: {type: txt"),
+                     ("raises: [order_not_found]", "raises: [order_not_fund]"),
+                     ("execute: [place_order,", "execute: [place_ordr,")):  # fmt: skip
+        text = spec.read_text(encoding="utf-8")
+        spec.write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = invoke("migration", "plan", "--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert [line.split(": ", 1)[-1] for line in result.stderr.splitlines()] == [
+        "tables.customers.columns.name.type: unknown type 'txt' (did you mean 'text'?)",
+        "functions.ship_order.raises[0]: unknown error 'order_not_fund' "
+        "(did you mean 'order_not_found'?)",
+        "roles.shop_clerk.execute[0]: unknown function 'place_ordr' (did you mean 'place_order'?)",
+        "3 problem(s) in the spec; no plan.",
     ]
 
 
