@@ -68,6 +68,8 @@ class OneLineErrors(click.Group):
         """Run the subcommand, turning usage errors and exceptions into one line."""
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group without its subcommand: click shows the group's help
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             click.secho(f"error: {exc.format_message()} (see `{where} --help`)", fg="red", err=True)

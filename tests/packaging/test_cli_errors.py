@@ -153,3 +153,10 @@ def test_an_error_in_the_users_flow_module(tmp_path: Path) -> None:
         "main compile failed: RuntimeError: cannot configure the flows "
         "(set PGWEAVE_TRACEBACK=1 to see the traceback)"
     )
+
+
+def test_a_group_without_its_subcommand_shows_its_help() -> None:
+    result = invoke("migration")
+    assert result.exit_code == 2
+    assert result.output.startswith("Usage: main migration [OPTIONS] COMMAND [ARGS]...")
+    assert "plan  Print the migration" in result.output
