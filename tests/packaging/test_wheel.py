@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests import PROJECT_ROOT
+from tests.generator.conftest import MINI
 from tests.packaging import clean_env
 
 pytestmark = pytest.mark.slow
@@ -50,16 +51,25 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """``python -m build`` (sdist, then the wheel from the sdist; the build backend of the
-    development virtualenv), installed with the generator extra into a new venv.
+    """``python -m build`` on a copy of the checkout's files (sdist, then the wheel from the
+    sdist; the build backend of the development virtualenv), installed with the generator
+    extra into a new venv.
 
     The dependencies are pinned to the versions of the development virtualenv, so pip takes
     them from its cache.
     """
     root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
+    source, dist = root / "source", root / "dist"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for name in filter(None, listed.stdout.split("\0")):  # a clone's files (no build/, .venv)
+        if (PROJECT_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(PROJECT_ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -178,17 +188,13 @@ def test_demo(installed: Installed) -> None:
     assert "demo complete" in result.stdout
 
 
-def test_generator_commands_on_the_shipped_spec(installed: Installed) -> None:
-    """A project holding a copy of the engine's spec: generate, record, check, plan."""
+def test_generator_commands(installed: Installed) -> None:
+    """A project with its own spec (the mini one): generate, record, check, plan."""
     project = installed.home / "project"
-    locate = installed.run(
-        "python",
-        "-c",
-        "import importlib.resources as r; print(r.files('pgweave_spec') / 'pgflow.yaml')",
-    )
-    shutil.copytree(Path(locate.stdout.strip()).parent, project / "spec")
+    shutil.copytree(MINI, project / "spec")
+    (project / "spec" / "spec.yaml").rename(project / "spec" / "pgflow.yaml")
     for args, expected in (
-        (["generate"], "wrote generated/python/pgweave_client/client.py"),
+        (["generate", "--spec", "spec/pgflow.yaml", "--out", "generated"], "wrote generated/"),
         (["migration", "new", "initial"], "recorded migration 0001_initial"),
         (["check"], "generated: up to date with spec/pgflow.yaml"),
         (["migration", "plan"], "-- no pending change: the spec matches 0001_initial"),
@@ -196,4 +202,17 @@ def test_generator_commands_on_the_shipped_spec(installed: Installed) -> None:
         result = installed.run("pgweave", *args, cwd=project)
         assert result.returncode == 0, result.stdout + result.stderr
         assert expected in result.stdout, result.stdout
-    assert (project / "generated" / "python" / "pgweave_client" / "client.py").is_file()
+    applied = (project / "generated" / "migrations" / "0001_initial.sql").read_text("utf-8")
+    assert "create table shop.orders" in applied
+
+
+def test_the_shipped_engine_spec_is_complete(installed: Installed) -> None:
+    """The engine's spec ships with its function bodies: it loads and validates."""
+    locate = installed.run(
+        "python", "-c", "import importlib.resources as r; print(r.files('pgweave_spec') / 'pgflow.yaml')"
+    )  # fmt: skip
+    spec = locate.stdout.strip()
+    assert Path(spec).is_relative_to(installed.venv), locate.stderr
+    result = installed.run("pgweave", "migration", "plan", "--spec", spec, "--out", "nothing")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("-- no migration recorded yet")
