@@ -3,10 +3,13 @@ from another project, with the pgweave-prefixed import names of the installed pa
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+from tests import PROJECT_ROOT
 from tests.packaging import clean_env
 
 USER_CODE = """
@@ -42,3 +45,22 @@ def test_mypy_from_another_project_sees_pgweave(tmp_path: Path) -> None:
         "app.py:15: error: Incompatible types in assignment (expression has type "
         '"Flow[list[int]]", variable has type "int")  [assignment]',
     ], result.stdout + result.stderr
+
+
+def test_each_import_name_links_its_whole_folder(tmp_path: Path) -> None:
+    """bootstrap.sh links every package as a folder, so a file added later is importable."""
+    setuptools = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text("utf-8"))["tool"][
+        "setuptools"
+    ]
+    folders = {"pgweave": "pgweave", **setuptools["package-dir"]}
+    assert set(folders) == {p for p in setuptools["packages"] if "." not in p}
+    probe = (
+        "import importlib.util, json, sys; print(json.dumps({n: "
+        "importlib.util.find_spec(n).submodule_search_locations[0] for n in sys.argv[1:]}))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe, *folders],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for name, location in json.loads(found.stdout).items():
+        assert Path(location).resolve() == PROJECT_ROOT / folders[name], name
