@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench import PROJECT_ROOT
 from bench.cluster import Server, pgbench_init, pgbench_tps
 from bench.report import machine_info, print_report, ratio, write_json, write_plot
 from bench.runner import (
@@ -29,7 +30,6 @@ from bench.runner import (
     time_type_violation,
 )
 from bench.workloads import workloads
-from pgweave import PROJECT_ROOT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

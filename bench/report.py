@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pgweave import PROJECT_ROOT
+from bench import PROJECT_ROOT
 
 DRIVER_LABELS = {
     "worker": "Python worker",

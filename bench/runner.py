@@ -20,9 +20,9 @@ from typing import IO, Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench import PROJECT_ROOT
 from bench.cluster import Server
 from bench.workloads import Workload
-from pgweave import PROJECT_ROOT
 from pgweave.client import Client
 
 DRIVERS = ("worker", "raw-task", "raw-batch")

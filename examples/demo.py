@@ -1,6 +1,6 @@
 """The end-to-end demo: a throwaway PostgreSQL, the engine installed, a worker, the example flows.
 
-    pgweave demo              # or: python -m examples.demo
+    pgweave demo              # or: python -m pgweave_examples.demo
 
 It starts an embedded cluster (removed afterwards), installs pgmq and the migrations, runs
 workers for the example flows in a background thread, starts each flow, waits for it by
@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 from rich.console import Console
 
-from examples import map_example, website_analysis
 from pgweave.client import Client
 from pgweave.config import WorkerConfig
 from pgweave.dsl import Flow
@@ -24,6 +23,7 @@ from pgweave.install import apply_migrations, install_pgmq
 from pgweave.logs import configure_logging
 from pgweave.status import fetch_tasks, run_view
 from pgweave.worker import WorkerThread
+from pgweave_examples import map_example, website_analysis
 
 EXAMPLES: dict[str, tuple[Flow[Any], Any]] = {
     "website": (website_analysis.flow, {"url": "https://pgweave.example/docs"}),

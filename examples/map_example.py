@@ -6,7 +6,7 @@
 Input: a list of sentences. Each is tokenised by its own task, the word lists are
 flattened, each word's length is measured by its own task, and the stats step combines them.
 
-    pgweave worker examples.map_example:flow --dsn "$DSN"
+    pgweave worker pgweave_examples.map_example:flow --dsn "$DSN"
     pgweave start word_stats --input '["a b", "c d e"]' --wait --dsn "$DSN"
 """
 

@@ -9,7 +9,7 @@ The handlers are local stand-ins: "fetching" renders a deterministic page from t
 anywhere without network access. ``summary`` is ``async`` and ``sentiment`` takes the
 StepContext, to show both kinds of handler.
 
-    pgweave worker examples.website_analysis:flow --dsn "$DSN"
+    pgweave worker pgweave_examples.website_analysis:flow --dsn "$DSN"
     pgweave start analyze_website --input '{"url": "https://example.com"}' --wait --dsn "$DSN"
 """
 

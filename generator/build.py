@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from generator import spec_model as sm
-from generator.diagnostics import Path_, SpecError, SpecIssue
-from generator.ir import (
+from pgweave_generator import spec_model as sm
+from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
+from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
     ColumnIR,
@@ -38,8 +38,8 @@ from generator.ir import (
     TransitionIR,
     Volatility,
 )
-from generator.loader import LoadedSpec, SourceMap, load_spec
-from generator.sql_analysis import (
+from pgweave_generator.loader import LoadedSpec, SourceMap, load_spec
+from pgweave_generator.sql_analysis import (
     BodyFacts,
     SqlSyntaxError,
     body_facts,
@@ -48,12 +48,12 @@ from generator.sql_analysis import (
     compared_literals,
     parse_expression,
 )
-from generator.sql_checks import (
+from pgweave_generator.sql_checks import (
     check_body_names,
     check_expression,
     check_transitions,
 )
-from generator.sql_types import TypeRef, parse_type
+from pgweave_generator.sql_types import ALIASES, BASE_TYPES, TypeRef, parse_type
 
 BODY_DELIMITER = "$body$"
 
@@ -108,7 +108,8 @@ class _Builder:
             stripped = stripped[len(prefix) :]
         ref = parse_type(stripped, self.table_names if allow_rows else set(), self.composite_names)
         if ref is None or (ref.name == "void" and path[-1] != "type"):
-            self.error(path, f"unknown type '{text}'")
+            known = [*BASE_TYPES, *ALIASES, *self.table_names, *self.composite_names]
+            self.error(path, f"unknown type '{text}'" + did_you_mean(stripped.lower(), known))
             return TypeRef("text", "base")
         return ref
 
@@ -118,7 +119,11 @@ class _Builder:
             return
         for index, column in enumerate(columns):
             if column not in spec_table.columns:
-                self.error((*path, index), f"unknown column '{column}' in table '{table}'")
+                self.error(
+                    (*path, index),
+                    f"unknown column '{column}' in table '{table}'"
+                    + did_you_mean(column, spec_table.columns),
+                )
 
     # -- tables --------------------------------------------------------------------------
     def machine_for(self, table: str, column: str) -> tuple[str, sm.StateMachine] | None:
@@ -250,7 +255,10 @@ class _Builder:
         target = self.spec.tables.get(fk.references)
         ref_columns = fk.ref_columns
         if target is None:
-            self.error((*path, "references"), f"unknown table '{fk.references}'")
+            self.error(
+                (*path, "references"),
+                f"unknown table '{fk.references}'" + did_you_mean(fk.references, self.spec.tables),
+            )
         else:
             if ref_columns is None:
                 if target.primary_key is None:
@@ -329,7 +337,10 @@ class _Builder:
         path: Path_ = ("state_machines", name)
         table = self.spec.tables.get(machine.table)
         if table is None:
-            self.error((*path, "table"), f"unknown table '{machine.table}'")
+            self.error(
+                (*path, "table"),
+                f"unknown table '{machine.table}'" + did_you_mean(machine.table, self.spec.tables),
+            )
         elif machine.column not in table.columns:
             self.error(
                 (*path, "column"), f"unknown column '{machine.column}' in table '{machine.table}'"
@@ -381,7 +392,11 @@ class _Builder:
                 )
             for f_index, function in enumerate(transition.by):
                 if function not in self.spec.functions:
-                    self.error((*t_path, "by", f_index), f"unknown function '{function}'")
+                    self.error(
+                        (*t_path, "by", f_index),
+                        f"unknown function '{function}'"
+                        + did_you_mean(function, self.spec.functions),
+                    )
             transitions.append(
                 TransitionIR(
                     tuple(transition.from_), transition.to, tuple(transition.by), transition.doc
@@ -522,10 +537,16 @@ class _Builder:
             self.error((*path, "body"), f"body must not contain the delimiter {BODY_DELIMITER}")
         for index, error in enumerate(function.raises):
             if error not in self.spec.errors:
-                self.error((*path, "raises", index), f"unknown error '{error}'")
+                self.error(
+                    (*path, "raises", index),
+                    f"unknown error '{error}'" + did_you_mean(error, self.spec.errors),
+                )
         for index, event in enumerate(function.emits):
             if event not in self.spec.events:
-                self.error((*path, "emits", index), f"unknown event '{event}'")
+                self.error(
+                    (*path, "emits", index),
+                    f"unknown event '{event}'" + did_you_mean(event, self.spec.events),
+                )
         facts = body_facts(
             body, function.language, self.qualifiers, self.signature(args, returns_ir)
         )
@@ -567,7 +588,10 @@ class _Builder:
         path: Path_ = ("roles", name)
         for index, function in enumerate(role.execute):
             if function not in self.spec.functions:
-                self.error((*path, "execute", index), f"unknown function '{function}'")
+                self.error(
+                    (*path, "execute", index),
+                    f"unknown function '{function}'" + did_you_mean(function, self.spec.functions),
+                )
             elif function in role.execute[:index]:
                 self.error((*path, "execute", index), f"function '{function}' listed twice")
             elif self.is_internal(function):
@@ -577,7 +601,10 @@ class _Builder:
                 )
         for table in role.tables:
             if table not in self.spec.tables:
-                self.error((*path, "tables", table), f"unknown table '{table}'")
+                self.error(
+                    (*path, "tables", table),
+                    f"unknown table '{table}'" + did_you_mean(table, self.spec.tables),
+                )
         external = tuple(
             ExternalGrantIR(
                 g.schema_name,

@@ -2,8 +2,8 @@
 
 A change is data: what to create, alter, rename, drop, comment, grant or revoke, with
 why (its ``reason``) and whether it may lose data (``destructive``). The differs
-(``generator.differ``) produce them, the planner (``generator.planner``) orders them,
-the review pass (``generator.review``) adds notes, and ``render/migration.py`` turns
+(``pgweave_generator.differ``) produce them, the planner (``pgweave_generator.planner``) orders them,
+the review pass (``pgweave_generator.review``) adds notes, and ``render/migration.py`` turns
 them into SQL.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generator.ir import (
+from pgweave_generator.ir import (
     AttributeIR,
     ColumnIR,
     CompositeTypeIR,
@@ -23,7 +23,7 @@ from generator.ir import (
     SchemaIR,
     TableIR,
 )
-from generator.sql_types import TypeRef
+from pgweave_generator.sql_types import TypeRef
 
 
 class PlanError(ValueError):

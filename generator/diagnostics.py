@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,12 @@ def format_path(path: Path_) -> str:
         else:
             text += ("." if text else "") + part
     return text or "<root>"
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'nullable'?)`` for the valid name closest to a misspelt one, or ''."""
+    close = difflib.get_close_matches(name, sorted(set(valid)), n=1, cutoff=0.7)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 @dataclass(frozen=True)

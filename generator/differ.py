@@ -1,6 +1,6 @@
 """Differs: one per kind of object, each comparing the installed model with the wanted one.
 
-Each differ returns typed changes (``generator.changes``) and the facts later differs
+Each differ returns typed changes (``pgweave_generator.changes``) and the facts later differs
 need (types recreated, functions dropped or created, foreign keys deferred). None of them
 orders changes across kinds: that is the planner's job.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from generator.changes import (
+from pgweave_generator.changes import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -38,7 +38,7 @@ from generator.changes import (
     SetNullable,
     SuspendDefault,
 )
-from generator.ir import (
+from pgweave_generator.ir import (
     AttributeIR,
     ConstraintIR,
     ConstraintKind,
@@ -51,8 +51,8 @@ from generator.ir import (
     SchemaIR,
     TableIR,
 )
-from generator.renames import Baseline, definition
-from generator.sql_analysis import SqlSyntaxError, called_functions, parse_expression
+from pgweave_generator.renames import Baseline, definition
+from pgweave_generator.sql_analysis import SqlSyntaxError, called_functions, parse_expression
 
 
 # -- composite types ----------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The intermediate model: canonical, frozen, everything derived and cross-checked.
 
 Renderers read only this model. It is built from a validated ``Spec`` by ``build_ir``
-(see ``generator.build``); everything here is plain data that can be serialised.
+(see ``pgweave_generator.build``); everything here is plain data that can be serialised.
 
-Migration snapshots (``generated/snapshots/*.json``, see ``generator.snapshot``) are this
+Migration snapshots (``generated/snapshots/*.json``, see ``pgweave_generator.snapshot``) are this
 model as JSON: a field added once snapshots exist needs a default, so older snapshots
 still load (a missing field without one is reported by name).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from generator.sql_types import TypeRef
+from pgweave_generator.sql_types import TypeRef
 
 
 class ConstraintKind(StrEnum):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from generator.diagnostics import Path_, SpecError, SpecIssue
-from generator.spec_model import Spec
+from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
+from pgweave_generator.spec_model import Spec
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def load_spec(file: Path) -> LoadedSpec:
 
 def _pydantic_message(err: Any) -> str:
     if err["type"] == "extra_forbidden":
-        return "unknown key"
+        *where, key = (p for p in err["loc"] if p != "[key]")
+        return "unknown key" + did_you_mean(str(key), _keys_at(tuple(where)))
     if err["type"] == "missing":
         return "required key is missing"
     if err["type"] == "string_pattern_mismatch":
@@ -118,3 +121,35 @@ def _pydantic_message(err: Any) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return message[:1].lower() + message[1:]
+
+
+def _keys_at(path: Path_) -> set[str]:
+    """The keys the spec format allows in the mapping at ``path`` (for suggestions)."""
+    kinds: list[Any] = [Spec]
+    for part in path:
+        kinds = [inner for kind in kinds for inner in _inside(kind, part)]
+    return {
+        field.alias or name
+        for kind in kinds
+        if isinstance(kind, type) and issubclass(kind, BaseModel)
+        for name, field in kind.model_fields.items()
+    }
+
+
+def _inside(kind: Any, part: str | int) -> list[Any]:
+    """The types that may appear at ``part`` inside a value of type ``kind``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        members = args if origin is not typing.Annotated else args[:1]
+        return [inner for member in members for inner in _inside(member, part)]
+    if isinstance(kind, type) and issubclass(kind, BaseModel) and isinstance(part, str):
+        return [
+            field.annotation
+            for name, field in kind.model_fields.items()
+            if part in (name, field.alias)
+        ]
+    if origin is dict and isinstance(part, str):
+        return [args[1]]
+    if origin is list and isinstance(part, int):
+        return [args[0]]
+    return []

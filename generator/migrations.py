@@ -13,13 +13,13 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.changes import Plan, summary_lines
-from generator.ir import SchemaIR
-from generator.planner import plan
-from generator.render import GeneratedFile
-from generator.render.migration import change_count, render_upgrade
-from generator.render.sql import render_initial_migration, summary
-from generator.snapshot import (
+from pgweave_generator.changes import Plan, summary_lines
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.planner import plan
+from pgweave_generator.render import GeneratedFile
+from pgweave_generator.render.migration import change_count, render_upgrade
+from pgweave_generator.render.sql import render_initial_migration, summary
+from pgweave_generator.snapshot import (
     MIGRATION_LABEL,
     Snapshot,
     SnapshotError,

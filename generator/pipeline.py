@@ -8,13 +8,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build import load_ir
-from generator.migrations import migration_summaries, render_migrations
-from generator.render import GeneratedFile
-from generator.render.docs import render_docs
-from generator.render.python_client import render_python_client
-from generator.render.python_models import render_json_schema, render_models
-from generator.render.spec_schema import render_spec_schema
+from pgweave_generator.build import load_ir
+from pgweave_generator.migrations import migration_summaries, render_migrations
+from pgweave_generator.render import GeneratedFile
+from pgweave_generator.render.docs import render_docs
+from pgweave_generator.render.python_client import render_python_client
+from pgweave_generator.render.python_models import render_json_schema, render_models
+from pgweave_generator.render.spec_schema import render_spec_schema
 
 
 def source_name(spec_file: Path, out_dir: Path) -> str:

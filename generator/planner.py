@@ -3,10 +3,10 @@
 Like Atlas, a migration is a list of typed changes computed from two models (what the
 last migration installed, what the spec now wants):
 
-1. ``generator.renames`` maps the installed model through the declared renames;
-2. one differ per kind of object (``generator.differ``) yields typed changes;
+1. ``pgweave_generator.renames`` maps the installed model through the declared renames;
+2. one differ per kind of object (``pgweave_generator.differ``) yields typed changes;
 3. the orderer below sorts them into an order the database accepts (``Phase``);
-4. the review pass (``generator.review``) adds notes for the reviewer.
+4. the review pass (``pgweave_generator.review``) adds notes for the reviewer.
 
 The phases: grants that go away are revoked (while objects still have their old names);
 renames; what stands in the way is dropped (changed or removed constraints and indexes,
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from generator.changes import (
+from pgweave_generator.changes import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -52,16 +52,16 @@ from generator.changes import (
     SetNullable,
     SuspendDefault,
 )
-from generator.differ import (
+from pgweave_generator.differ import (
     diff_constraints,
     diff_functions,
     diff_roles,
     diff_tables,
     diff_types,
 )
-from generator.ir import ConstraintKind, SchemaIR
-from generator.renames import baseline
-from generator.review import review
+from pgweave_generator.ir import ConstraintKind, SchemaIR
+from pgweave_generator.renames import baseline
+from pgweave_generator.review import review
 
 
 class Phase(IntEnum):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from generator.changes import (
+from pgweave_generator.changes import (
     Change,
     PlanError,
     RenameColumn,
@@ -21,8 +21,8 @@ from generator.changes import (
     RenameIndex,
     RenameTable,
 )
-from generator.ir import ConstraintIR, FunctionIR, ReturnsIR, SchemaIR, TableIR
-from generator.sql_types import TypeRef
+from pgweave_generator.ir import ConstraintIR, FunctionIR, ReturnsIR, SchemaIR, TableIR
+from pgweave_generator.sql_types import TypeRef
 
 _WORD = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|[a-z_][a-z0-9_]*", re.IGNORECASE)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from generator.changes import AddColumn, Change, CreateFunction, SetNullable
-from generator.ir import SchemaIR
-from generator.renames import Baseline
+from pgweave_generator.changes import AddColumn, Change, CreateFunction, SetNullable
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.renames import Baseline
 
 
 def _role_notes(old: SchemaIR, new: SchemaIR) -> list[str]:

@@ -20,9 +20,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from generator.ir import SchemaIR
-from generator.render import GeneratedFile
-from generator.sql_analysis import SqlSyntaxError, called_functions, foreign_key, parse_expression
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.render import GeneratedFile
+from pgweave_generator.sql_analysis import (
+    SqlSyntaxError,
+    called_functions,
+    foreign_key,
+    parse_expression,
+)
 
 SNAPSHOTS_DIR = "snapshots"
 MIGRATIONS_DIR = "migrations"

@@ -1,7 +1,7 @@
 """Checks of the spec's SQL against the spec: names in fragments, statuses set by bodies.
 
 Every SQL fragment (check expressions, index predicates, defaults, bodies) is parsed with
-PostgreSQL's parser (``generator.sql_analysis``); names it can resolve are checked - the
+PostgreSQL's parser (``pgweave_generator.sql_analysis``); names it can resolve are checked - the
 columns of the table in checks and index predicates, the tables and functions of the
 schema (and pgmq's functions) that bodies name. A body that writes a status literal to a
 column governed by a state machine must be listed in ``by`` of a transition to that
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from generator import spec_model as sm
-from generator.diagnostics import Path_
-from generator.sql_analysis import (
+from pgweave_generator import spec_model as sm
+from pgweave_generator.diagnostics import Path_
+from pgweave_generator.sql_analysis import (
     BodyFacts,
     SqlSyntaxError,
     called_functions,

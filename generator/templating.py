@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import jinja2
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 def sql_literal(value: str | None) -> str:
@@ -21,7 +18,8 @@ def sql_literal(value: str | None) -> str:
 def environment() -> jinja2.Environment:
     """The shared environment: StrictUndefined, no autoescape, stable whitespace."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        # templates/ of the repository, installed as the data package pgweave_templates
+        loader=jinja2.PackageLoader("pgweave_templates", "."),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.metadata import version
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout pgweave runs from (spec/, generated/ and templates/ live here)."""
+__version__ = version("pgweave")
+"""The installed version (pyproject.toml is the one place it is written)."""

@@ -8,26 +8,28 @@ from pathlib import Path
 import click
 import psycopg
 
-from generator.render import GeneratedFile
 from pgweave.cli_common import fail, fail_on_spec_error, out_option, spec_option
+from pgweave.cli_errors import OneLineErrors
 from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
+from pgweave_generator.render import GeneratedFile
 
 generated_option = out_option("Directory of the generated files.")
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="pgweave", message="%(prog)s %(version)s")
 def main() -> None:
     """pgweave: a PostgreSQL-native DAG workflow engine, generated from one spec."""
 
 
 def _files(spec: Path, out: Path) -> list[GeneratedFile]:
-    from generator.changes import PlanError
-    from generator.diagnostics import SpecError
-    from generator.pipeline import generate_files
-    from generator.snapshot import SnapshotError
+    from pgweave_generator.changes import PlanError
+    from pgweave_generator.diagnostics import SpecError
+    from pgweave_generator.pipeline import generate_files
+    from pgweave_generator.snapshot import SnapshotError
 
     try:
         return generate_files(spec, out)
@@ -42,7 +44,7 @@ def _files(spec: Path, out: Path) -> list[GeneratedFile]:
 @generated_option
 def generate(spec: Path, out: Path) -> None:
     """Generate every output from the spec into the output directory."""
-    from generator.pipeline import write
+    from pgweave_generator.pipeline import write
 
     drift = write(_files(spec, out), out)
     pending = pending_message(spec, out)
@@ -64,7 +66,7 @@ def check(spec: Path, out: Path) -> None:
 
     Also fails when the spec differs from the last recorded migration snapshot.
     """
-    from generator.pipeline import diff
+    from pgweave_generator.pipeline import diff
 
     drift = diff(_files(spec, out), out)
     pending = pending_message(spec, out)
@@ -104,10 +106,10 @@ def install_pgmq_command(dsn: str) -> None:
 @generated_option
 def smoke(spec: Path, out: Path) -> None:
     """Generate, then install everything into a throwaway PostgreSQL and run a flow there."""
-    from generator.pipeline import write
     from pgweave.embedded import EmbeddedPostgres
     from pgweave.install import apply_migrations, install_pgmq
     from pgweave.smoke import run_smoke
+    from pgweave_generator.pipeline import write
 
     drift = write(_files(spec, out), out)
     click.echo(f"generated {out} ({len(drift.changed) + len(drift.missing)} files changed)")

@@ -10,17 +10,27 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 from click.decorators import FC
 
-from pgweave import PROJECT_ROOT
-
 if TYPE_CHECKING:
-    from generator.diagnostics import SpecError
+    from pgweave_generator.diagnostics import SpecError
 
-DEFAULT_SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"
-DEFAULT_OUT = PROJECT_ROOT / "generated"
+# A project keeps its spec in spec/ and the generator's output in generated/ (like this
+# repository): the defaults are relative to the working directory.
+DEFAULT_SPEC = Path("spec", "pgflow.yaml")
+DEFAULT_OUT = Path("generated")
+
+
+def _existing_spec(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if not value.is_file():
+        raise click.BadParameter(
+            f"no spec file {value}: pass --spec FILE, or run where spec/pgflow.yaml is",
+            ctx, param,
+        )  # fmt: skip
+    return value
+
 
 spec_option = click.option(
     "--spec", type=click.Path(path_type=Path), default=DEFAULT_SPEC, show_default=True,
-    help="The spec's entry file (YAML or JSON).",
+    callback=_existing_spec, help="The spec's entry file (YAML or JSON).",
 )  # fmt: skip
 
 

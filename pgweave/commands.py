@@ -18,8 +18,11 @@ import click
 import psycopg
 from rich.console import Console
 
+from pgweave.cli_common import fail
+from pgweave.cli_errors import describe_database_error, first_line
 from pgweave.config import WorkerConfig
 from pgweave_client import PgflowError
+from pgweave_client.errors import FlowNotFoundError
 
 dsn_option = click.option(
     "--dsn", envvar="PGWEAVE_DSN", required=True, help="libpq connection string (or $PGWEAVE_DSN)."
@@ -118,11 +121,11 @@ def worker(
     try:
         workers = asyncio.run(run_workers(flows, dsn, config, replicas=replicas))
     except WorkerError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(1)
-    except (psycopg.Error, PgflowError) as exc:
-        click.secho(f"database error: {exc}", fg="red", err=True)
-        sys.exit(1)
+        fail(f"error: {exc}")
+    except psycopg.Error as exc:
+        fail(describe_database_error(exc))
+    except PgflowError as exc:
+        fail(f"error: {first_line(str(exc))}")
     if any(w.abandoned_threads for w in workers):
         logging.getLogger("pgweave.worker").warning("worker.exit_with_running_handlers")
         sys.stderr.flush()
@@ -150,6 +153,7 @@ def start(
     """
     from pgweave.client import Client
 
+    _timeout_needs_wait(wait, timeout)
     try:
         flow_input = json.loads(input_json)
     except json.JSONDecodeError as exc:
@@ -158,14 +162,23 @@ def start(
     client = Client(dsn)
     try:
         run = client.start_flow(slug, flow_input, run_id=run_id)
-    except (psycopg.Error, PgflowError) as exc:
-        click.secho(f"cannot start {slug!r}: {exc}", fg="red", err=True)
-        sys.exit(1)
-    console = Console()
+    except FlowNotFoundError:
+        fail(
+            f"unknown flow {slug!r}: this database has no such flow: run a worker for it "
+            "(`pgweave worker MODULE:FLOW` creates it) or apply its `pgweave compile` migration"
+        )
+    except PgflowError as exc:
+        fail(f"cannot start {slug!r}: {first_line(str(exc))}")
+    console = Console(log_path=False)
     console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
     if not wait:
         return
     sys.exit(_wait_and_show(client, run.run_id, timeout, console))
+
+
+def _timeout_needs_wait(wait: bool, timeout: float | None) -> None:
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout only applies with --wait: add --wait or drop --timeout")
 
 
 def _wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
@@ -203,15 +216,15 @@ def status(run_id: uuid.UUID, dsn: str, as_json: bool, wait: bool, timeout: floa
     from pgweave.client import Client, RunNotFoundError
     from pgweave.status import fetch_tasks, run_view
 
+    _timeout_needs_wait(wait, timeout)
     client = Client(dsn)
-    console = Console()
+    console = Console(log_path=False)
     if wait:
         sys.exit(_wait_and_show(client, run_id, timeout, console))
     try:
         state = client.get_run(run_id)
     except RunNotFoundError:
-        click.secho(f"no run {run_id}", fg="red", err=True)
-        sys.exit(1)
+        fail(f"no run {run_id} in this database: check the run id and --dsn")
     if as_json:
         with psycopg.connect(dsn, autocommit=True) as conn:
             row = conn.execute("select pgflow.get_run_with_states(%s)", (run_id,)).fetchone()
@@ -231,11 +244,7 @@ def status(run_id: uuid.UUID, dsn: str, as_json: bool, wait: bool, timeout: floa
 )
 def demo(example: str) -> None:
     """Run the example flows end to end on a throwaway PostgreSQL and print their outputs."""
-    from pgweave import PROJECT_ROOT
-
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    from examples.demo import run_demo
+    from pgweave_examples.demo import run_demo
 
     sys.exit(run_demo(example))
 

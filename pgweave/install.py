@@ -6,13 +6,10 @@ import hashlib
 import importlib.resources
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg
 
-from pgweave import PROJECT_ROOT
-
-MIGRATIONS_DIR = PROJECT_ROOT / "generated" / "migrations"
 MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 MIN_PGMQ = (1, 5)
 LOCK_KEY = 0x70677765  # advisory lock serialising concurrent installers ("pgwe")
@@ -65,7 +62,7 @@ class Migration:
 
     version: str
     name: str
-    path: Path
+    path: Traversable
 
     @property
     def sql(self) -> str:
@@ -78,21 +75,34 @@ class Migration:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migrations of a directory in version order."""
+def engine_migrations() -> Traversable:
+    """The engine's migrations, shipped as package data (``generated/migrations`` in the repo)."""
+    return importlib.resources.files("pgweave_migrations")
+
+
+def list_migrations(directory: Traversable | None = None) -> list[Migration]:
+    """The migrations of a directory (default: the engine's) in version order."""
+    directory = engine_migrations() if directory is None else directory
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    sql_files = (p for p in directory.iterdir() if p.is_file() and p.name.endswith(".sql"))
+    for path in sorted(sql_files, key=lambda p: p.name):
         match = MIGRATION_NAME.match(path.name)
         if match is None:
-            raise InstallError(f"unexpected file in {directory}: {path.name} (want NNNN_name.sql)")
+            raise InstallError(
+                f"unexpected file {path.name} in {directory}: migrations are named NNNN_name.sql"
+                "; rename or remove it"
+            )
         found.append(Migration(match.group(1), match.group(2), path))
     if not found:
-        raise InstallError(f"no migrations found in {directory}")
+        raise InstallError(
+            f"no migrations found in {directory}: reinstall pgweave (its wheel ships them)"
+        )
     return found
 
 
-def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply the migrations not yet applied, each in its own transaction; returns their names.
+def apply_migrations(conn: psycopg.Connection, directory: Traversable | None = None) -> list[str]:
+    """Apply the migrations not yet applied (default: the engine's), each in its own transaction;
+    returns their names.
 
     Applied migrations are recorded in ``pgweave.schema_migrations`` with a checksum; a
     recorded migration whose file changed since is an error.
@@ -114,7 +124,10 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
             if row is not None:
                 if row[0] != migration.checksum:
                     raise InstallError(
-                        f"migration {migration.path.name} was applied but its file has changed since"
+                        f"migration {migration.path.name} was applied but its file has changed "
+                        "since; an applied migration must stay as it was: restore the file (or "
+                        "install the pgweave version that applied it) and record changes as a "
+                        "new migration"
                     )
                 continue
             conn.execute(migration.sql.encode())

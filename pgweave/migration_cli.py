@@ -20,9 +20,9 @@ destructive_option = click.option(
 
 def pending_message(spec: Path, out: Path) -> str | None:
     """The pending-change message when the spec differs from the last snapshot."""
-    from generator.build import load_ir
-    from generator.changes import PlanError
-    from generator.migrations import describe_pending, pending
+    from pgweave_generator.build import load_ir
+    from pgweave_generator.changes import PlanError
+    from pgweave_generator.migrations import describe_pending, pending
 
     try:
         step = pending(load_ir(spec), out)
@@ -32,12 +32,12 @@ def pending_message(spec: Path, out: Path) -> str | None:
 
 
 def _record(spec: Path, out: Path, name: str | None, *, redo: bool, allow: bool) -> None:
-    from generator.build import load_ir
-    from generator.changes import PlanError, summary_lines
-    from generator.diagnostics import SpecError
-    from generator.migrations import MigrationError, record
-    from generator.pipeline import generate_files, write
-    from generator.snapshot import SnapshotError, dumps
+    from pgweave_generator.build import load_ir
+    from pgweave_generator.changes import PlanError, summary_lines
+    from pgweave_generator.diagnostics import SpecError
+    from pgweave_generator.migrations import MigrationError, record
+    from pgweave_generator.pipeline import generate_files, write
+    from pgweave_generator.snapshot import SnapshotError, dumps
 
     try:
         recorded = record(load_ir(spec), out, name, redo=redo, allow_destructive=allow)
@@ -113,20 +113,28 @@ def redo_command(name: str | None, spec: Path, out: Path, allow_destructive: boo
 @generated_option
 def plan_command(spec: Path, out: Path) -> None:
     """Print the migration `migration new` would record now (writes nothing)."""
-    from generator.build import load_ir
-    from generator.migrations import pending
-    from generator.pipeline import source_name
-    from generator.render.migration import render_upgrade
-    from generator.snapshot import load_history
+    from pgweave_generator.build import load_ir
+    from pgweave_generator.diagnostics import SpecError
+    from pgweave_generator.migrations import pending
+    from pgweave_generator.pipeline import source_name
+    from pgweave_generator.planner import PlanError
+    from pgweave_generator.render.migration import render_upgrade
+    from pgweave_generator.snapshot import SnapshotError, load_history
 
-    history = load_history(out)
+    try:
+        schema = load_ir(spec)
+        history = load_history(out)
+        step = pending(schema, out)
+    except SpecError as exc:
+        fail_on_spec_error(exc, "no plan")
+    except (PlanError, SnapshotError) as exc:
+        fail(str(exc))
     if not history:
         click.echo(
             "-- no migration recorded yet: `pgweave migration new NAME` records migration "
             "0001 with the whole schema"
         )
         return
-    step = pending(load_ir(spec), out)
     if step is None:
         click.echo(f"-- no pending change: the spec matches {history[-1].stem}")
         return

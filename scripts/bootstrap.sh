@@ -29,13 +29,30 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
+# Strict editable mode: a tree of links under build/ that mypy and other tools see like an
+# installed package (the import names differ from the folder names, see pyproject.toml).
+# setuptools links single files; each package is then linked as a whole folder instead, so
+# files added later are seen without installing again.
 stamp=.venv/.pgweave-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-  echo "installing Python dependencies into .venv" >&2
+  echo "installing pgweave (editable) and its dependencies into .venv" >&2
   # (pip's notes about this machine's unused local index paths are filtered out)
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check \
+    --config-settings editable_mode=strict -e '.[dev,bench]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  .venv/bin/python - <<'PY'
+import os, shutil, sysconfig
+from pathlib import Path
+
+pth = next(Path(sysconfig.get_path("purelib")).glob("__editable__.pgweave-*.pth"))
+tree = Path(pth.read_text(encoding="utf-8").strip())
+for package in [p for p in tree.iterdir() if p.is_dir() and not p.is_symlink()]:
+    link = next(p for p in package.rglob("*") if p.is_symlink())
+    folder = Path(os.readlink(link)).parents[len(link.relative_to(package).parts) - 1]
+    shutil.rmtree(package)
+    package.symlink_to(folder, target_is_directory=True)
+PY
   echo "$wanted" > "$stamp"
 fi
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from generator.ir import (
+from pgweave_generator.ir import (
     ConstraintIR,
     ConstraintKind,
     ErrorIR,
@@ -23,8 +23,8 @@ from generator.ir import (
     StateMachineIR,
     TableIR,
 )
-from generator.render import GeneratedFile, header
-from generator.render.python_client import (
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.python_client import (
     Method,
     async_client_class,
     base_error_class,
@@ -32,10 +32,10 @@ from generator.render.python_client import (
     error_class,
     method,
 )
-from generator.render.python_models import camel, row_model, status_enum, type_model
-from generator.render.sql import constraint_definition, function_returns, implied_reason
-from generator.sql_types import TypeRef
-from generator.templating import render
+from pgweave_generator.render.python_models import camel, row_model, status_enum, type_model
+from pgweave_generator.render.sql import constraint_definition, function_returns, implied_reason
+from pgweave_generator.sql_types import TypeRef
+from pgweave_generator.templating import render
 
 DOCS = "docs"
 NAV_FILE = "mkdocs.nav.yml"

@@ -6,7 +6,7 @@ or role block looks the same whether a database was upgraded or installed fresh.
 
 from __future__ import annotations
 
-from generator.changes import (
+from pgweave_generator.changes import (
     AddAttributes,
     AddColumn,
     AddConstraint,
@@ -38,16 +38,16 @@ from generator.changes import (
     SuspendDefault,
     summary_lines,
 )
-from generator.ir import SchemaIR
-from generator.render import GeneratedFile, header
-from generator.render.sql import (
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.sql import (
     constraint_definition,
     function_identity,
     grant_sql,
     render_object,
     revoke_sql,
 )
-from generator.templating import render, sql_literal
+from pgweave_generator.templating import render, sql_literal
 
 
 def _alter(s: str, table: str, action: str) -> str:

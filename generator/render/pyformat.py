@@ -25,8 +25,8 @@ def _ruff() -> str:
     """The ruff executable: the one installed beside this Python, else the one on PATH."""
     beside = Path(sys.executable).parent / "ruff"
     found = str(beside) if beside.is_file() else shutil.which("ruff")
-    if found is None:  # pragma: no cover - ruff is a dev dependency
-        raise RuntimeError("generating Python needs ruff: pip install -e '.[dev]'")
+    if found is None:  # pragma: no cover - ruff comes with pgweave[generator]
+        raise ModuleNotFoundError("generating Python needs ruff", name="ruff")
     return found
 
 

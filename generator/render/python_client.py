@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from generator.ir import ErrorIR, FunctionIR, SchemaIR
-from generator.render import GeneratedFile, header
-from generator.render.pyformat import format_python
-from generator.render.python_models import (
+from pgweave_generator.ir import ErrorIR, FunctionIR, SchemaIR
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.pyformat import format_python
+from pgweave_generator.render.python_models import (
     PACKAGE,
     args_model,
     camel,
@@ -23,8 +23,8 @@ from generator.render.python_models import (
     status_enum,
     type_model,
 )
-from generator.sql_types import BASE_TYPES, TypeRef, python_default
-from generator.templating import render
+from pgweave_generator.sql_types import BASE_TYPES, TypeRef, python_default
+from pgweave_generator.templating import render
 
 JSON_TYPES = ("jsonb", "json")
 

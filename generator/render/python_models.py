@@ -15,10 +15,10 @@ import json
 import keyword
 from typing import Any
 
-from generator.ir import ColumnIR, FunctionIR, SchemaIR, TableIR
-from generator.render import GeneratedFile, header
-from generator.render.pyformat import format_python
-from generator.sql_types import BASE_TYPES, TypeRef, python_default
+from pgweave_generator.ir import ColumnIR, FunctionIR, SchemaIR, TableIR
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.pyformat import format_python
+from pgweave_generator.sql_types import BASE_TYPES, TypeRef, python_default
 
 PACKAGE = "python/pgweave_client"
 SCHEMA_FILE = f"{PACKAGE}/schema.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from generator.render import GeneratedFile
-from generator.spec_model import Spec
+from pgweave_generator.render import GeneratedFile
+from pgweave_generator.spec_model import Spec
 
 SPEC_SCHEMA = "spec.schema.json"
 

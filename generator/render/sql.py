@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from generator.ir import (
+from pgweave_generator.ir import (
     ConstraintIR,
     ConstraintKind,
     ForeignKeyAction,
@@ -15,8 +15,8 @@ from generator.ir import (
     ImpliedExecuteIR,
     SchemaIR,
 )
-from generator.render import GeneratedFile, header
-from generator.templating import environment, render
+from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.templating import environment, render
 
 INITIAL_MIGRATION = "migrations/0001_initial.sql"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgweave import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 WORKLOADS = {"W1", "W2", "W3-1k", "W3-10k", "W4", "W5"}
 DRIVERS = {"worker", "raw-task", "raw-batch"}

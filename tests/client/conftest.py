@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from generator.build import load_ir
-from generator.render.python_models import public_functions
-from pgweave import PROJECT_ROOT
 from pgweave_client import PgflowClient, errors
 from pgweave_client._base import Arg
+from pgweave_generator.build import load_ir
+from pgweave_generator.render.python_models import public_functions
+from tests import PROJECT_ROOT
 
 
 def public_function_names() -> set[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from generator.loader import load_spec
-from generator.spec_model import Role
 from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq
+from pgweave_generator.loader import load_spec
+from pgweave_generator.spec_model import Role
 from tests.engine.helpers import fetch, scalar
 from tests.engine.logins import Connect, attempt
 

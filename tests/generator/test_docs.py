@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.build import load_ir
-from generator.pipeline import generate_files, write
-from generator.render.docs import anchor, er_diagram, state_diagram
-from pgweave import PROJECT_ROOT
+from pgweave_generator.build import load_ir
+from pgweave_generator.pipeline import generate_files, write
+from pgweave_generator.render.docs import anchor, er_diagram, state_diagram
+from tests import PROJECT_ROOT
 from tests.generator.conftest import MINI
 
 SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"

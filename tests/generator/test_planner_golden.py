@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import load_ir
-from generator.ir import SchemaIR
-from generator.planner import plan
-from generator.render.migration import render_upgrade
+from pgweave_generator.build import load_ir
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.planner import plan
+from pgweave_generator.render.migration import render_upgrade
 from tests.generator.conftest import MINI, SpecCopy
 
 GOLDEN = Path(__file__).parent / "golden" / "planner"

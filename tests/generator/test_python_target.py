@@ -19,12 +19,12 @@ from types import ModuleType
 import pydantic
 import pytest
 
-from generator.build import load_ir
-from generator.pipeline import generate_files, write
-from generator.render.python_client import message_pattern
-from generator.render.python_models import json_schema, public_functions
-from generator.sql_types import TypeRef, python_default
-from pgweave import PROJECT_ROOT
+from pgweave_generator.build import load_ir
+from pgweave_generator.pipeline import generate_files, write
+from pgweave_generator.render.python_client import message_pattern
+from pgweave_generator.render.python_models import json_schema, public_functions
+from pgweave_generator.sql_types import TypeRef, python_default
+from tests import PROJECT_ROOT
 from tests.generator.conftest import SpecCopy
 
 SPEC = PROJECT_ROOT / "spec" / "pgflow.yaml"

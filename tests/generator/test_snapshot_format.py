@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from generator.render.sql import constraint_definition, implied_reason
-from generator.snapshot import Snapshot, dumps, loads
+from pgweave_generator.render.sql import constraint_definition, implied_reason
+from pgweave_generator.snapshot import Snapshot, dumps, loads
 
 # The released 0002 still had security-invoker grants, hence implied EXECUTE grants.
 SNAPSHOT = (

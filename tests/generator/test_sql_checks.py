@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import load_ir
-from generator.diagnostics import SpecError
+from pgweave_generator.build import load_ir
+from pgweave_generator.diagnostics import SpecError
 from tests.generator.conftest import SpecCopy
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from generator.pipeline import generate_files, write
-from pgweave.install import MIGRATIONS_DIR, InstallError, apply_migrations, install_pgmq, pgmq_state
+from pgweave.install import InstallError, apply_migrations, install_pgmq, pgmq_state
+from pgweave_generator.pipeline import generate_files, write
+from tests import PROJECT_ROOT
 from tests.generator.conftest import MINI
+
+MIGRATIONS_DIR = PROJECT_ROOT / "generated" / "migrations"
 
 
 def test_install_pgmq_from_pypi_sql_then_noop(empty_db: str) -> None:

@@ -12,12 +12,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from generator.ir import SchemaIR
-from generator.render.sql import render_initial_migration
-from generator.snapshot import load_history
-from pgweave import PROJECT_ROOT
 from pgweave.cli import main
 from pgweave.install import apply_migrations, install_pgmq
+from pgweave_generator.ir import SchemaIR
+from pgweave_generator.render.sql import render_initial_migration
+from pgweave_generator.snapshot import load_history
+from tests import PROJECT_ROOT
 from tests.conftest import Server
 from tests.migrations.catalog import catalog_differences, dump_catalog
 

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import load_ir
-from generator.changes import AlterColumnType, PlanError, widens
-from generator.ir import GrantIR, GrantTarget, ImpliedExecuteIR
-from generator.pipeline import generate_files
-from generator.planner import plan
-from generator.renames import rename_words
-from generator.render.sql import grant_sql, render_initial_migration, revoke_sql
-from generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
-from generator.sql_types import TypeRef
-from pgweave import PROJECT_ROOT
+from pgweave_generator.build import load_ir
+from pgweave_generator.changes import AlterColumnType, PlanError, widens
+from pgweave_generator.ir import GrantIR, GrantTarget, ImpliedExecuteIR
+from pgweave_generator.pipeline import generate_files
+from pgweave_generator.planner import plan
+from pgweave_generator.renames import rename_words
+from pgweave_generator.render.sql import grant_sql, render_initial_migration, revoke_sql
+from pgweave_generator.snapshot import Snapshot, SnapshotError, dumps, load_history, loads
+from pgweave_generator.sql_types import TypeRef
+from tests import PROJECT_ROOT
 from tests.migrations.conftest import Workspace
 
 MINI_SPEC = PROJECT_ROOT / "tests" / "generator" / "fixtures" / "mini" / "spec.yaml"

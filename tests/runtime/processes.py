@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pgweave import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 PGWEAVE = Path(sys.executable).with_name("pgweave")
 

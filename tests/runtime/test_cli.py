@@ -99,7 +99,7 @@ def test_start_errors(runner: CliRunner, db: str) -> None:
     assert "not JSON" in bad_json.output
     unknown = runner.invoke(main, ["start", "nope", "--dsn", db])
     assert unknown.exit_code == 1
-    assert "cannot start 'nope'" in unknown.output
+    assert "unknown flow 'nope'" in unknown.output
     missing = runner.invoke(main, ["status", "00000000-0000-0000-0000-000000000000", "--dsn", db])
     assert missing.exit_code == 1
     assert "no run" in missing.output

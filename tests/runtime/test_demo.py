@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from examples.demo import run_demo
+from pgweave_examples.demo import run_demo
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mypy import api as mypy_api
 
-from pgweave import PROJECT_ROOT
+from tests import PROJECT_ROOT
 
 PRELUDE = """
 from typing import Any, TypedDict
