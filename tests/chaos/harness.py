@@ -238,6 +238,15 @@ def check_invariants(conn: psycopg.Connection, flows: Sequence[str]) -> Figures:
     )
 
 
+def listening(conn: psycopg.Connection, run_id: uuid.UUID) -> bool:
+    """Whether a session LISTENs on the run's channel (its last statement was the LISTEN)."""
+    row = conn.execute(
+        "select count(*) from pg_stat_activity where query = %s",
+        (f'listen "pgflow:run:{run_id}"',),
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def wait_registered(dsn: str, count: int) -> None:
     """Wait until ``count`` workers are registered."""
     wait_for(lambda: registered(dsn, count), 60, f"{count} workers to register")

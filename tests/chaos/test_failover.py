@@ -30,6 +30,7 @@ from tests.chaos.harness import (
     check_invariants,
     cluster,
     engine_database,
+    listening,
     plan,
     wait_all,
     wait_registered,
@@ -88,15 +89,6 @@ class Follower(threading.Thread):
             )
         except BaseException as exc:  # reported by the test
             self.error = exc
-
-
-def listening(conn: psycopg.Connection, run_id: uuid.UUID) -> bool:
-    """Whether a session LISTENs on the run's channel (its last statement was the LISTEN)."""
-    row = conn.execute(
-        "select count(*) from pg_stat_activity where query = %s",
-        (f'listen "pgflow:run:{run_id}"',),
-    ).fetchone()
-    return row is not None and row[0] > 0
 
 
 def completed_tasks(conn: psycopg.Connection) -> set[tuple[object, ...]]:
