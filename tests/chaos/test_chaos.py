@@ -1,6 +1,7 @@
 """Chaos: worker processes killed with SIGKILL at random and restarted, and one PostgreSQL
 crash-restart, while single, chain and map runs are started; every run still completes,
-each task exactly once in the tables, with its handler run at least once per loss.
+each task completed exactly once in the tables, its handler run at least once and never
+more often than the task was started.
 
 Bounded: the chaos lasts 4 s; tasks a killed worker held are requeued at their timeout
 (3 s) + 30 s of grace, so everything ends about 40 s after the load began.

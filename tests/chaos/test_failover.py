@@ -133,7 +133,9 @@ def test_workers_and_clients_ride_through_a_failover_to_the_standby(
         time.sleep(OUTAGE_SECONDS)
         standby.promote()
         with psycopg.connect(standby.dsn("chaos"), autocommit=True) as after:
-            promoted_at = after.execute("select now()").fetchone()
+            promoted = after.execute("select now()").fetchone()
+            assert promoted is not None
+            promoted_at = promoted[0]
             gate.touch()
             run_ids = starter.finish(timeout=60)
             wait_all(dsn, [*run_ids, gated.run_id], time.monotonic() + 60)
@@ -142,17 +144,30 @@ def test_workers_and_clients_ride_through_a_failover_to_the_standby(
 
             figures = check_invariants(after, FLOWS)
             assert committed <= completed_tasks(after), "a committed completion was lost"
+            repeated = after.execute(
+                "select run_id, step_slug, task_index from chaos_effects"
+                " group by 1, 2, 3 having count(*) > 1"
+            ).fetchall()
+            done_before = {task[:3] for task in committed}
+            assert not done_before & set(repeated), "a task completed before the crash ran again"
             # the same worker processes (never restarted) carried on after the promotion
             assert all(p.process.poll() is None for p in fleet.processes)
             assert all("worker.poll_failed" in p.logs() for p in fleet.processes)
             late = after.execute(
                 "select distinct last_worker_id from pgflow.step_tasks where completed_at > %s",
-                promoted_at,
+                (promoted_at,),
             ).fetchall()
             assert late, "no task completed after the promotion"
             assert {row[0] for row in late} <= workers
+            in_flight = after.execute(
+                "select count(*) from pgflow.step_tasks where started_at < %s"
+                " and completed_at > %s",
+                (promoted_at, promoted_at),
+            ).fetchone()
+            assert in_flight is not None
+            assert in_flight[0] > 0, "the crash did not hit tasks in flight"
             beating = after.execute(
-                "select count(*) from pgflow.workers where last_heartbeat_at > %s", promoted_at
+                "select count(*) from pgflow.workers where last_heartbeat_at > %s", (promoted_at,)
             ).fetchone()
             assert beating == (len(workers),)
         # the wait subscribed before the crash re-subscribed, saw the gated run finish after
@@ -163,7 +178,7 @@ def test_workers_and_clients_ride_through_a_failover_to_the_standby(
         assert follower.final.output == {"gate": "opened"}
         print(
             f"\nfailover: {figures.runs} runs, {figures.tasks} tasks, {len(committed)} completed"
-            f" before the crash, {len(late)} workers completing after the promotion,"
+            f" before the crash, {in_flight[0]} in flight at the crash, {len(late)} workers completing after the promotion,"
             f" {figures.re_executions} re-executions, {figures.requeued} requeued,"
             f" {starter.retried} starts retried"
         )
