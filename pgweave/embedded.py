@@ -136,7 +136,7 @@ class EmbeddedPostgres:
                 conf.write(f"{key} = '{value}'\n")
 
     def restart(self) -> None:
-        """Start the server on the existing data directory (after :meth:`crash`)."""
+        """Start the server on the existing data directory (first start, or after :meth:`crash`)."""
         assert self.base is not None, "cluster not created"
         self._run(
             str(self.bindir / "pg_ctl"),

@@ -140,15 +140,17 @@ class Starter(threading.Thread):
                 self.client.start_flow(flow, value, run_id=run_id)
                 return
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
                 self.retried += 1
+            while True:  # the outcome is unknown: find it out before trying again
+                assert time.monotonic() < deadline, f"could not start run {run_id} in 30 s"
                 time.sleep(0.2)
-            try:
-                self.client.get_run(run_id)
-                return  # it was started after all
-            except (RunNotFoundError, psycopg.OperationalError):
-                pass
+                try:
+                    self.client.get_run(run_id)
+                    return  # it was started after all
+                except RunNotFoundError:
+                    break
+                except psycopg.OperationalError:
+                    continue
 
     def finish(self, timeout: float) -> list[uuid.UUID]:
         """Wait for every start; the ids of the started runs."""
