@@ -7,11 +7,12 @@
         ...
 
 Same guarantees as the sync client: LISTEN first, then read the run; re-read whenever an
-event arrives truncated, and once the run has ended.
+event arrives truncated, and once the run has ended; a lost connection is replaced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Container
@@ -23,6 +24,8 @@ from psycopg.types.json import Jsonb
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
 from pgweave.runs import (
+    RECONNECT_PAUSE,
+    Reconnection,
     RunEvent,
     RunHandle,
     RunState,
@@ -96,27 +99,36 @@ class AsyncClient:
         on_event: Callable[[RunEvent, RunState], None] | None,
     ) -> AsyncIterator[RunState]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with await self._connect() as listener, await self._connect() as reader:
-            await listener.execute(listen_statement(run_id))
-            state = await _read_run(reader, run_id)
-            yield state
-            while not state.is_terminal:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                batch = [
-                    RunEvent.from_notify(note.payload)
-                    async for note in listener.notifies(timeout=remaining, stop_after=1)
-                ]
-                if not batch:
-                    continue
-                state, reread = apply_events(state, batch)
-                if reread:
+        reconnection = Reconnection(deadline)
+        while True:
+            try:
+                async with await self._connect() as listener, await self._connect() as reader:
+                    await listener.execute(listen_statement(run_id))
                     state = await _read_run(reader, run_id)
-                for event in batch:
-                    if on_event is not None:
-                        on_event(event, state)
-                yield state
+                    reconnection.subscribed()
+                    yield state
+                    while not state.is_terminal:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            return
+                        batch = [
+                            RunEvent.from_notify(note.payload)
+                            async for note in listener.notifies(timeout=remaining, stop_after=1)
+                        ]
+                        if not batch:
+                            continue
+                        state, reread = apply_events(state, batch)
+                        if reread:
+                            state = await _read_run(reader, run_id)
+                        for event in batch:
+                            if on_event is not None:
+                                on_event(event, state)
+                        yield state
+                    return
+            except psycopg.OperationalError:
+                if not reconnection.retry():
+                    raise
+                await asyncio.sleep(RECONNECT_PAUSE)
 
 
 async def _read_run(conn: psycopg.AsyncConnection, run_id: uuid.UUID) -> RunState:

@@ -23,7 +23,16 @@ from psycopg.types.json import Jsonb
 
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
-from pgweave.runs import RunEvent, RunHandle, RunState, apply_events, listen_statement, state_of
+from pgweave.runs import (
+    RECONNECT_PAUSE,
+    Reconnection,
+    RunEvent,
+    RunHandle,
+    RunState,
+    apply_events,
+    listen_statement,
+    state_of,
+)
 from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
 from pgweave.runs import RunTimeoutError as RunTimeoutError
 from pgweave_client import PgflowClient
@@ -113,30 +122,42 @@ class Client:
     ) -> Iterator[RunState]:
         """Yield the run's state: once after subscribing, then after each batch of events.
 
-        Stops after a terminal state (or when ``timeout`` expires).
+        Stops after a terminal state (or when ``timeout`` expires). A lost connection is
+        replaced (see :class:`~pgweave.runs.Reconnection`): it subscribes again and re-reads
+        the run, so events of the outage are not replayed but the state is complete.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._connect() as listener, self._connect() as reader:
-            listener.execute(listen_statement(run_id))
-            state = _read_run(reader, run_id)
-            yield state
-            while not state.is_terminal:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                batch = [
-                    RunEvent.from_notify(note.payload)
-                    for note in listener.notifies(timeout=remaining, stop_after=1)
-                ]
-                if not batch:
-                    continue
-                state, reread = apply_events(state, batch)
-                if reread:
+        reconnection = Reconnection(deadline)
+        while True:
+            try:
+                with self._connect() as listener, self._connect() as reader:
+                    # (Re-)subscribe first, then read: nothing missed while away stays unseen.
+                    listener.execute(listen_statement(run_id))
                     state = _read_run(reader, run_id)
-                for event in batch:
-                    if on_event is not None:
-                        on_event(event, state)
-                yield state
+                    reconnection.subscribed()
+                    yield state
+                    while not state.is_terminal:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            return
+                        batch = [
+                            RunEvent.from_notify(note.payload)
+                            for note in listener.notifies(timeout=remaining, stop_after=1)
+                        ]
+                        if not batch:
+                            continue
+                        state, reread = apply_events(state, batch)
+                        if reread:
+                            state = _read_run(reader, run_id)
+                        for event in batch:
+                            if on_event is not None:
+                                on_event(event, state)
+                        yield state
+                    return
+            except psycopg.OperationalError:
+                if not reconnection.retry():
+                    raise
+                time.sleep(RECONNECT_PAUSE)
 
 
 def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:

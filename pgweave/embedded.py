@@ -122,20 +122,81 @@ class EmbeddedPostgres:
                 "max_connections": "200",
                 **self.settings,
             }
-            with (self.data_dir / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
-                for key, value in options.items():
-                    conf.write(f"{key} = '{value}'\n")
-            self._run(
-                str(self.bindir / "pg_ctl"),
-                "-D", str(self.data_dir),
-                "-l", str(self.base / "server.log"),
-                "-w", "-t", "60",
-                "start",
-            )  # fmt: skip
+            self._configure(options)
+            self.restart()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _configure(self, options: dict[str, str]) -> None:
+        """Append settings to postgresql.auto.conf (later lines win)."""
+        with (self.data_dir / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
+            for key, value in options.items():
+                conf.write(f"{key} = '{value}'\n")
+
+    def restart(self) -> None:
+        """Start the server on the existing data directory (first start, or after :meth:`crash`)."""
+        assert self.base is not None, "cluster not created"
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.data_dir),
+            "-l", str(self.base / "server.log"),
+            "-w", "-t", "60",
+            "start",
+        )  # fmt: skip
+
+    def crash(self) -> None:
+        """Stop the server like a crash (``pg_ctl stop -m immediate``), keeping its data."""
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"
+        )
+
+    def promote(self) -> None:
+        """Promote this standby to a primary; returns once it accepts writes."""
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "promote"
+        )
+
+    def start_standby(self, name: str = "standby") -> EmbeddedPostgres:
+        """A streaming standby of this running cluster (``pg_basebackup`` over loopback),
+        started and connecting as ``application_name=name``; stop it like any cluster.
+
+        To make replication synchronous, set ``synchronous_standby_names`` to ``name`` on
+        this primary afterwards: the standby copies the primary's settings, and a promoted
+        standby must not wait for a standby of its own.
+        """
+        standby = EmbeddedPostgres(run_as=self.run_as, bindir=self.bindir)
+        standby.base = Path(tempfile.mkdtemp(prefix="pgweave-pg-standby-"))
+        try:
+            if standby.run_as is not None:
+                shutil.chown(standby.base, user=standby.run_as, group=None)
+            source = f"host=127.0.0.1 port={self.port} user=postgres"
+            standby._run(
+                str(self.bindir / "pg_basebackup"),
+                "-d", source,
+                "-D", str(standby.data_dir),
+                "-X", "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            )  # fmt: skip
+            signal = standby.data_dir / "standby.signal"
+            signal.touch()
+            if standby.run_as is not None:
+                shutil.chown(signal, user=standby.run_as, group=None)
+            standby._configure(
+                {
+                    "port": str(standby.port),
+                    "unix_socket_directories": str(standby.socket_dir),
+                    "primary_conninfo": f"{source} application_name={name}",
+                    "synchronous_standby_names": "",
+                }
+            )
+            standby.restart()
+        except BaseException:
+            standby.stop()
+            raise
+        return standby
 
     def log(self) -> str:
         """The server log so far (for error reports)."""

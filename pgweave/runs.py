@@ -13,6 +13,7 @@ batch of events and deciding when a wait is over.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,39 @@ class RunTimeoutError(TimeoutError):
             + (f" (it is {state.status})" if state else ""),
             state,
         )
+
+
+RECONNECT_SECONDS = 30.0
+"""How long a wait keeps trying to reconnect after losing its connections (e.g. a failover)."""
+RECONNECT_PAUSE = 0.2
+"""Seconds between reconnection attempts."""
+
+
+class Reconnection:
+    """Whether a wait that lost its connections (e.g. in a failover) connects again.
+
+    Only after it had subscribed once (a wrong DSN still fails at once), for at most
+    :data:`RECONNECT_SECONDS` per outage, and never past the wait's own deadline.
+    """
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self._subscribed = False
+        self._lost_at: float | None = None
+
+    def subscribed(self) -> None:
+        """LISTEN and the read after it succeeded (again)."""
+        self._subscribed = True
+        self._lost_at = None
+
+    def retry(self) -> bool:
+        """After a lost connection: True to reconnect after :data:`RECONNECT_PAUSE` s,
+        False to give up (re-raise the connection error)."""
+        now = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = now
+        within_deadline = self.deadline is None or now + RECONNECT_PAUSE < self.deadline
+        return self._subscribed and within_deadline and now - self._lost_at < RECONNECT_SECONDS
 
 
 def run_channel(run_id: uuid.UUID | str) -> str:
