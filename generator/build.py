@@ -466,6 +466,7 @@ class _Builder:
             emits=tuple(function.emits),
             calls=calls,
             transitions=transitions,
+            client_variants=tuple(function.client_variants),
         )
 
     # -- roles ---------------------------------------------------------------------------

@@ -5,12 +5,13 @@ Renderers read only this model. It is built from a validated ``Spec`` by ``build
 
 Migration snapshots (``generated/snapshots/*.json``, see ``generator.snapshot``) are this
 model as JSON: a field added once snapshots exist needs a default, so older snapshots
-still load (a missing field without one is reported by name).
+still load (a missing field without one is reported by name). A field whose metadata says
+``snapshot: False`` (client-only options) is not recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from generator.sql_types import TypeRef
 
@@ -164,6 +165,8 @@ class FunctionIR:
     emits: tuple[str, ...]
     calls: tuple[str, ...]
     transitions: tuple[str, ...]  # "<machine>: <from>|insert → <to>" performed by this function
+    # Extra client methods ("execrows", "raw"): client-only, so not recorded in snapshots.
+    client_variants: tuple[str, ...] = field(default=(), metadata={"snapshot": False})
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,21 @@ class Function(SpecModel):
     )
     raises: list[ErrorName] = []
     emits: list[EventName] = []
+    client_variants: list[Literal["execrows", "raw"]] = Field(
+        default=[],
+        description=(
+            "Extra client methods for hot paths that skip row validation (sqlc's :execrows "
+            "and raw rows): 'execrows' adds <name>_execrows returning only the row count, "
+            "'raw' adds <name>_raw returning the rows as plain dicts. Set-returning "
+            "functions only."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _variants_need_rows(self) -> Function:
+        if self.client_variants and not (self.returns.setof or self.returns.table is not None):
+            raise ValueError("client_variants need a set-returning function (setof or table)")
+        return self
 
 
 class ErrorDef(SpecModel):

@@ -73,12 +73,13 @@ def json(value: JsonInput | Json) -> Json | None:
 
 
 def compose_call(
-    function: str, args: Sequence[Arg], *, from_clause: bool
+    function: str, args: Sequence[Arg], *, from_clause: bool, count: bool = False
 ) -> tuple[sql.Composed, list[object]]:
     """``select [* from] schema.function(name => $1::type, …)`` and its parameters.
 
     Arguments whose value is :data:`DEFAULT` are left out. ``from_clause`` selects the
     rows of a set- or row-returning function; otherwise its single value is selected.
+    ``count`` selects only the number of rows (``select count(*) from …``).
     """
     given = [arg for arg in args if not isinstance(arg.value, SqlDefault)]
     named = sql.SQL(", ").join(
@@ -88,5 +89,10 @@ def compose_call(
         for arg in given
     )
     target = sql.SQL("{}.{}({})").format(sql.Identifier(SCHEMA), sql.Identifier(function), named)
-    template = sql.SQL("select * from {}") if from_clause else sql.SQL("select {}")
+    if count:
+        template = sql.SQL("select count(*) from {}")
+    elif from_clause:
+        template = sql.SQL("select * from {}")
+    else:
+        template = sql.SQL("select {}")
     return template.format(target), [arg.value for arg in given]
