@@ -13,7 +13,8 @@ import pytest
 from pgweave.client import Client
 from pgweave.config import WorkerConfig
 from pgweave.dsl import Flow
-from pgweave.worker import Worker, WorkerThread
+from pgweave.worker import Reported, WorkerThread
+from pgweave.worker.reporter import Reporter
 
 CONFIG = WorkerConfig(max_concurrent=20, batch_size=20, max_poll_seconds=1, poll_interval_ms=20)
 
@@ -35,17 +36,17 @@ def test_a_busy_worker_reads_starts_and_completes_in_batches(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[int] = []
-    original = Worker._complete_many
+    original = Reporter._complete_many
 
-    async def recording(self: Worker, batch: list[Any]) -> None:
+    async def recording(self: Reporter, batch: list[Any]) -> list[Reported]:
         batches.append(len(batch))
-        await original(self, batch)
+        return await original(self, batch)
 
-    monkeypatch.setattr(Worker, "_complete_many", recording)
+    monkeypatch.setattr(Reporter, "_complete_many", recording)
     flow = batch_flow("batched")
     with WorkerThread([flow], db, CONFIG) as thread:
         [worker] = thread.workers
-        assert worker._batch_protocol
+        assert worker.batch_protocol
         state = Client(db).start_flow(flow, list(range(60))).wait(timeout=30)
     assert state.status == "completed"
     assert state.output == {"sum": 3 * sum(range(60))}
@@ -60,7 +61,7 @@ def test_without_the_batch_functions_the_worker_uses_the_per_task_calls(db: str)
         conn.execute("drop function pgflow.complete_tasks, pgflow.read_and_start_tasks")
     with WorkerThread([flow], db, CONFIG) as thread:
         [worker] = thread.workers
-        assert not worker._batch_protocol
+        assert not worker.batch_protocol
         state = Client(db).start_flow(flow, [1, 2, 3]).wait(timeout=30)
     assert (state.status, state.output) == ("completed", {"sum": 18})
     assert worker.stats.completed == 4

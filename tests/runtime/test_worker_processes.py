@@ -13,6 +13,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgweave.client import Client
+from pgweave.compile import flow_shape
 from tests.runtime.flows import shape_v2
 from tests.runtime.processes import WorkerProcess, wait_for
 
@@ -227,7 +228,7 @@ def test_shape_mismatch_is_refused_unless_data_loss_is_allowed(
     allowed = spawn("shape_v2", args=("--allow-data-loss",))
     wait_for(registered(conn), 30, "the worker to register")
     shape = conn.execute("select pgflow._get_flow_shape('shaped')").fetchone()
-    assert shape == (shape_v2.shape(),)
+    assert shape == (flow_shape(shape_v2),)
     assert conn.execute("select count(*) from pgflow.runs").fetchone() == (0,)
     allowed.signal(signal.SIGTERM)
     assert allowed.wait(60) == 0
