@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -130,7 +131,7 @@ def test_cancel_all_returns_the_records_of_running_tasks() -> None:
     async def main() -> list[TaskRecord]:
         for index in range(3):
             task = record("forever", None, index)
-            run.submit(task, lambda task=task: _discard(run.execute(task, None)))
+            run.submit(task, functools.partial(_discard, run, task))
         await asyncio.sleep(0.01)
         return await run.cancel_all()
 
@@ -139,8 +140,8 @@ def test_cancel_all_returns_the_records_of_running_tasks() -> None:
     assert not run.running
 
 
-async def _discard(outcome: Any) -> None:
-    await outcome
+async def _discard(run: Executor, task: TaskRecord) -> None:
+    await run.execute(task, None)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import psycopg
@@ -59,10 +60,12 @@ def test_a_deprecated_worker_is_told_to_stop(db: str, conn: psycopg.Connection) 
     worker_id = uuid.uuid4()
     conn.execute("select pgflow.register_worker(%s, 'q', 'test')", (worker_id,))
 
-    first = conn.execute("select last_heartbeat_at from pgflow.workers").fetchone()
+    row = conn.execute("select last_heartbeat_at from pgflow.workers").fetchone()
+    assert row is not None
+    first: datetime = row[0]
 
-    async def until(maintenance: Maintenance, deprecated: asyncio.Event) -> object:
-        beat = first
+    async def until(maintenance: Maintenance, deprecated: asyncio.Event) -> datetime | None:
+        beat: datetime | None = first
         while beat == first:  # alive: heartbeats are recorded
             await asyncio.sleep(0.05)
             beat = await _last_heartbeat(db, worker_id)
@@ -72,12 +75,11 @@ def test_a_deprecated_worker_is_told_to_stop(db: str, conn: psycopg.Connection) 
         return beat
 
     beat, _ = run_maintenance(db, worker_id, until)
-    assert first is not None
     assert beat is not None
-    assert beat > first[0]
+    assert beat > first
 
 
-async def _last_heartbeat(dsn: str, worker_id: uuid.UUID) -> object:
+async def _last_heartbeat(dsn: str, worker_id: uuid.UUID) -> datetime | None:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         cursor = await conn.execute(
             "select last_heartbeat_at from pgflow.workers where worker_id = %s", (worker_id,)
