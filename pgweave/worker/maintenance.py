@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -64,30 +64,37 @@ class Maintenance:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _heartbeats(self) -> None:
+    async def _every(
+        self, interval: float, duty: Callable[[], Awaitable[bool]], failed: str
+    ) -> None:
+        """Run ``duty`` every ``interval`` s until the worker stops or it returns False."""
         while not self.stopping.is_set():
-            await sleep_unless(self.stopping, self.config.heartbeat_interval)
+            await sleep_unless(self.stopping, interval)
             if self.stopping.is_set():
                 return
             try:
-                alive = await self.api.worker_heartbeat(self.worker_id)
+                if not await duty():
+                    return
             except (psycopg.Error, PgflowError, OSError) as exc:
-                log.warning("worker.heartbeat_failed", extra=fields(**self._log_fields, error=exc))
-                continue
-            if alive is not True:
-                self.on_deprecated()
-                return
+                log.warning(failed, extra=fields(**self._log_fields, error=exc))
+
+    async def _heartbeats(self) -> None:
+        await self._every(
+            self.config.heartbeat_interval, self._heartbeat, "worker.heartbeat_failed"
+        )
+
+    async def _heartbeat(self) -> bool:
+        if await self.api.worker_heartbeat(self.worker_id) is True:
+            return True
+        self.on_deprecated()
+        return False
 
     async def _requeues(self) -> None:
-        while not self.stopping.is_set():
-            await sleep_unless(self.stopping, self.config.requeue_interval)
-            if self.stopping.is_set():
-                return
-            try:
-                count = await self.api.requeue_stalled_tasks() or 0
-            except (psycopg.Error, PgflowError, OSError) as exc:
-                log.warning("worker.requeue_failed", extra=fields(**self._log_fields, error=exc))
-                continue
-            if count:
-                self.stats.requeued += count
-                log.info("tasks.requeued", extra=fields(**self._log_fields, count=count))
+        await self._every(self.config.requeue_interval, self._requeue, "worker.requeue_failed")
+
+    async def _requeue(self) -> bool:
+        count = await self.api.requeue_stalled_tasks() or 0
+        if count:
+            self.stats.requeued += count
+            log.info("tasks.requeued", extra=fields(**self._log_fields, count=count))
+        return True

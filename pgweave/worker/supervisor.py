@@ -220,14 +220,10 @@ class WorkerThread:
         replicas: int = 1,
         ready_timeout: float = 30.0,
     ) -> None:
-        self._flows = list(flows)
-        self._dsn = dsn
-        self._config = config
-        self._replicas = replicas
+        self._supervisor = Supervisor(flows, dsn, config, replicas=replicas)
         self._ready_timeout = ready_timeout
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._supervisor: Supervisor | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.workers: list[Worker] = []
@@ -235,9 +231,6 @@ class WorkerThread:
     def _main(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
-            self._supervisor = Supervisor(
-                self._flows, self._dsn, self._config, replicas=self._replicas
-            )
 
             def ready(workers: list[Worker]) -> None:
                 self.workers = workers
@@ -264,10 +257,10 @@ class WorkerThread:
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the workers to stop gracefully and wait for the thread to end."""
-        loop, supervisor = self._loop, self._supervisor
-        if loop is not None and supervisor is not None and not loop.is_closed():
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop may have just finished
-                loop.call_soon_threadsafe(supervisor.request_stop, "stopped by owner")
+                loop.call_soon_threadsafe(self._supervisor.request_stop, "stopped by owner")
         if self._thread is not None:
             self._thread.join(timeout)
         if self._error is not None:
