@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -303,11 +304,13 @@ class Function(SpecModel):
         ),
     )
 
-    @model_validator(mode="after")
-    def _variants_need_rows(self) -> Function:
-        if self.client_variants and not (self.returns.setof or self.returns.table is not None):
+    @field_validator("client_variants")
+    @classmethod
+    def _variants_need_rows(cls, variants: list[str], info: ValidationInfo) -> list[str]:
+        returns = info.data.get("returns")
+        if variants and isinstance(returns, Returns) and not (returns.setof or returns.table):
             raise ValueError("client_variants need a set-returning function (setof or table)")
-        return self
+        return variants
 
 
 class ErrorDef(SpecModel):
