@@ -31,7 +31,7 @@ class TaskContext:
     flow_input: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """A handler's result: JSON text to complete the task with, or an error to fail it with."""
 

@@ -288,7 +288,8 @@ class Worker:
 
     async def _run_task(self, record: TaskRecord, context: TaskContext | None) -> None:
         fields_ = {**self._log_fields, **task_fields(record)}
-        log.debug("task.started", extra=fields(**fields_))
+        if log.isEnabledFor(logging.DEBUG):  # skips building the record's fields on a hot path
+            log.debug("task.started", extra=fields(**fields_))
         try:
             outcome = await self.executor.execute(record, context)
         except asyncio.CancelledError:
@@ -305,7 +306,7 @@ class Worker:
             )
             reported = await self.reporter.fail(record, outcome.error or "")
         self.stats.count(reported)
-        if reported is Reported.COMPLETED:
+        if reported is Reported.COMPLETED and log.isEnabledFor(logging.INFO):
             log.info("task.completed", extra=fields(**fields_))
 
 

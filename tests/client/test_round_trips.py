@@ -271,7 +271,8 @@ def test_hot_path_variants_skip_validation_with_the_same_effects(client: Recordi
     with pytest.raises(errors.BatchLengthMismatchError):
         client.complete_tasks_execrows([run.run_id], ["each", "each"], [0], [1])
     state = client.get_run_with_states(run.run_id)
-    assert isinstance(state, dict) and isinstance(state["run"], dict)
+    assert isinstance(state, dict)
+    assert isinstance(state["run"], dict)
     assert (state["run"]["status"], state["run"]["output"]) == ("completed", {"each": [10, 20, 30]})
 
 
