@@ -6,7 +6,7 @@ Renderers read only this model. It is built from a validated ``Spec`` by ``build
 Migration snapshots (``generated/snapshots/*.json``, see ``generator.snapshot``) are this
 model as JSON: a field added once snapshots exist needs a default, so older snapshots
 still load (a missing field without one is reported by name). A field whose metadata says
-``snapshot: False`` (client-only options) is not recorded.
+``snapshot: False`` (client-only options, also left out of comparisons) is not recorded.
 """
 
 from __future__ import annotations
@@ -165,8 +165,11 @@ class FunctionIR:
     emits: tuple[str, ...]
     calls: tuple[str, ...]
     transitions: tuple[str, ...]  # "<machine>: <from>|insert → <to>" performed by this function
-    # Extra client methods ("execrows", "raw"): client-only, so not recorded in snapshots.
-    client_variants: tuple[str, ...] = field(default=(), metadata={"snapshot": False})
+    # Extra client methods ("execrows", "raw"): client-only, so neither recorded in snapshots
+    # nor part of what makes two schemas equal.
+    client_variants: tuple[str, ...] = field(
+        default=(), compare=False, metadata={"snapshot": False}
+    )
 
 
 @dataclass(frozen=True)
