@@ -575,6 +575,7 @@ class _Builder:
             raises=tuple(function.raises),
             emits=tuple(function.emits),
             calls=calls,
+            client_variants=tuple(function.client_variants),
         )
 
     # -- roles ---------------------------------------------------------------------------

@@ -5,12 +5,13 @@ Renderers read only this model. It is built from a validated ``Spec`` by ``build
 
 Migration snapshots (``generated/snapshots/*.json``, see ``pgweave_generator.snapshot``) are this
 model as JSON: a field added once snapshots exist needs a default, so older snapshots
-still load (a missing field without one is reported by name).
+still load (a missing field without one is reported by name). A field whose metadata says
+``snapshot: False`` (client-only options, also left out of comparisons) is not recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pgweave_generator.sql_types import TypeRef
@@ -229,6 +230,11 @@ class FunctionIR:
     raises: tuple[str, ...]
     emits: tuple[str, ...]
     calls: tuple[str, ...]  # functions of the schema its body calls (parsed, in spec order)
+    # Extra client methods ("execrows", "raw"): client-only, so neither recorded in snapshots
+    # nor part of what makes two schemas equal.
+    client_variants: tuple[str, ...] = field(
+        default=(), compare=False, metadata={"snapshot": False}
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -293,6 +294,23 @@ class Function(SpecModel):
     )
     raises: list[ErrorName] = []
     emits: list[EventName] = []
+    client_variants: list[Literal["execrows", "raw"]] = Field(
+        default=[],
+        description=(
+            "Extra client methods for hot paths that skip row validation (sqlc's :execrows "
+            "and raw rows): 'execrows' adds <name>_execrows returning only the row count, "
+            "'raw' adds <name>_raw returning the rows as plain dicts. Set-returning "
+            "functions only."
+        ),
+    )
+
+    @field_validator("client_variants")
+    @classmethod
+    def _variants_need_rows(cls, variants: list[str], info: ValidationInfo) -> list[str]:
+        returns = info.data.get("returns")
+        if variants and isinstance(returns, Returns) and not (returns.setof or returns.table):
+            raise ValueError("client_variants need a set-returning function (setof or table)")
+        return variants
 
 
 class ErrorDef(SpecModel):

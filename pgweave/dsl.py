@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
-    TYPE_CHECKING,
     Any,
     Generic,
     Literal,
@@ -49,9 +48,6 @@ from pgweave.handlers import (
     inspect_handler,
     object_fields,
 )
-
-if TYPE_CHECKING:
-    from pgweave.compile import FlowShape
 
 WhenMode: TypeAlias = Literal["fail", "skip", "skip-cascade"]
 StepType: TypeAlias = Literal["single", "map"]
@@ -317,20 +313,6 @@ class Flow(Generic[InputT]):
 
     def _known(self) -> str:
         return ", ".join(self.step_slugs) or "none yet"
-
-    # -- compiling ------------------------------------------------------------------------
-
-    def shape(self, *, with_options: bool = False) -> FlowShape:
-        """The flow shape exactly as ``pgflow._get_flow_shape`` returns it (plus options if asked)."""
-        from pgweave.compile import flow_shape
-
-        return flow_shape(self, with_options=with_options)
-
-    def to_sql(self) -> list[str]:
-        """The ``create_flow``/``add_step`` statements that create this flow."""
-        from pgweave.compile import compile_statements
-
-        return compile_statements(self)
 
     # -- building -------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
+import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +153,67 @@ def _name(handler: Callable[..., Any]) -> str:
 def to_json(value: Any) -> Any:
     """A handler's return value as JSON-compatible data (models, dataclasses, dates...)."""
     return to_jsonable_python(value)
+
+
+# -- what PostgreSQL can store ------------------------------------------------------------------
+
+
+class UnstorableOutputError(ValueError):
+    """A handler's output holds a value PostgreSQL's ``jsonb`` rejects."""
+
+
+def stored_json(value: Any) -> str:
+    """A handler's return value as JSON text that PostgreSQL's ``jsonb`` accepts.
+
+    Raises :class:`UnstorableOutputError` naming where the output holds NaN or ±Infinity
+    (not JSON), or a string with NUL or a lone surrogate (not storable as text).
+    """
+    data = to_json(value)
+    try:
+        text: str | None = json.dumps(data, allow_nan=False)
+    except ValueError:
+        text = None
+    # json.dumps spells NUL and every surrogate (lone, or half of a pair) as \u escapes:
+    # only then is the exact search below needed.
+    if text is None or "\\u0000" in text or "\\ud" in text:
+        problem = _unstorable(data, "$")
+        if problem is not None:
+            raise UnstorableOutputError(
+                f"the handler's output cannot be stored by PostgreSQL: {problem}"
+            )
+    if text is None:
+        raise UnstorableOutputError("the handler's output cannot be written as JSON")
+    return text
+
+
+def _unstorable(value: Any, path: str) -> str | None:
+    """Where and why ``value`` (JSON-compatible data) cannot be stored; None when it can."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{path} is a string containing NUL (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path} is a string containing a lone surrogate"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}, which JSON cannot represent"
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            problem = _unstorable(str(key), f"{path} key {str(key)!r}") or _unstorable(
+                item, f"{path}.{key}"
+            )
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (problem := _unstorable(item, f"{path}[{index}]")) is not None:
+                return problem
+    return None
+
+
+def storable_text(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL written as ``\\x00``, lone surrogates escaped."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # -- definition-time type checks (as far as Python's runtime annotations allow) ---------------

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 FIELDS_ATTR = "pgweave_fields"
+PSYCOPG_LOGGER = "psycopg"
+"""The logger of psycopg and psycopg_pool (``psycopg.pool``)."""
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -64,10 +66,18 @@ def configure_logging(
     fmt: Literal["text", "json"] = "text",
     stream: TextIO | None = None,
 ) -> None:
-    """Send pgweave's logs to ``stream`` (stderr) in the chosen format."""
+    """Send pgweave's logs to ``stream`` (stderr) in the chosen format.
+
+    psycopg's own warnings (a pool that cannot connect, a broken connection discarded) go
+    the same way, so a worker's output stays in one format; its chattier info records do not.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    logger = logging.getLogger("pgweave")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level if isinstance(level, int) else level.upper())
-    logger.propagate = False
+    numeric = level if isinstance(level, int) else logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    for name, minimum in (("pgweave", logging.NOTSET), (PSYCOPG_LOGGER, logging.WARNING)):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(max(numeric, minimum))
+        logger.propagate = False

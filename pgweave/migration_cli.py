@@ -114,10 +114,10 @@ def redo_command(name: str | None, spec: Path, out: Path, allow_destructive: boo
 def plan_command(spec: Path, out: Path) -> None:
     """Print the migration `migration new` would record now (writes nothing)."""
     from pgweave_generator.build import load_ir
+    from pgweave_generator.changes import PlanError
     from pgweave_generator.diagnostics import SpecError
     from pgweave_generator.migrations import pending
     from pgweave_generator.pipeline import source_name
-    from pgweave_generator.planner import PlanError
     from pgweave_generator.render.migration import render_upgrade
     from pgweave_generator.snapshot import SnapshotError, load_history
 

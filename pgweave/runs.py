@@ -15,19 +15,34 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from psycopg import sql
 
+from pgweave_client import statuses
+from pgweave_client.models import RunStatus, StepStateStatus
+
 ClientT = TypeVar("ClientT")
 
-RUN_TERMINAL = frozenset({"completed", "failed"})
-STEP_TERMINAL = frozenset({"completed", "failed", "skipped"})
-_RUN_RANK = {"started": 0, "completed": 1, "failed": 1}
-_STEP_RANK = {"created": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2}
+
+def _ranks(
+    states: Iterable[StrEnum], initial: StrEnum, terminal: Container[StrEnum]
+) -> dict[str, int]:
+    """How far each state of a state machine is: initial 0, terminal 2, the others 1.
+
+    A status only ever moves to a higher rank, so an event of a lower or equal rank is old news.
+    """
+    return {
+        state.value: 0 if state == initial else 2 if state in terminal else 1 for state in states
+    }
+
+
+_RUN_RANK = _ranks(RunStatus, statuses.RUN_INITIAL, statuses.RUN_TERMINAL)
+_STEP_RANK = _ranks(StepStateStatus, statuses.STEP_STATE_INITIAL, statuses.STEP_STATE_TERMINAL)
 
 
 class RunNotFoundError(LookupError):
@@ -160,7 +175,7 @@ class StepState:
     @property
     def is_terminal(self) -> bool:
         """Completed, failed or skipped."""
-        return self.status in STEP_TERMINAL
+        return self.status in statuses.STEP_STATE_TERMINAL
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,7 @@ class RunState:
     @property
     def is_terminal(self) -> bool:
         """Completed or failed."""
-        return self.status in RUN_TERMINAL
+        return self.status in statuses.RUN_TERMINAL
 
     def step(self, slug: str) -> StepState:
         """The state of one step (``KeyError`` when the flow has no such step)."""

@@ -65,7 +65,7 @@
 --   comment on column step_tasks.error_type
 --   comment on column step_tasks.error_traceback
 --   alter role pgflow_worker (description)
---   grant role pgflow_worker 3 privileges (newly granted)
+--   grant role pgflow_worker 4 privileges (newly granted)
 --   alter role pgflow_client (description)
 --   grant role pgflow_client 9 privileges (newly granted)
 --   alter role pgflow_admin (description)
@@ -2582,12 +2582,13 @@ comment on column pgflow.runs.idempotency_key is 'The key start_flow_idempotent 
 comment on column pgflow.step_tasks.error_type is 'The exception type of the last failure, when the worker passed it (fail_task_with_details).';
 comment on column pgflow.step_tasks.error_traceback is 'The end of the last failure''s traceback (at most 8000 characters), when the worker passed it.';
 
-comment on role pgflow_worker is 'Worker processes: register and heartbeat, check their flows (ensure_flow_compiled, without data loss), poll their queues (poll_messages or read_and_start_tasks), start, complete and fail tasks, requeue stalled tasks, and read the runs'' inputs.';
+comment on role pgflow_worker is 'Worker processes: register and heartbeat, check their flows (ensure_flow_compiled, without data loss), poll their queues (poll_messages or read_and_start_tasks), start, complete and fail tasks, requeue stalled tasks, and read the runs'' inputs and the tasks'' attempt numbers.';
 
 -- Role pgflow_worker: newly granted
 grant execute on function pgflow.fail_task_with_details(uuid, text, integer, text, numeric, text, text) to pgflow_worker;
 grant execute on function pgflow.poll_messages(text, integer, integer, integer, integer) to pgflow_worker;
 grant select on pgflow.runs to pgflow_worker;
+grant select on pgflow.step_tasks to pgflow_worker;
 
 comment on role pgflow_client is 'Applications that start runs and follow them: start_flow, start_flow_with_states, get_run_with_states, and reading flows, runs, step states and tasks.';
 

@@ -117,6 +117,7 @@ class Method:
     errors: tuple[str, ...]
     error_docs: tuple[tuple[str, str], ...]
     emits: tuple[str, ...]
+    variants: tuple[str, ...]  # extra hot-path methods: "execrows", "raw"
 
 
 def _param(
@@ -184,6 +185,7 @@ def method(schema: SchemaIR, function: FunctionIR, errors: dict[str, ErrorIR]) -
             (error_class(errors[name]), py_doc(errors[name].doc)) for name in function.raises
         ),
         emits=function.emits,
+        variants=function.client_variants,
     )
 
 

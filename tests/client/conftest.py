@@ -36,9 +36,10 @@ class RecordingClient(PgflowClient):
         declared: Sequence[type[errors.PgflowError]],
         *,
         from_clause: bool,
+        count: bool = False,
     ) -> list[dict[str, Any]]:
         self.called.add(function)
-        return super()._call(function, args, declared, from_clause=from_clause)
+        return super()._call(function, args, declared, from_clause=from_clause, count=count)
 
 
 CALLED: set[str] = set()

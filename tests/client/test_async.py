@@ -35,9 +35,10 @@ class RecordingAsyncClient(AsyncPgflowClient):
         declared: Sequence[type[errors.PgflowError]],
         *,
         from_clause: bool,
+        count: bool = False,
     ) -> list[dict[str, Any]]:
         self.called.add(function)
-        return await super()._call(function, args, declared, from_clause=from_clause)
+        return await super()._call(function, args, declared, from_clause=from_clause, count=count)
 
 
 @asynccontextmanager

@@ -299,6 +299,32 @@ def test_run_control_calls(client: RecordingClient) -> None:
         client.pause_run(run.run_id)
 
 
+def test_hot_path_variants_skip_validation_with_the_same_effects(client: RecordingClient) -> None:
+    client.create_flow("hot")
+    client.add_step("hot", "each", step_type="map")
+    client.register_worker(WORKER, "hot", "hot_worker")
+    [run] = client.start_flow("hot", [1, 2, 3])
+    raw = client.read_and_start_tasks_raw("hot", WORKER, qty=2, vt=30)
+    assert all(type(row) is dict for row in raw)
+    assert [(r["run_id"], r["step_slug"], r["task_index"], r["input"]) for r in raw] == [
+        (run.run_id, "each", 0, 1),
+        (run.run_id, "each", 1, 2),
+    ]
+    with client.connection() as conn:
+        ids = read_message_ids(conn, "hot")
+    [third] = client.start_tasks_raw("hot", ids, WORKER)
+    assert (third["task_index"], third["input"]) == (2, 3)
+    assert client.complete_task_execrows(run.run_id, "each", 2, 30) == 1
+    assert client.complete_tasks_execrows([run.run_id] * 2, ["each"] * 2, [0, 1], [10, 20]) == 2
+    assert client.complete_tasks_execrows([], [], [], []) == 0
+    with pytest.raises(errors.BatchLengthMismatchError):
+        client.complete_tasks_execrows([run.run_id], ["each", "each"], [0], [1])
+    state = client.get_run_with_states(run.run_id)
+    assert isinstance(state, dict)
+    assert isinstance(state["run"], dict)
+    assert (state["run"]["status"], state["run"]["output"]) == ("completed", {"each": [10, 20, 30]})
+
+
 def test_every_public_function_was_called() -> None:
     """Runs last in this module (pytest keeps definition order; xdist keeps files whole)."""
     public = public_function_names()

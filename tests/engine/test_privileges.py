@@ -12,9 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgweave.install import MIGRATIONS_DIR, apply_migrations, install_pgmq
+from pgweave.install import apply_migrations, install_pgmq
 from pgweave_generator.loader import load_spec
 from pgweave_generator.spec_model import Role
+from tests import PROJECT_ROOT
 from tests.engine.helpers import fetch, scalar
 from tests.engine.logins import Connect, attempt
 
@@ -207,7 +208,7 @@ def test_upgrading_takes_back_the_queue_grants_of_earlier_migrations(
     released = tmp_path / "migrations"
     released.mkdir()
     for name in ("0001_initial.sql", "0002_batch_final_completions.sql"):
-        shutil.copy(MIGRATIONS_DIR / name, released / name)
+        shutil.copy(PROJECT_ROOT / "generated" / "migrations" / name, released / name)
     with psycopg.connect(empty_db, autocommit=True) as conn:
         install_pgmq(conn)
         apply_migrations(conn, released)

@@ -125,6 +125,18 @@ CASES = [
         id="duplicate-index-name",
     ),
     pytest.param(
+        "body: functions/place_order.sql",
+        "body: functions/place_order.sql\n    client_variants: [raw]",
+        "functions.place_order.client_variants: client_variants need a set-returning function (setof or table)",
+        id="client-variant-of-a-single-value",
+    ),
+    pytest.param(
+        "emits: [order:shipped]",
+        "emits: [order:shipped]\n    client_variants: [exec]",
+        "functions.ship_order.client_variants[0]: input should be 'execrows' or 'raw', got \"exec\"",
+        id="unknown-client-variant",
+    ),
+    pytest.param(
         "  orders:\n    doc: An order",
         "  Orders:\n    doc: An order",
         'tables.Orders: "Orders" is not a valid name (must match ^[a-z_][a-z0-9_]*$)',

@@ -11,7 +11,8 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgweave.install import MIGRATIONS_DIR, apply_migrations
+from pgweave.install import apply_migrations
+from tests import PROJECT_ROOT
 from tests.engine.helpers import (
     complete,
     fail,
@@ -50,7 +51,7 @@ def test_upgrade_from_0002_with_runs_in_flight(fresh_db: FreshDb, tmp_path: Path
     released = tmp_path / "released"
     released.mkdir()
     for name in RELEASED:
-        shutil.copy(MIGRATIONS_DIR / name, released / name)
+        shutil.copy(PROJECT_ROOT / "generated" / "migrations" / name, released / name)
     dsn = fresh_db()
 
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -135,3 +135,34 @@ slow_map = Flow[list[float]]("slow_map", timeout=3).map("sleep", slow)
 # -- shape mismatch -------------------------------------------------------------------------
 
 shape_v2 = Flow[Any]("shaped", timeout=5).step("first", after).step("second", after)
+
+# -- values PostgreSQL rejects, real attempt numbers ---------------------------------------
+
+
+def unstorable_value(kind: str) -> Any:
+    if kind == "nan":
+        return {"score": float("nan")}
+    if kind == "infinity":
+        return [1.0, float("inf")]
+    if kind == "nul":
+        return {"text": "a\u0000b"}
+    if kind == "raise":
+        raise ValueError("bad\u0000text")
+    return {"ok": kind}
+
+
+unstorable = Flow[str]("unstorable", base_delay=1, timeout=5).step(
+    "value", unstorable_value, max_attempts=2
+)
+
+
+def third_time_lucky(value: Any, ctx: StepContext) -> dict[str, int]:
+    _mark(ctx, "start")
+    if ctx.attempt < 3:
+        raise RuntimeError(f"failed at attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+attempts = Flow[Any]("attempts", base_delay=1, timeout=5).step(
+    "lucky", third_time_lucky, max_attempts=3
+)

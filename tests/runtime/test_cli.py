@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from pgweave.cli import main
+from pgweave.compile import compile_statements, flow_shape
 from pgweave.config import WorkerConfig
 from pgweave.worker import WorkerThread
 from tests.runtime.flows import arithmetic, failing
@@ -38,7 +39,7 @@ def test_compile_to_stdout_and_to_a_file(
 ) -> None:
     result = runner.invoke(main, ["compile", "tests.runtime.flows:arithmetic", "--stdout"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[2:] == arithmetic.to_sql()
+    assert result.output.splitlines()[2:] == compile_statements(arithmetic)
     written = runner.invoke(
         main, ["compile", "tests.runtime.flows:arithmetic", "--out", str(tmp_path)]
     )
@@ -46,7 +47,7 @@ def test_compile_to_stdout_and_to_a_file(
     (path,) = tmp_path.glob("*_create_arithmetic_flow.sql")
     conn.execute(path.read_bytes())
     shape = conn.execute("select pgflow._get_flow_shape('arithmetic')").fetchone()
-    assert shape == (arithmetic.shape(),)
+    assert shape == (flow_shape(arithmetic),)
     second = runner.invoke(
         main, ["compile", "tests.runtime.flows:arithmetic", "--out", str(tmp_path)]
     )

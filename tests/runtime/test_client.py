@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from pgweave.client import Client, RunNotFoundError, RunTimeoutError
+from pgweave.compile import compile_statements
 from pgweave.dsl import Flow
 from pgweave.runs import RunEvent, RunState
 from pgweave_client import errors
@@ -27,7 +28,7 @@ CHAIN = Flow[Any]("chain").step("a", h).step("b", h, depends_on=["a"])
 
 @pytest.fixture
 def chain(conn: psycopg.Connection) -> Flow[Any]:
-    for statement in CHAIN.to_sql():
+    for statement in compile_statements(CHAIN):
         conn.execute(statement.encode())
     return CHAIN
 

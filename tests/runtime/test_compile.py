@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgweave.compile import compile_migration, migration_filename
+from pgweave.compile import compile_migration, compile_statements, flow_shape, migration_filename
 from pgweave.dsl import Flow
 
 
@@ -22,7 +22,7 @@ WEBSITE = (
 
 
 def test_sql_has_options_only_when_set_in_definition_order() -> None:
-    assert WEBSITE.to_sql() == [
+    assert compile_statements(WEBSITE) == [
         "select pgflow.create_flow('analyze_website', max_attempts => 3, timeout => 4);",
         "select pgflow.add_step('analyze_website', 'website');",
         "select pgflow.add_step('analyze_website', 'sentiment', deps_slugs => array['website']::text[],"
@@ -47,7 +47,7 @@ def test_sql_for_maps_conditions_and_modes() -> None:
             when_exhausted="skip-cascade",
         )
     )
-    assert flow.to_sql()[1:] == [
+    assert compile_statements(flow)[1:] == [
         "select pgflow.add_step('m', 'items', base_delay => 2, start_delay => 0, step_type => 'map');",
         "select pgflow.add_step('m', 'check', deps_slugs => array['items']::text[],"
         """ required_input_pattern => '{"items": [{"name": "O''Brien"}]}'::jsonb,"""
@@ -65,7 +65,7 @@ def test_shape_matches_get_flow_shape_format() -> None:
         .step("d", h, depends_on=["c", "b", "a"])
     )
     none = {"defined": False}
-    assert flow.shape() == {
+    assert flow_shape(flow) == {
         "steps": [
             {
                 "slug": "b",
@@ -105,7 +105,7 @@ def test_shape_matches_get_flow_shape_format() -> None:
             },
         ]
     }
-    with_options = flow.shape(with_options=True)
+    with_options = flow_shape(flow, with_options=True)
     assert with_options.get("options") == {"timeout": 10}
     assert [s.get("options") for s in with_options["steps"]] == [
         None,
@@ -113,7 +113,7 @@ def test_shape_matches_get_flow_shape_format() -> None:
         None,
         None,
     ]
-    assert Flow[Any]("empty").shape() == {"steps": []}
+    assert flow_shape(Flow[Any]("empty")) == {"steps": []}
 
 
 def test_migration_file() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pgweave.compile import compile_statements, flow_shape
 from pgweave.dsl import Flow
 
 
@@ -43,9 +44,9 @@ def stored_options(conn: psycopg.Connection, slug: str) -> list[tuple[Any, ...]]
 
 
 def test_compiled_sql_creates_the_flow_the_dsl_describes(conn: psycopg.Connection) -> None:
-    for statement in FLOW.to_sql():
+    for statement in compile_statements(FLOW):
         conn.execute(statement.encode())
-    assert stored_shape(conn, "shapes") == FLOW.shape()
+    assert stored_shape(conn, "shapes") == flow_shape(FLOW)
     assert stored_options(conn, "shapes") == [
         (4, 2, 9),
         ("b", 0, "single", 0, None, None, None, None),
@@ -55,32 +56,33 @@ def test_compiled_sql_creates_the_flow_the_dsl_describes(conn: psycopg.Connectio
     ]
     compared = conn.execute(
         "select pgflow._compare_flow_shapes(%s, pgflow._get_flow_shape('shapes'))",
-        (Jsonb(FLOW.shape(with_options=True)),),
+        (Jsonb(flow_shape(FLOW, with_options=True)),),
     ).fetchone()
     assert compared == ([],)
     # applying the statements again changes nothing (create_flow/add_step are idempotent)
-    for statement in FLOW.to_sql():
+    for statement in compile_statements(FLOW):
         conn.execute(statement.encode())
-    assert stored_shape(conn, "shapes") == FLOW.shape()
+    assert stored_shape(conn, "shapes") == flow_shape(FLOW)
 
 
 def test_ensure_flow_compiled_with_the_shape_creates_the_same_flow(
     conn: psycopg.Connection,
 ) -> None:
     row = conn.execute(
-        "select pgflow.ensure_flow_compiled('shapes', %s)", (Jsonb(FLOW.shape(with_options=True)),)
+        "select pgflow.ensure_flow_compiled('shapes', %s)",
+        (Jsonb(flow_shape(FLOW, with_options=True)),),
     ).fetchone()
     assert row == ({"status": "compiled", "differences": []},)
-    assert stored_shape(conn, "shapes") == FLOW.shape()
+    assert stored_shape(conn, "shapes") == flow_shape(FLOW)
     assert stored_options(conn, "shapes")[0] == (4, 2, 9)
     assert stored_options(conn, "shapes")[2] == ("a", 1, "single", 0, None, None, 20, 1)
     again = conn.execute(
-        "select pgflow.ensure_flow_compiled('shapes', %s)", (Jsonb(FLOW.shape()),)
+        "select pgflow.ensure_flow_compiled('shapes', %s)", (Jsonb(flow_shape(FLOW)),)
     ).fetchone()
     assert again == ({"status": "verified", "differences": []},)
     changed = Flow[Any]("shapes").step("b", h)
     mismatch = conn.execute(
-        "select pgflow.ensure_flow_compiled('shapes', %s)", (Jsonb(changed.shape()),)
+        "select pgflow.ensure_flow_compiled('shapes', %s)", (Jsonb(flow_shape(changed)),)
     ).fetchone()
     assert mismatch is not None
     assert mismatch[0]["status"] == "mismatch"

@@ -2,67 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from pgweave.client import Client
+from pgweave.compile import flow_shape
 from tests.runtime.flows import shape_v2
-from tests.runtime.processes import WorkerProcess, wait_for
-
-Spawn = Callable[..., WorkerProcess]
-FLOWS = "tests.runtime.flows"
-
-
-@pytest.fixture
-def markers(tmp_path: Path) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def spawn(db: str, tmp_path: Path, markers: Path) -> Iterator[Spawn]:
-    """Start ``pgweave worker`` processes for this test's database; all stopped afterwards."""
-    started: list[WorkerProcess] = []
-
-    def start(*refs: str, args: tuple[str, ...] = ()) -> WorkerProcess:
-        log = tmp_path / f"worker-{len(started)}.log"
-        process = WorkerProcess(db, [f"{FLOWS}:{r}" for r in refs], log, markers, *args)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-def registered(conn: psycopg.Connection, count: int = 1) -> Callable[[], bool]:
-    def check() -> bool:
-        row = conn.execute(
-            "select count(*) from pgflow.workers where stopped_at is null"
-        ).fetchone()
-        return row is not None and row[0] >= count
-
-    return check
-
-
-def log_events(process: WorkerProcess) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
-
-
-def tasks(conn: psycopg.Connection, run_id: Any) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "select step_slug, task_index, status, attempts_count, error_message"
-        " from pgflow.step_tasks where run_id = %s order by step_slug, task_index",
-        (run_id,),
-    ).fetchall()
+from tests.runtime.processes import Spawn, log_events, registered, tasks, wait_for
 
 
 def test_single_and_map_flows_complete_in_one_process(
@@ -227,7 +177,7 @@ def test_shape_mismatch_is_refused_unless_data_loss_is_allowed(
     allowed = spawn("shape_v2", args=("--allow-data-loss",))
     wait_for(registered(conn), 30, "the worker to register")
     shape = conn.execute("select pgflow._get_flow_shape('shaped')").fetchone()
-    assert shape == (shape_v2.shape(),)
+    assert shape == (flow_shape(shape_v2),)
     assert conn.execute("select count(*) from pgflow.runs").fetchone() == (0,)
     allowed.signal(signal.SIGTERM)
     assert allowed.wait(60) == 0

@@ -33,7 +33,7 @@ def logins(conn: psycopg.Connection, db: str) -> Iterator[Logins]:
 def test_worker_and_client_logins_run_flows_end_to_end(logins: Logins) -> None:
     # the worker compiles its flows itself (they are missing), then serves them
     with WorkerThread([arithmetic, squares], logins.dsn("pgflow_worker"), CONFIG) as thread:
-        assert all(w._batch_protocol for w in thread.workers)
+        assert all(w.batch_protocol for w in thread.workers)
         client = Client(logins.dsn("pgflow_client"))
         first = client.start_flow(arithmetic, {"a": 3, "b": 4})
         second = client.start_flow(squares, [2, 3])

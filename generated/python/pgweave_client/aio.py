@@ -64,9 +64,10 @@ class AsyncPgflowClient:
         declared: Sequence[type[errors.PgflowError]],
         *,
         from_clause: bool,
+        count: bool = False,
     ) -> list[Row]:
         """Run one function call; rows as dicts, documented errors mapped."""
-        query, params = compose_call(function, args, from_clause=from_clause)
+        query, params = compose_call(function, args, from_clause=from_clause, count=count)
         async with self.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
             try:
                 await cursor.execute(query, params)
@@ -250,6 +251,34 @@ class AsyncPgflowClient:
         )
         return [StepTasksRow.model_validate(row) for row in rows]
 
+    async def complete_task_execrows(
+        self,
+        run_id: uuid.UUID,
+        step_slug: str,
+        task_index: int,
+        output: JsonInput | Jsonb,
+    ) -> int:
+        """``complete_task`` for a hot path: only how many rows it produced, counted by the server
+        (the rows are neither sent nor validated); raises the same errors.
+        """
+        rows = await self._call(
+            "complete_task",
+            (
+                Arg("run_id", "uuid", run_id),
+                Arg("step_slug", "text", step_slug),
+                Arg("task_index", "integer", task_index),
+                Arg("output", "jsonb", jsonb(output)),
+            ),
+            (
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+            count=True,
+        )
+        return cast("int", rows[0]["count"])
+
     async def complete_tasks(
         self,
         run_ids: Sequence[uuid.UUID],
@@ -292,6 +321,35 @@ class AsyncPgflowClient:
             from_clause=True,
         )
         return [StepTasksRow.model_validate(row) for row in rows]
+
+    async def complete_tasks_execrows(
+        self,
+        run_ids: Sequence[uuid.UUID],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        outputs: Sequence[JsonInput | Jsonb],
+    ) -> int:
+        """``complete_tasks`` for a hot path: only how many rows it produced, counted by the server
+        (the rows are neither sent nor validated); raises the same errors.
+        """
+        rows = await self._call(
+            "complete_tasks",
+            (
+                Arg("run_ids", "uuid[]", array(run_ids)),
+                Arg("step_slugs", "text[]", array(step_slugs)),
+                Arg("task_indexes", "integer[]", array(task_indexes)),
+                Arg("outputs", "jsonb[]", jsonb_array(outputs)),
+            ),
+            (
+                errors.BatchLengthMismatchError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+            count=True,
+        )
+        return cast("int", rows[0]["count"])
 
     async def create_flow(
         self,
@@ -678,6 +736,28 @@ class AsyncPgflowClient:
         )
         return [StepTaskRecord.model_validate(row) for row in rows]
 
+    async def read_and_start_tasks_raw(
+        self,
+        flow_slug: str,
+        worker_id: uuid.UUID,
+        qty: int,
+        vt: int = 5,
+    ) -> list[Row]:
+        """``read_and_start_tasks`` for a hot path: its rows as plain dicts, not validated into
+        ``StepTaskRecord``; raises the same errors.
+        """
+        return await self._call(
+            "read_and_start_tasks",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("worker_id", "uuid", worker_id),
+                Arg("qty", "integer", qty),
+                Arg("vt", "integer", vt),
+            ),
+            (errors.QueueMissingError,),
+            from_clause=True,
+        )
+
     async def register_worker(
         self,
         worker_id: uuid.UUID,
@@ -962,6 +1042,26 @@ class AsyncPgflowClient:
             from_clause=True,
         )
         return [StepTaskRecord.model_validate(row) for row in rows]
+
+    async def start_tasks_raw(
+        self,
+        flow_slug: str,
+        msg_ids: Sequence[int],
+        worker_id: uuid.UUID,
+    ) -> list[Row]:
+        """``start_tasks`` for a hot path: its rows as plain dicts, not validated into
+        ``StepTaskRecord``; raises the same errors.
+        """
+        return await self._call(
+            "start_tasks",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("msg_ids", "bigint[]", array(msg_ids)),
+                Arg("worker_id", "uuid", worker_id),
+            ),
+            (),
+            from_clause=True,
+        )
 
     async def unpause_flow(
         self,
