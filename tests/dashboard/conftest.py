@@ -73,7 +73,8 @@ def dashboard(db: str) -> Iterator[ServeFactory]:
     with contextlib.ExitStack() as stack:
 
         def start(**options: object) -> Served:
-            config = DashboardConfig(dsn=db, port=free_port(), **options)  # type: ignore[arg-type]
+            options.setdefault("dsn", db)
+            config = DashboardConfig(port=free_port(), **options)  # type: ignore[arg-type]
             return stack.enter_context(serve(config))
 
         yield start
