@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 TRACER_NAME = "pgweave"
 # Seconds; shared by the worker's histogram and the dashboard's /metrics.
-TASK_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+TASK_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                         60.0, 300.0)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,11 @@ def parse_target(action: Action, target: str) -> uuid.UUID | str:
 
 
 async def perform(
-    conn: AsyncConnection[Any], action: Action, target: uuid.UUID | str, reason: str | None, client: str
+    conn: AsyncConnection[Any],
+    action: Action,
+    target: uuid.UUID | str,
+    reason: str | None,
+    client: str,
 ) -> None:
     """Call the action's function (its own transaction) and log the outcome; the engine's
     error propagates (logged too)."""

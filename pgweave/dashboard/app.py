@@ -6,11 +6,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pgweave_client.statuses import RunStatusLiteral
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from typing import get_args
 
 from pgweave.dashboard import actions, dag, metrics, queries, views
 from pgweave.dashboard.config import DashboardConfig
 from pgweave.dashboard.events import EventHub, sse_stream
 from pgweave.dashboard.security import CSRF_FIELD, SecurityMiddleware, csrf_problem
+from pgweave_client.statuses import RunStatusLiteral
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatusLiteral)
 
@@ -66,7 +65,9 @@ class Dashboard:
             await self.hub.stop()
             await self.pool.close()
 
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         """A template rendered with the request's CSRF token and the page's context."""
         html = self.templates.get_template(template).render(
             request=request, csrf=request.state.csrf, csrf_field=CSRF_FIELD,
@@ -74,7 +75,9 @@ class Dashboard:
         )  # fmt: skip
         return HTMLResponse(html, status)
 
-    async def available_actions(self, conn: psycopg.AsyncConnection[Any], target: str) -> list[actions.Action]:
+    async def available_actions(
+        self, conn: psycopg.AsyncConnection[Any], target: str
+    ) -> list[actions.Action]:
         """The actions offered on a run or flow page (none when read-only)."""
         if self.config.read_only:
             return []
@@ -91,7 +94,7 @@ class Dashboard:
         """Per flow: runs by status (last hour, last day), queue depth; workers; throughput."""
         async with self.pool.connection() as conn:
             flows = await queries.runs_by_flow(conn)
-            context = {
+            context: dict[str, Any] = {
                 "flows": flows,
                 "depths": await queries.queue_depths(conn, [f["flow_slug"] for f in flows]),
                 "workers": await queries.worker_counts(conn),
@@ -123,7 +126,11 @@ class Dashboard:
         return await self._runs_page(request, filters)
 
     async def _runs_page(
-        self, request: Request, filters: queries.RunFilter, problem: str | None = None, status: int = 200
+        self,
+        request: Request,
+        filters: queries.RunFilter,
+        problem: str | None = None,
+        status: int = 200,
     ) -> Response:
         async with self.pool.connection() as conn:
             rows, next_cursor = await queries.list_runs(conn, filters)
@@ -143,7 +150,7 @@ class Dashboard:
             if run is None:
                 raise HTTPException(404, f"Run {run_id} not found.")
             steps = await queries.run_steps(conn, run_id, run["flow_slug"])
-            context = {
+            context: dict[str, Any] = {
                 "run": run,
                 "steps": steps,
                 "layout": dag.layout(
@@ -167,10 +174,12 @@ class Dashboard:
                 raise HTTPException(404, f"Flow {slug} not found.")
             steps = await queries.flow_steps(conn, slug)
             recent, _ = await queries.list_runs(conn, queries.RunFilter(flow=slug, limit=20))
-            context = {
+            context: dict[str, Any] = {
                 "flow": flow,
                 "steps": steps,
-                "layout": dag.layout([s["step_slug"] for s in steps], await queries.flow_deps(conn, slug)),
+                "layout": dag.layout(
+                    [s["step_slug"] for s in steps], await queries.flow_deps(conn, slug)
+                ),
                 "step_by_slug": {s["step_slug"]: s for s in steps},
                 "runs": recent,
                 "actions": await self.available_actions(conn, "flow"),
@@ -183,14 +192,18 @@ class Dashboard:
         async with self.pool.connection() as conn:
             rows = await queries.workers(conn)
         template = "_workers.html" if self.fragment(request) else "workers.html"
-        return self.render(request, template, page="workers", workers=rows, alive_seconds=queries.ALIVE_SECONDS)
+        return self.render(
+            request, template, page="workers", workers=rows, alive_seconds=queries.ALIVE_SECONDS
+        )
 
     # -- live, metrics, actions ---------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
         """Server-Sent Events: the engine's events (one run's with ``?run_id=``)."""
         run_id = request.query_params.get("run_id")
-        stream = sse_stream(self.hub, str(_uuid(run_id)) if run_id else None, request.is_disconnected)
+        stream = sse_stream(
+            self.hub, str(_uuid(run_id)) if run_id else None, request.is_disconnected
+        )
         return StreamingResponse(
             stream, media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
@@ -224,7 +237,9 @@ class Dashboard:
             if action not in await self.available_actions(conn, action.target):
                 raise HTTPException(404, f"The engine offers no {action.label.lower()} here.")
             if form.get("confirmed") != "yes":
-                return self.render(request, "confirm.html", action=action, target=target, reason=reason, back=back)
+                return self.render(
+                    request, "confirm.html", action=action, target=target, reason=reason, back=back
+                )
             client = request.client.host if request.client else "?"
             try:
                 await actions.perform(conn, action, target, reason, client)
@@ -238,7 +253,14 @@ class Dashboard:
     async def not_found(self, request: Request, exc: Exception) -> Response:
         """Errors as a page (or plain text for fragment requests)."""
         assert isinstance(exc, HTTPException)
-        return self.render(request, "error.html", exc.status_code, title=f"Error {exc.status_code}", message=exc.detail, back="/")
+        return self.render(
+            request,
+            "error.html",
+            exc.status_code,
+            title=f"Error {exc.status_code}",
+            message=exc.detail,
+            back="/",
+        )
 
 
 def _text(value: Any) -> str | None:

@@ -31,5 +31,9 @@ def dashboard(dsn: str, host: str, port: int, read_only: bool, token: str | None
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"pgweave dashboard on http://{host}:{port}/" + (" (read-only)" if read_only else ""))
-    uvicorn.run(create_app(config), host=host, port=port, timeout_graceful_shutdown=2, log_level="warning")
+    click.echo(
+        f"pgweave dashboard on http://{host}:{port}/" + (" (read-only)" if read_only else "")
+    )
+    uvicorn.run(
+        create_app(config), host=host, port=port, timeout_graceful_shutdown=2, log_level="warning"
+    )

@@ -72,7 +72,9 @@ def layout(steps: Sequence[str], deps: Sequence[tuple[str, str]]) -> Layout:
         x1, y1 = a.x + NODE_WIDTH, a.y + NODE_HEIGHT // 2
         x2, y2 = b.x, b.y + NODE_HEIGHT // 2
         bend = (x2 - x1) // 2
-        edges.append(Edge(parent, child, f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"))
+        edges.append(
+            Edge(parent, child, f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}")
+        )
     columns = 1 + max(depth.values(), default=0)
     height = max(rows.values(), default=1)
     return Layout(

@@ -21,7 +21,7 @@ RECONNECT_SECONDS = 1.0
 log = logging.getLogger("pgweave.dashboard")
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
     """A stream's inbox; ``run_id`` (when set) keeps only that run's events."""
 

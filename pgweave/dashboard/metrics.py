@@ -93,7 +93,9 @@ async def render(conn: AsyncConnection[Any]) -> bytes:
         for row in runs:
             counter.add_metric([row["flow_slug"]], float(row[column]))
         families.append(counter)
-    running = GaugeMetricFamily("pgweave_runs_in_progress", "Runs not finished, by flow.", labels=["flow"])
+    running = GaugeMetricFamily(
+        "pgweave_runs_in_progress", "Runs not finished, by flow.", labels=["flow"]
+    )
     for row in runs:
         running.add_metric([row["flow_slug"]], float(row["running"]))
     families.append(running)
@@ -109,7 +111,9 @@ async def render(conn: AsyncConnection[Any]) -> bytes:
             depth.add_metric([flow_slug, state], float(row[state]))
     families.append(depth)
     workers = GaugeMetricFamily(
-        "pgweave_workers", "Workers by queue and state (alive, stale, stopped).", labels=["queue", "state"]
+        "pgweave_workers",
+        "Workers by queue and state (alive, stale, stopped).",
+        labels=["queue", "state"],
     )
     for row in await queries.worker_counts(conn):
         for state in ("alive", "stale", "stopped"):

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.abc import Query
 from psycopg.rows import dict_row
 
 Row = dict[str, Any]
@@ -24,7 +23,9 @@ ERRORS_SHOWN = 20
 TIMELINE_ENTRIES = 200
 
 
-async def fetch(conn: AsyncConnection[Any], query: Query, *params: Any) -> list[Row]:
+async def fetch(
+    conn: AsyncConnection[Any], query: str | sql.SQL | sql.Composed, *params: Any
+) -> list[Row]:
     """Rows of a query as dicts (one mapping argument binds named parameters)."""
     args = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -100,7 +101,10 @@ async def list_runs(conn: AsyncConnection[Any], filters: RunFilter) -> tuple[lis
 
 async def flow_slugs(conn: AsyncConnection[Any]) -> list[str]:
     """Every flow's slug, sorted."""
-    return [row["flow_slug"] for row in await fetch(conn, "select flow_slug from pgflow.flows order by 1")]
+    return [
+        row["flow_slug"]
+        for row in await fetch(conn, "select flow_slug from pgflow.flows order by 1")
+    ]
 
 
 # -- overview -------------------------------------------------------------------------------
@@ -197,11 +201,14 @@ async def run(conn: AsyncConnection[Any], run_id: uuid.UUID) -> Row | None:
 
 async def run_steps(conn: AsyncConnection[Any], run_id: uuid.UUID, flow: str) -> list[Row]:
     """Each step of the run's flow in definition order, with its state in the run (NULL
-    columns when the run has no state for it) and its tasks' attempts."""
+    columns when the run has no state for it), tasks done (NULL before it starts) and its
+    tasks' attempts."""
     return await fetch(
         conn,
         "select s.step_slug, s.step_type, s.step_index, ss.status, ss.remaining_tasks,"
-        " ss.initial_tasks, ss.remaining_deps, ss.created_at, ss.started_at, ss.completed_at,"
+        " ss.initial_tasks, ss.remaining_deps,"
+        " case when ss.status = 'completed' then ss.initial_tasks"
+        "   when ss.remaining_tasks is not null then ss.initial_tasks - ss.remaining_tasks end as tasks_done, ss.created_at, ss.started_at, ss.completed_at,"
         " ss.failed_at, ss.skipped_at, ss.skip_reason, ss.error_message, "
         + _preview("ss.output", "output")
         + ", t.attempts, t.max_attempts, t.tasks"

@@ -43,6 +43,10 @@ def json_preview(text: str | None, total_bytes: int | None) -> str:
     first characters followed by a note of its full size."""
     if text is None:
         return "null"
-    if total_bytes is not None and total_bytes <= JSON_PREVIEW_CHARS and len(text) < JSON_PREVIEW_CHARS:
+    if (
+        total_bytes is not None
+        and total_bytes <= JSON_PREVIEW_CHARS
+        and len(text) < JSON_PREVIEW_CHARS
+    ):
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     return f"{text}… (truncated: {size(total_bytes)} in all)"

@@ -36,8 +36,13 @@ def sse_events(lines: Iterator[str], count: int) -> list[dict[str, object]]:
     raise AssertionError(f"stream ended after {events}")
 
 
-def test_engine_events_reach_the_stream(conn: psycopg.Connection, served: Served, diamond: str) -> None:
-    with httpx.Client(base_url=served.url, timeout=10) as client, client.stream("GET", "/events") as stream:
+def test_engine_events_reach_the_stream(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
+    with (
+        httpx.Client(base_url=served.url, timeout=10) as client,
+        client.stream("GET", "/events") as stream,
+    ):
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
         assert next(lines) == "retry: 2000"
@@ -49,7 +54,9 @@ def test_engine_events_reach_the_stream(conn: psycopg.Connection, served: Served
     ]
 
 
-def test_brief_copy_also_with_realtime_and_for_large_outputs(conn: psycopg.Connection, db: str, diamond: str) -> None:
+def test_brief_copy_also_with_realtime_and_for_large_outputs(
+    conn: psycopg.Connection, db: str, diamond: str
+) -> None:
     install_realtime_stub(conn)
     with psycopg.connect(db, autocommit=True) as listener:
         listener.execute('listen "pgweave:events"')
@@ -65,7 +72,9 @@ def test_brief_copy_also_with_realtime_and_for_large_outputs(conn: psycopg.Conne
     assert len(realtime_events(conn)) == 5  # pgflow's realtime.send calls are unchanged
 
 
-def test_run_stream_keeps_only_its_run(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_run_stream_keeps_only_its_run(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     other = start_flow(conn, diamond, {})["run_id"]
     (other_root,) = read_and_start(conn, diamond)
     mine = start_flow(conn, diamond, {})["run_id"]
@@ -76,7 +85,11 @@ def test_run_stream_keeps_only_its_run(conn: psycopg.Connection, served: Served,
         lines = stream.iter_lines()
         next(lines)
         complete(conn, other_root, ["a"])  # events of the other run: filtered out
-        (root,) = [t for t in read_and_start(conn, diamond, qty=5) if t["run_id"] == mine and t["step_slug"] == "root"]
+        (root,) = [
+            t
+            for t in read_and_start(conn, diamond, qty=5)
+            if t["run_id"] == mine and t["step_slug"] == "root"
+        ]
         complete(conn, root, [])
         events = sse_events(lines, 1)
     assert events[0]["run_id"] == str(mine)
@@ -123,8 +136,14 @@ def test_metrics_from_the_database(conn: psycopg.Connection, served: Served, dia
     assert sample(text, "pgweave_queue_messages", flow=diamond, state="in_flight") == 0
     assert sample(text, "pgweave_workers", queue=diamond, state="alive") == 2
     # root took 2 s: outside the 1 s bucket, inside 2.5 s
-    assert sample(text, "pgweave_task_duration_seconds_bucket", flow=diamond, step="root", le="1.0") == 0
-    assert sample(text, "pgweave_task_duration_seconds_bucket", flow=diamond, step="root", le="2.5") == 1
+    assert (
+        sample(text, "pgweave_task_duration_seconds_bucket", flow=diamond, step="root", le="1.0")
+        == 0
+    )
+    assert (
+        sample(text, "pgweave_task_duration_seconds_bucket", flow=diamond, step="root", le="2.5")
+        == 1
+    )
     assert sample(text, "pgweave_task_duration_seconds_gcount", flow=diamond, step="root") == 1
     assert sample(text, "pgweave_task_duration_seconds_gsum", flow=diamond, step="root") == 2.0
     assert sample(text, "pgweave_task_duration_seconds_gcount", flow=diamond, step="join") == 1

@@ -26,7 +26,9 @@ def run_diamond(conn: psycopg.Connection, flow: str, items: list[str]) -> uuid.U
     return run_id
 
 
-def test_overview_counts_runs_queue_and_workers(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_overview_counts_runs_queue_and_workers(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     run_diamond(conn, diamond, ["a", "b"])
     start_flow(conn, diamond, {"items": []})  # one running run, its root task queued
 
@@ -50,19 +52,25 @@ def test_run_page_shows_dag_steps_map_progress_and_timeline(
 
     page = served.client().get(f"/runs/{run_id}").text
 
-    nodes = {step: status for status, step in re.findall(r'class="node st-(\w+)" data-step="(\w+)"', page)}
+    nodes = {
+        step: status
+        for status, step in re.findall(r'class="node st-(\w+)" data-step="(\w+)"', page)
+    }
     assert nodes == {
         "root": "completed", "left": "completed", "each": "completed", "join": "completed",
     }  # fmt: skip
     assert page.count('class="edge"') == 4
     assert "3/3" in page  # the map's progress
     events = re.findall(r'<span class="event">([^<]+)</span>', page)
-    assert events[0] == "run:started" and events[-1] == "run:completed"
+    assert events[0] == "run:started"
+    assert events[-1] == "run:completed"
     assert "step:each:completed" in events
     assert "&#34;items&#34;" in page or "&quot;items&quot;" in page  # input shown (escaped JSON)
 
 
-def test_run_page_in_progress_colours_and_counts(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_run_page_in_progress_colours_and_counts(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     run_id = start_flow(conn, diamond, {})["run_id"]
     (root,) = read_and_start(conn, diamond)
     complete(conn, root, ["x", "y"])
@@ -70,7 +78,10 @@ def test_run_page_in_progress_colours_and_counts(conn: psycopg.Connection, serve
 
     page = served.client().get(f"/runs/{run_id}").text
 
-    nodes = {step: status for status, step in re.findall(r'class="node st-(\w+)" data-step="(\w+)"', page)}
+    nodes = {
+        step: status
+        for status, step in re.findall(r'class="node st-(\w+)" data-step="(\w+)"', page)
+    }
     assert nodes == {"root": "completed", "left": "started", "each": "started", "join": "created"}
     assert "0/2" in page
     assert task["step_slug"] in page
@@ -90,7 +101,9 @@ def test_failed_task_error_is_shown(conn: psycopg.Connection, served: Served, di
     assert "task:root[0]:failed" in page
 
 
-def test_database_values_are_escaped(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_database_values_are_escaped(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     run_id = start_flow(conn, diamond, {"x": XSS})["run_id"]
     (root,) = read_and_start(conn, diamond)
     complete(conn, root, [XSS])
@@ -107,13 +120,20 @@ def test_database_values_are_escaped(conn: psycopg.Connection, served: Served, d
     assert page.count("&lt;img src=x") >= 2  # the error and the input/output
 
 
-def test_runs_filters_and_keyset_pagination(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_runs_filters_and_keyset_pagination(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     ids = [start_flow(conn, diamond, {"n": n})["run_id"] for n in range(5)]
     # distinct, known start times: run n started n minutes after a base time
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for n, run_id in enumerate(ids):
-        conn.execute("update pgflow.runs set started_at = %s where run_id = %s", (base + timedelta(minutes=n), run_id))
-    conn.execute("update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s", (ids[1],))
+        conn.execute(
+            "update pgflow.runs set started_at = %s where run_id = %s",
+            (base + timedelta(minutes=n), run_id),
+        )
+    conn.execute(
+        "update pgflow.runs set status = 'failed', failed_at = now() where run_id = %s", (ids[1],)
+    )
     client = served.client()
 
     def listed(url: str) -> list[str]:
@@ -123,7 +143,10 @@ def test_runs_filters_and_keyset_pagination(conn: psycopg.Connection, served: Se
     # 50 per page: all five, newest first
     assert listed("/runs") == [str(i) for i in reversed(ids)]
     assert listed("/runs?status=failed") == [str(ids[1])]
-    assert listed("/runs?since=2026-01-01T00:02:00&until=2026-01-01T00:04:00") == [str(ids[3]), str(ids[2])]
+    assert listed("/runs?since=2026-01-01T00:02:00&until=2026-01-01T00:04:00") == [
+        str(ids[3]),
+        str(ids[2]),
+    ]
     assert 'rel="next"' not in first
 
 
@@ -144,7 +167,12 @@ def test_runs_next_page_continues_where_the_first_ended(
         match = re.search(r'<a rel="next" href="([^"]+)"', text)
         url = match.group(1).replace("&amp;", "&") if match else None
         pages += 1
-    expected = [str(r[0]) for r in conn.execute("select run_id from pgflow.runs order by started_at desc, run_id desc")]
+    expected = [
+        str(r[0])
+        for r in conn.execute(
+            "select run_id from pgflow.runs order by started_at desc, run_id desc"
+        )
+    ]
     assert seen == expected
     assert pages == 3
 
@@ -166,14 +194,19 @@ def test_find_by_id_and_bad_input(conn: psycopg.Connection, served: Served, diam
     assert client.get("/flows/nope").status_code == 404
 
 
-def test_flow_page_shows_definition_and_recent_runs(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+def test_flow_page_shows_definition_and_recent_runs(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
     run_id = start_flow(conn, diamond, {})["run_id"]
-    conn.execute("update pgflow.steps set required_input_pattern = '{\"go\": true}', opt_timeout = 9 where step_slug = 'left'")
+    conn.execute(
+        "update pgflow.steps set required_input_pattern = '{\"go\": true}', opt_timeout = 9 where step_slug = 'left'"
+    )
 
     page = served.client().get(f"/flows/{diamond}").text
 
     assert str(run_id) in page
-    assert 'data-step="each"' in page and "[map]" in page
+    assert 'data-step="each"' in page
+    assert "[map]" in page
     assert "timeout=9" in page
     assert "left, each" in page or "each, left" in page  # join's dependencies
     assert '<code>{"go": true}</code>' in page  # tojson: quotes are safe in text; <>&' escaped
@@ -196,7 +229,8 @@ def test_workers_page(conn: psycopg.Connection, served: Served) -> None:
 def test_static_assets_ship_with_the_package(served: Served) -> None:
     client = served.client()
     htmx = client.get("/static/htmx.min.js")
-    assert htmx.status_code == 200 and "htmx" in htmx.text[:2000]
+    assert htmx.status_code == 200
+    assert "htmx" in htmx.text[:2000]
     assert client.get("/static/htmx.LICENSE.txt").status_code == 200
     assert client.get("/static/dashboard.js").status_code == 200
     page = client.get("/")

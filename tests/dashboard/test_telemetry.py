@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -20,13 +19,13 @@ RUN = uuid.UUID("0123456789abcdef0123456789abcdef")
 
 
 @pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans() -> InMemorySpanExporter:
     """Spans recorded by an SDK installed for this module (the global provider is set once)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    yield exporter
+    return exporter
 
 
 @pytest.fixture
@@ -55,7 +54,8 @@ def test_task_span_attributes_and_run_trace(recorded: InMemorySpanExporter) -> N
     }  # fmt: skip
     # one trace per run, whose id is the run id: start and every task share it
     assert {s.context.trace_id for s in (started, first, second)} == {RUN.int}
-    assert first.parent is not None and first.parent.trace_id == RUN.int
+    assert first.parent is not None
+    assert first.parent.trace_id == RUN.int
 
 
 def test_failed_task_span_records_the_error(recorded: InMemorySpanExporter) -> None:
@@ -77,10 +77,15 @@ def test_metrics_histogram_and_served_page(recorded: InMemorySpanExporter) -> No
     metrics.observe(task(), "completed", 4.0)
     labels = {"flow": "analyze", "step": "fetch", "outcome": "completed"}
     assert metrics.registry.get_sample_value("pgweave_worker_tasks_total", labels) == 4
-    assert metrics.registry.get_sample_value("pgweave_worker_task_duration_seconds_count", labels) == 4
-    assert metrics.registry.get_sample_value(
-        "pgweave_worker_task_duration_seconds_bucket", {**labels, "le": "2.5"}
-    ) == 3
+    assert (
+        metrics.registry.get_sample_value("pgweave_worker_task_duration_seconds_count", labels) == 4
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "pgweave_worker_task_duration_seconds_bucket", {**labels, "le": "2.5"}
+        )
+        == 3
+    )
     port = free_port()
     server = metrics.serve(port)
     try:
@@ -89,4 +94,3 @@ def test_metrics_histogram_and_served_page(recorded: InMemorySpanExporter) -> No
     finally:
         server.shutdown()
     assert 'pgweave_worker_tasks_total{flow="analyze",outcome="completed",step="fetch"} 4.0' in text
-
