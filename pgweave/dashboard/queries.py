@@ -199,31 +199,30 @@ async def run(conn: AsyncConnection[Any], run_id: uuid.UUID) -> Row | None:
     return rows[0] if rows else None
 
 
+RUN_STEPS = sql.SQL(
+    "select s.step_slug, s.step_type, s.step_index, ss.status, ss.remaining_tasks,"
+    " ss.initial_tasks, ss.remaining_deps,"
+    " case when ss.status = 'completed' then ss.initial_tasks"
+    "   when ss.remaining_tasks is not null then ss.initial_tasks - ss.remaining_tasks end as tasks_done, ss.created_at, ss.started_at, ss.completed_at,"
+    " ss.failed_at, ss.skipped_at, ss.skip_reason, ss.error_message, "
+    + _preview("ss.output", "output")
+    + ", t.attempts, t.max_attempts, t.tasks"
+    " from pgflow.steps as s"
+    " left join pgflow.step_states as ss on ss.run_id = %s and ss.step_slug = s.step_slug"
+    " left join lateral ("
+    "   select sum(attempts_count) as attempts, max(attempts_count) as max_attempts,"
+    "   count(*) as tasks from pgflow.step_tasks as st"
+    "   where st.run_id = %s and st.step_slug = s.step_slug"
+    " ) as t on true"
+    " where s.flow_slug = %s order by s.step_index",
+)
+
+
 async def run_steps(conn: AsyncConnection[Any], run_id: uuid.UUID, flow: str) -> list[Row]:
     """Each step of the run's flow in definition order, with its state in the run (NULL
     columns when the run has no state for it), tasks done (NULL before it starts) and its
     tasks' attempts."""
-    return await fetch(
-        conn,
-        "select s.step_slug, s.step_type, s.step_index, ss.status, ss.remaining_tasks,"
-        " ss.initial_tasks, ss.remaining_deps,"
-        " case when ss.status = 'completed' then ss.initial_tasks"
-        "   when ss.remaining_tasks is not null then ss.initial_tasks - ss.remaining_tasks end as tasks_done, ss.created_at, ss.started_at, ss.completed_at,"
-        " ss.failed_at, ss.skipped_at, ss.skip_reason, ss.error_message, "
-        + _preview("ss.output", "output")
-        + ", t.attempts, t.max_attempts, t.tasks"
-        " from pgflow.steps as s"
-        " left join pgflow.step_states as ss on ss.run_id = %s and ss.step_slug = s.step_slug"
-        " left join lateral ("
-        "   select sum(attempts_count) as attempts, max(attempts_count) as max_attempts,"
-        "   count(*) as tasks from pgflow.step_tasks as st"
-        "   where st.run_id = %s and st.step_slug = s.step_slug"
-        " ) as t on true"
-        " where s.flow_slug = %s order by s.step_index",
-        run_id,
-        run_id,
-        flow,
-    )
+    return await fetch(conn, RUN_STEPS, run_id, run_id, flow)
 
 
 async def task_errors(conn: AsyncConnection[Any], run_id: uuid.UUID) -> list[Row]:
@@ -238,27 +237,28 @@ async def task_errors(conn: AsyncConnection[Any], run_id: uuid.UUID) -> list[Row
     )
 
 
+TIMELINE = sql.SQL(
+    "select at, event, detail from ("
+    " select started_at as at, 0 as rank, 'run:started' as event, null as detail from pgflow.runs where run_id = %(r)s"
+    " union all select completed_at, 2, 'run:completed', null from pgflow.runs where run_id = %(r)s and completed_at is not null"
+    " union all select failed_at, 2, 'run:failed', null from pgflow.runs where run_id = %(r)s and failed_at is not null"
+    " union all select e.at, 1, 'step:' || ss.step_slug || ':' || e.what, e.detail"
+    "   from pgflow.step_states as ss cross join lateral (values"
+    "     (ss.started_at, 'started', null), (ss.completed_at, 'completed', null),"
+    "     (ss.failed_at, 'failed', left(ss.error_message, 200)),"
+    "     (ss.skipped_at, 'skipped', ss.skip_reason)) as e(at, what, detail)"
+    "   where ss.run_id = %(r)s and e.at is not null"
+    " union all select failed_at, 1, 'task:' || step_slug || '[' || task_index || ']:failed', left(error_message, 200)"
+    "   from pgflow.step_tasks where run_id = %(r)s and status = 'failed'"
+    f") as events order by at, rank, event limit {TIMELINE_ENTRIES}",
+)
+
+
 async def timeline(conn: AsyncConnection[Any], run_id: uuid.UUID) -> list[Row]:
     """The run's events in time order, rebuilt from the timestamps the engine stores (the
     same transitions its events announce), plus failed tasks; within one transaction (one
     timestamp) the run's start comes first and its end last."""
-    return await fetch(
-        conn,
-        "select at, event, detail from ("
-        " select started_at as at, 0 as rank, 'run:started' as event, null as detail from pgflow.runs where run_id = %(r)s"
-        " union all select completed_at, 2, 'run:completed', null from pgflow.runs where run_id = %(r)s and completed_at is not null"
-        " union all select failed_at, 2, 'run:failed', null from pgflow.runs where run_id = %(r)s and failed_at is not null"
-        " union all select e.at, 1, 'step:' || ss.step_slug || ':' || e.what, e.detail"
-        "   from pgflow.step_states as ss cross join lateral (values"
-        "     (ss.started_at, 'started', null), (ss.completed_at, 'completed', null),"
-        "     (ss.failed_at, 'failed', left(ss.error_message, 200)),"
-        "     (ss.skipped_at, 'skipped', ss.skip_reason)) as e(at, what, detail)"
-        "   where ss.run_id = %(r)s and e.at is not null"
-        " union all select failed_at, 1, 'task:' || step_slug || '[' || task_index || ']:failed', left(error_message, 200)"
-        "   from pgflow.step_tasks where run_id = %(r)s and status = 'failed'"
-        f") as events order by at, rank, event limit {TIMELINE_ENTRIES}",
-        {"r": run_id},
-    )
+    return await fetch(conn, TIMELINE, {"r": run_id})
 
 
 # -- flows and workers ----------------------------------------------------------------------
