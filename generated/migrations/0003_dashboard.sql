@@ -80,7 +80,7 @@ begin
   end if;
 end
 $pgweave$;
-comment on role pgflow_dashboard is 'The `pgweave dashboard` web monitor: reads flows, runs, steps, tasks and workers, and the depth of the flows'' queues. Run-control functions (cancel, pause, retry, resume) are granted to it where the engine defines them; the dashboard offers only the actions it may execute.';
+comment on role pgflow_dashboard is 'The `pgweave dashboard` web monitor: reads flows, runs, steps, tasks and workers, and the depth of the flows'' queues. The run-control functions (cancel, pause, retry, resume) belong in its execute list once the engine defines them; the dashboard offers only the actions it may execute.';
 grant usage on schema pgflow to pgflow_dashboard;
 grant select on pgflow.flows to pgflow_dashboard;
 grant select on pgflow.steps to pgflow_dashboard;
