@@ -3,8 +3,9 @@
 
     .venv/bin/python -m bench.dashboard [--runs 1000000] [--map 10000] [--dsn DSN]
 
-Fills a database (a throwaway cluster unless --dsn) with ``--runs`` finished runs of ten
-one-step flows (a run, its step state and its task each) spread over 30 days, plus one run
+Fills a database (a throwaway cluster unless --dsn) with ``--runs`` runs of ten one-step
+flows (a run, its step state, its task and, once finished, the task's archived queue
+message each) spread over 30 days, 98 % finished, plus one run
 of a root map of ``--map`` elements, 60 % of them completed; then times each page
 (median and p95 of 20 requests after 3 warm-ups) and writes the query plans (EXPLAIN
 ANALYZE, BUFFERS) of the pages' queries to ``--out``.
@@ -42,7 +43,7 @@ def fill_runs(conn: psycopg.Connection, runs: int) -> None:
         conn.execute("select pgflow.create_flow(%s)", (flow,))
         conn.execute("select pgflow.add_step(%s, 'work')", (flow,))
     conn.execute(
-        "create temp table seed as select gen_random_uuid() as run_id,"
+        "create temp table seed as select n, gen_random_uuid() as run_id,"
         " 'flow_' || (n %% 10) as flow_slug,"
         " case when n %% 50 = 0 then 'started' when n %% 50 < 5 then 'failed' else 'completed' end as status,"
         " now() - (n::float8 / %s) * interval '30 days' as started_at"
@@ -69,12 +70,22 @@ def fill_runs(conn: psycopg.Connection, runs: int) -> None:
     )
     conn.execute(
         "insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status,"
-        " attempts_count, output, queued_at, started_at, completed_at, failed_at, error_message)"
+        " attempts_count, output, queued_at, started_at, completed_at, failed_at, error_message,"
+        " message_id)"
         " select flow_slug, run_id, 'work', 0, status, 1, case when status = 'completed' then '1'::jsonb end,"
         " started_at, started_at, case when status = 'completed' then started_at + interval '1 second' end,"
         " case when status = 'failed' then started_at + interval '1 second' end,"
-        " case when status = 'failed' then 'boom' end from seed"
+        " case when status = 'failed' then 'boom' end, n from seed"
     )
+    for flow in FLOWS:  # the finished tasks' messages, archived when they ended
+        conn.execute(
+            psycopg.sql.SQL(
+                "insert into pgmq.{} (msg_id, read_ct, enqueued_at, archived_at, vt, message)"
+                " select n, 1, started_at, started_at + interval '1 second', started_at, '{{}}'"
+                " from seed where flow_slug = %s and status <> 'started'"
+            ).format(psycopg.sql.Identifier(f"a_{flow}")),
+            (flow,),
+        )
     conn.execute("drop table seed")
 
 
@@ -206,6 +217,9 @@ def main() -> None:
                 conn, queries.RUN_STEPS, (map_run, map_run, "big_map")
             )
             found["run page: timeline"] = explain(conn, queries.TIMELINE, {"r": map_run})
+            found["overview and metrics: tasks that ended in the last minute"] = explain(
+                conn, queries.finished_tasks(FLOWS, "1 minute"), None
+            )
         report = {"runs": count, "map": args.map, "pages": timings, "plans": found}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

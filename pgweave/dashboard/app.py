@@ -98,7 +98,7 @@ class Dashboard:
                 "flows": flows,
                 "depths": await queries.queue_depths(conn, [f["flow_slug"] for f in flows]),
                 "workers": await queries.worker_counts(conn),
-                "per_minute": await queries.tasks_per_minute(conn),
+                "per_minute": await queries.tasks_per_minute(conn, [f["flow_slug"] for f in flows]),
             }
         template = "_overview.html" if self.fragment(request) else "overview.html"
         return self.render(request, template, page="overview", **context)

@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from pgweave.dashboard import queries
 from pgweave.telemetry import TASK_DURATION_BUCKETS
@@ -44,20 +44,21 @@ async def run_counts(conn: AsyncConnection[Any]) -> list[queries.Row]:
     )
 
 
-async def duration_buckets(conn: AsyncConnection[Any]) -> list[queries.Row]:
+async def duration_buckets(conn: AsyncConnection[Any], flows: list[str]) -> list[queries.Row]:
     """Per flow, step and bucket (the number of bounds below the duration, as width_bucket
     counts): tasks completed within the window and their total seconds."""
-    return await queries.fetch(
-        conn,
+    queued = await queries.with_queues(conn, flows)
+    if not queued:
+        return []
+    query = sql.SQL(
         "select flow_slug, step_slug, width_bucket(d, %s::float8[]) as bucket,"
         " count(*) as n, sum(d) as total"
         " from (select flow_slug, step_slug,"
         "   extract(epoch from completed_at - started_at)::float8 as d"
-        "   from pgflow.step_tasks where status = 'completed' and started_at is not null"
-        f"   and completed_at > now() - interval '{DURATION_WINDOW}') as t"
-        " group by 1, 2, 3 order by 1, 2, 3",
-        list(TASK_DURATION_BUCKETS),
-    )
+        "   from ({}) as f where status = 'completed' and started_at is not null) as t"
+        " group by 1, 2, 3 order by 1, 2, 3"
+    ).format(queries.finished_tasks(queued, DURATION_WINDOW))
+    return await queries.fetch(conn, query, list(TASK_DURATION_BUCKETS))
 
 
 def _duration_family(rows: list[queries.Row]) -> GaugeHistogramMetricFamily:
@@ -99,13 +100,14 @@ async def render(conn: AsyncConnection[Any]) -> bytes:
     for row in runs:
         running.add_metric([row["flow_slug"]], float(row["running"]))
     families.append(running)
-    families.append(_duration_family(await duration_buckets(conn)))
+    flows = [row["flow_slug"] for row in runs]
+    families.append(_duration_family(await duration_buckets(conn, flows)))
     depth = GaugeMetricFamily(
         "pgweave_queue_messages",
         "Messages in a flow's queue: visible, in_flight (read, invisible) or delayed.",
         labels=["flow", "state"],
     )
-    depths = await queries.queue_depths(conn, [row["flow_slug"] for row in runs])
+    depths = await queries.queue_depths(conn, flows)
     for flow_slug, row in depths.items():
         for state in ("visible", "in_flight", "delayed"):
             depth.add_metric([flow_slug, state], float(row[state]))

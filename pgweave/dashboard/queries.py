@@ -128,29 +128,57 @@ async def runs_by_flow(conn: AsyncConnection[Any]) -> list[Row]:
     )
 
 
-async def queue_depths(conn: AsyncConnection[Any], flows: list[str]) -> dict[str, Row]:
-    """Per flow with a queue: messages queued, visible now, in flight (read, not yet
-    visible again) and delayed (never read, visible later)."""
-    existing = await fetch(
+async def with_queues(conn: AsyncConnection[Any], flows: list[str]) -> list[str]:
+    """The flows (of ``flows``) whose pgmq queue exists."""
+    rows = await fetch(
         conn,
-        "select flow_slug, format('pgmq.%%I', 'q_' || lower(flow_slug)) as q from unnest(%s::text[]) as flow_slug"
+        "select flow_slug from unnest(%s::text[]) as flow_slug"
         " where to_regclass(format('pgmq.%%I', 'q_' || lower(flow_slug))) is not null",
         flows,
     )
-    if not existing:
+    return [row["flow_slug"] for row in rows]
+
+
+def _per_queue(template: str, flows: list[str], table_prefix: str) -> sql.Composed:
+    """``template`` once per flow ({flow}: its slug, {table}: its pgmq table), union all."""
+    return sql.SQL(" union all ").join(
+        sql.SQL(template).format(
+            flow=sql.Literal(flow), table=sql.Identifier(table_prefix + flow.lower())
+        )
+        for flow in flows
+    )
+
+
+async def queue_depths(conn: AsyncConnection[Any], flows: list[str]) -> dict[str, Row]:
+    """Per flow with a queue: messages queued, visible now, in flight (read, not yet
+    visible again) and delayed (never read, visible later)."""
+    queued = await with_queues(conn, flows)
+    if not queued:
         return {}
-    parts = [
-        sql.SQL(
-            "select {} as flow_slug, count(*) as queued,"
-            " count(*) filter (where vt <= now()) as visible,"
-            " count(*) filter (where vt > now() and read_ct > 0) as in_flight,"
-            " count(*) filter (where vt > now() and read_ct = 0) as delayed"
-            " from pgmq.{}"
-        ).format(sql.Literal(row["flow_slug"]), sql.Identifier("q_" + row["flow_slug"].lower()))
-        for row in existing
-    ]
-    rows = await fetch(conn, sql.SQL(" union all ").join(parts))
-    return {row["flow_slug"]: row for row in rows}
+    query = _per_queue(
+        "select {flow} as flow_slug, count(*) as queued,"
+        " count(*) filter (where vt <= now()) as visible,"
+        " count(*) filter (where vt > now() and read_ct > 0) as in_flight,"
+        " count(*) filter (where vt > now() and read_ct = 0) as delayed"
+        " from pgmq.{table}",
+        queued,
+        "q_",
+    )
+    return {row["flow_slug"]: row for row in await fetch(conn, query)}
+
+
+def finished_tasks(flows: list[str], window: str) -> sql.Composed:
+    """The tasks (flow_slug, step_slug, status, started_at, completed_at) of ``flows`` whose
+    queue message was archived within ``window``, i.e. that ended then. Found through the
+    archive's index on archived_at, so it costs what the window holds, not the table."""
+    return _per_queue(
+        "select t.flow_slug, t.step_slug, t.status, t.started_at, t.completed_at"
+        " from pgmq.{table} as a join pgflow.step_tasks as t"
+        " on t.flow_slug = {flow} and t.message_id = a.msg_id"
+        f" where a.archived_at > now() - interval '{window}'",
+        flows,
+        "a_",
+    )
 
 
 async def worker_counts(conn: AsyncConnection[Any]) -> list[Row]:
@@ -165,14 +193,16 @@ async def worker_counts(conn: AsyncConnection[Any]) -> list[Row]:
     )
 
 
-async def tasks_per_minute(conn: AsyncConnection[Any]) -> int:
-    """Tasks completed during the last minute."""
-    rows = await fetch(
-        conn,
-        "select count(*) as n from pgflow.step_tasks"
-        " where status = 'completed' and completed_at > now() - interval '1 minute'",
+async def tasks_per_minute(conn: AsyncConnection[Any], flows: list[str]) -> int:
+    """Tasks of ``flows`` completed during the last minute."""
+    queued = await with_queues(conn, flows)
+    if not queued:
+        return 0
+    finished = finished_tasks(queued, "1 minute")
+    query = sql.SQL("select count(*) as n from ({}) as t where status = 'completed'").format(
+        finished
     )
-    return int(rows[0]["n"])
+    return int((await fetch(conn, query))[0]["n"])
 
 
 # -- one run --------------------------------------------------------------------------------

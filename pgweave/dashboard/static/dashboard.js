@@ -1,5 +1,6 @@
 // pgweave dashboard: follow the engine's events (Server-Sent Events) and have htmx re-fetch
-// the live parts of the page ([data-live]) – at most every 300 ms, whatever the event rate.
+// the live parts of the page ([data-live]) – at most once per the body's data-refresh-ms
+// (300 ms on a run's page, 2 s on the pages that aggregate), whatever the event rate.
 (function () {
   "use strict";
   if (!document.querySelector("[data-live]") || !window.EventSource) return;
@@ -7,6 +8,7 @@
   var url = "/events" + (runId ? "?run_id=" + encodeURIComponent(runId) : "");
   var indicator = document.getElementById("live-status");
   var pending = null;
+  var delay = parseInt(document.body.getAttribute("data-refresh-ms"), 10) || 2000;
 
   function say(text) { if (indicator) indicator.textContent = text; }
 
@@ -21,6 +23,6 @@
   source.addEventListener("open", function () { say("live"); refresh(); });
   source.addEventListener("error", function () { say("reconnecting…"); });
   source.addEventListener("pgflow", function () {
-    if (pending === null) pending = window.setTimeout(refresh, 300);
+    if (pending === null) pending = window.setTimeout(refresh, delay);
   });
 })();
