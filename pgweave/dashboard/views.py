@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pgweave.dashboard.queries import JSON_PREVIEW_CHARS
 
@@ -12,9 +12,7 @@ def clock(value: datetime | None) -> str:
     """A timestamp in UTC to the millisecond, or an empty string."""
     if value is None:
         return ""
-    return value.astimezone(tz=None if value.tzinfo is None else value.tzinfo).strftime(
-        "%Y-%m-%d %H:%M:%S.%f"
-    )[:-3]
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:

@@ -101,6 +101,18 @@ def test_failed_task_error_is_shown(conn: psycopg.Connection, served: Served, di
     assert "task:root[0]:failed" in page
 
 
+def test_large_outputs_are_cut(conn: psycopg.Connection, served: Served, diamond: str) -> None:
+    run_id = start_flow(conn, diamond, {})["run_id"]
+    (root,) = read_and_start(conn, diamond)
+    complete(conn, root, ["y" * 50_000])
+
+    page = served.client().get(f"/runs/{run_id}").text
+
+    assert "y" * 3_900 in page
+    assert "y" * 4_001 not in page
+    assert "(truncated: 48.8 kB in all)" in page
+
+
 def test_database_values_are_escaped(
     conn: psycopg.Connection, served: Served, diamond: str
 ) -> None:
