@@ -81,7 +81,9 @@ def fill_runs(conn: psycopg.Connection, runs: int) -> None:
         conn.execute(
             psycopg.sql.SQL(
                 "insert into pgmq.{} (msg_id, read_ct, enqueued_at, archived_at, vt, message)"
-                " select n, 1, started_at, started_at + interval '1 second', started_at, '{{}}'"
+                " select n, 1, started_at, started_at + interval '1 second', started_at,"
+                " jsonb_build_object('flow_slug', flow_slug, 'run_id', run_id,"
+                " 'step_slug', 'work', 'task_index', 0)"
                 " from seed where flow_slug = %s and status <> 'started'"
             ).format(psycopg.sql.Identifier(f"a_{flow}")),
             (flow,),

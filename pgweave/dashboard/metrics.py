@@ -51,11 +51,12 @@ async def duration_buckets(conn: AsyncConnection[Any], flows: list[str]) -> list
     if not queued:
         return []
     query = sql.SQL(
-        "select flow_slug, step_slug, width_bucket(d, %s::float8[]) as bucket,"
+        "with f as materialized ({})"
+        " select flow_slug, step_slug, width_bucket(d, %s::float8[]) as bucket,"
         " count(*) as n, sum(d) as total"
         " from (select flow_slug, step_slug,"
         "   extract(epoch from completed_at - started_at)::float8 as d"
-        "   from ({}) as f where status = 'completed' and started_at is not null) as t"
+        "   from f where status = 'completed' and started_at is not null) as t"
         " group by 1, 2, 3 order by 1, 2, 3"
     ).format(queries.finished_tasks(queued, DURATION_WINDOW))
     return await queries.fetch(conn, query, list(TASK_DURATION_BUCKETS))
