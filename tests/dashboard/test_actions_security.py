@@ -232,3 +232,23 @@ def test_unknown_action_and_bad_target(conn: psycopg.Connection, served: Served)
     )
     assert answer.status_code == 400
     assert calls(conn) == []
+
+
+def test_dashboard_role_reads_but_cannot_write(
+    conn: psycopg.Connection, db: str, diamond: str
+) -> None:
+    conn.execute("create role dash_ro login; grant pgflow_dashboard to dash_ro")
+    run_id = start_flow(conn, diamond, {})["run_id"]
+    with psycopg.connect(make_conninfo(db, user="dash_ro"), autocommit=True) as dash:
+        assert dash.execute("select count(*) from pgmq.q_diamond").fetchone() == (1,)
+        assert dash.execute("select count(*) from pgflow.step_tasks").fetchone() == (1,)
+        for statement in (
+            "update pgflow.runs set status = 'failed'",
+            "delete from pgmq.q_diamond",
+            "select pgflow.start_flow('diamond', '{}')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                dash.execute(statement)
+    assert conn.execute(
+        "select status from pgflow.runs where run_id = %s", (run_id,)
+    ).fetchone() == ("started",)
