@@ -8,6 +8,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -198,8 +199,11 @@ def test_keyboard_navigation_and_labels(
     expect(page).to_have_url(re.compile("#step-join$"))
 
 
-def test_screenshots(conn: psycopg.Connection, served: Served, diamond: str, page: Page) -> None:
-    """A realistic mix of runs, and a picture of each main page for the README."""
+def test_screenshots(
+    conn: psycopg.Connection, served: Served, diamond: str, page: Page, tmp_path: Path
+) -> None:
+    """A realistic mix of runs, and a picture of each main page; written to docs/ (for the
+    README) when PGWEAVE_UPDATE_SCREENSHOTS=1, else to a temporary directory."""
     conn.execute("select pgflow.create_flow('analyze_website')")
     for step, deps in (
         ("website", []),
@@ -223,13 +227,14 @@ def test_screenshots(conn: psycopg.Connection, served: Served, diamond: str, pag
     complete(conn, first, {"ok": True})
     ensure_worker(conn, diamond, uuid.UUID(int=1))
     ensure_worker(conn, "analyze_website", uuid.UUID(int=2))
-    DOCS.mkdir(exist_ok=True)
+    out = DOCS if os.environ.get("PGWEAVE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    out.mkdir(exist_ok=True)
     for name, path in (
         ("overview", "/"), ("runs", "/runs"), ("run", f"/runs/{live}"),
         ("flow", "/flows/analyze_website"), ("workers", "/workers"),
     ):  # fmt: skip
         page.goto(served.url + path)
         page.wait_for_load_state("networkidle") if name != "run" else page.wait_for_timeout(500)
-        target = DOCS / f"dashboard-{name}.png"
+        target = out / f"dashboard-{name}.png"
         page.screenshot(path=str(target), full_page=False)
         assert target.stat().st_size > 10_000
