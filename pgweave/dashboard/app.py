@@ -250,8 +250,8 @@ class Dashboard:
                 )  # fmt: skip
         return RedirectResponse(f"{back}?done={action.name}", 303)
 
-    async def not_found(self, request: Request, exc: Exception) -> Response:
-        """Errors as a page (or plain text for fragment requests)."""
+    async def error_page(self, request: Request, exc: Exception) -> Response:
+        """An HTTP error (404, 403, 400…) as a page."""
         assert isinstance(exc, HTTPException)
         return self.render(
             request,
@@ -310,7 +310,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Mount("/static", static, name="static"),
         ],
         middleware=[Middleware(SecurityMiddleware, token=config.token)],
-        exception_handlers={HTTPException: board.not_found},
+        exception_handlers={HTTPException: board.error_page},
         lifespan=board.lifespan,
     )
     app.state.dashboard = board
