@@ -12,6 +12,7 @@ from pgweave.cli_common import fail, fail_on_spec_error, out_option, spec_option
 from pgweave.cli_errors import OneLineErrors
 from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
+from pgweave.dashboard.cli import dashboard as dashboard_command
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
 from pgweave_generator.render import GeneratedFile
@@ -123,3 +124,4 @@ def smoke(spec: Path, out: Path) -> None:
 
 register_flow_commands(main)  # install, compile, worker, start, status, demo
 register_migration_commands(main)  # migration new|redo|plan
+main.add_command(dashboard_command)

@@ -2,6 +2,7 @@
 # - a virtualenv in .venv with pgweave and its dev dependencies (re-installed when pyproject changes)
 # - PostgreSQL server binaries for the embedded throwaway cluster, unless PGFLOW_TEST_DSN is set
 #   (installed from Debian's packages when missing and running as root)
+# - Debian's chromium for the dashboard's browser tests (Playwright never downloads one)
 set -euo pipefail
 
 as_root() {
@@ -68,4 +69,8 @@ if [ -z "${PGFLOW_TEST_DSN:-}" ] && ! have_server; then
 fi
 if [ -z "${PGFLOW_TEST_DSN:-}" ] && [ "$(id -u)" = 0 ] && ! command -v runuser >/dev/null; then
   apt_install util-linux
+fi
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; no browser download)
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
 fi

@@ -4,6 +4,16 @@ declare
   message text;
   slim jsonb;
 begin
+  -- Every event, in brief, also goes to one database-wide channel, so that a monitor such
+  -- as `pgweave dashboard` follows all runs with a single LISTEN (the per-run topics below
+  -- stay exactly as pgflow callers know them).
+  perform pg_notify('pgweave:events', jsonb_strip_nulls(jsonb_build_object(
+    'event', _broadcast.event,
+    'run_id', _broadcast.payload -> 'run_id',
+    'flow_slug', _broadcast.payload -> 'flow_slug',
+    'status', _broadcast.payload -> 'status'
+  ))::text);
+
   -- Supabase: exactly one realtime.send call per event, as pgflow makes it. Looked up at
   -- call time, so installing or dropping the realtime schema later needs no migration.
   if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null then

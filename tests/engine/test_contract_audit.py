@@ -458,6 +458,9 @@ INDEXES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("runs", "runs_pkey"): ("run_id", None),
     ("runs", "idx_runs_flow_slug"): ("flow_slug", None),
     ("runs", "idx_runs_status"): ("status", None),
+    # pgweave's additions (not in pgflow): newest-first keyset listing for the dashboard
+    ("runs", "idx_runs_started_at"): ("started_at, run_id", None),
+    ("runs", "idx_runs_flow_started_at"): ("flow_slug, started_at, run_id", None),
     ("step_states", "step_states_pkey"): ("run_id, step_slug", None),
     ("step_states", "idx_step_states_ready"): (
         "run_id, status, remaining_deps",

@@ -40,7 +40,12 @@ def test_roles_are_nologin_groups(conn: psycopg.Connection) -> None:
         "select rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls"
         " from pg_roles where rolname like 'pgflow\\_%%' order by 1",
     )
-    assert [r["rolname"] for r in rows] == ["pgflow_admin", "pgflow_client", "pgflow_worker"]
+    assert [r["rolname"] for r in rows] == [
+        "pgflow_admin",
+        "pgflow_client",
+        "pgflow_dashboard",
+        "pgflow_worker",
+    ]
     for row in rows:
         assert not any(v for k, v in row.items() if k != "rolname")
 
