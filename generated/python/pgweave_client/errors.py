@@ -81,6 +81,17 @@ class EngineError(PgflowError):
         return cls(message, sqlstate=error.sqlstate, params=found.groupdict())
 
 
+class StartFlowsInputsNullError(EngineError):
+    """start_flows was called with a SQL NULL instead of an array of inputs.
+
+    SQLSTATE P0001, message ``start_flows needs an array of flow inputs, got NULL``.
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "start_flows needs an array of flow inputs, got NULL"
+    PATTERN = re.compile(r"\Astart_flows needs an array of flow inputs, got NULL\Z", re.DOTALL)
+
+
 class RootMapInputNotArrayError(EngineError):
     """A flow with a root map step was started with an input that is not a JSON array.
 
@@ -418,6 +429,7 @@ class DuplicateStepIndexError(ConstraintViolationError):
 
 
 ERRORS: Final[tuple[type[PgflowError], ...]] = (
+    StartFlowsInputsNullError,
     RootMapInputNotArrayError,
     RootMapInputNullError,
     MapStepTooManyDependenciesError,

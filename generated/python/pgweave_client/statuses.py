@@ -27,7 +27,7 @@ RUN_TERMINAL: Final[frozenset[RunStatus]] = frozenset(
 """States a runs row never leaves."""
 
 RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]], ...]] = (
-    (None, RunStatus.STARTED, ("start_flow",)),
+    (None, RunStatus.STARTED, ("start_flow", "start_flows")),
     (RunStatus.STARTED, RunStatus.COMPLETED, ("maybe_complete_run",)),
     (
         RunStatus.STARTED,
@@ -57,8 +57,12 @@ STEP_STATE_TERMINAL: Final[frozenset[StepStateStatus]] = frozenset(
 STEP_STATE_TRANSITIONS: Final[
     tuple[tuple[StepStateStatus | None, StepStateStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepStateStatus.CREATED, ("start_flow",)),
-    (StepStateStatus.CREATED, StepStateStatus.STARTED, ("start_ready_steps",)),
+    (None, StepStateStatus.CREATED, ("start_flow", "start_flows")),
+    (
+        StepStateStatus.CREATED,
+        StepStateStatus.STARTED,
+        ("start_ready_steps", "start_flow", "start_flows"),
+    ),
     (StepStateStatus.CREATED, StepStateStatus.COMPLETED, ("cascade_complete_taskless_steps",)),
     (
         StepStateStatus.CREATED,
@@ -93,7 +97,7 @@ STEP_TASK_TERMINAL: Final[frozenset[StepTaskStatus]] = frozenset(
 STEP_TASK_TRANSITIONS: Final[
     tuple[tuple[StepTaskStatus | None, StepTaskStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepTaskStatus.QUEUED, ("start_ready_steps",)),
+    (None, StepTaskStatus.QUEUED, ("start_ready_steps", "start_flow", "start_flows")),
     (StepTaskStatus.QUEUED, StepTaskStatus.STARTED, ("start_tasks",)),
     (StepTaskStatus.STARTED, StepTaskStatus.COMPLETED, ("complete_task",)),
     (StepTaskStatus.STARTED, StepTaskStatus.QUEUED, ("fail_task", "requeue_stalled_tasks")),

@@ -1,0 +1,198 @@
+declare
+  step_count integer;
+  has_root_map boolean;
+  has_conditions boolean;
+  bad_found boolean;
+  bad_input jsonb;
+  new_ids uuid[];
+  simple_ids uuid[];
+  start_delay integer;
+  task_runs uuid[];
+  task_steps text[];
+  task_indexes integer[];
+  messages jsonb[];
+  msg_ids bigint[];
+  new_run record;
+  step record;
+begin
+  select
+    count(*),
+    coalesce(bool_or(s.step_type = 'map' and s.deps_count = 0), false),
+    coalesce(bool_or(s.required_input_pattern is not null or s.forbidden_input_pattern is not null), false)
+  into step_count, has_root_map, has_conditions
+  from pgflow.steps as s
+  where s.flow_slug = _start_runs.flow_slug;
+
+  -- A root map step maps over the flow input, so every input must be an array; the
+  -- first offending input (in the given order) is reported.
+  if has_root_map then
+    select true, i.input into bad_found, bad_input
+    from unnest(_start_runs.inputs) with ordinality as i(input, ord)
+    where i.input is null or jsonb_typeof(i.input) <> 'array'
+    order by i.ord
+    limit 1;
+    if bad_found and bad_input is null then
+      raise exception 'Flow % has root map steps but input is NULL', _start_runs.flow_slug;
+    elsif bad_found then
+      raise exception 'Flow % has root map steps but input is not an array (got %)',
+        _start_runs.flow_slug, jsonb_typeof(bad_input);
+    end if;
+  end if;
+
+  new_ids := array(
+    select coalesce(i.run_id, gen_random_uuid())
+    from unnest(_start_runs.inputs, _start_runs.run_ids) with ordinality as i(input, run_id, ord)
+    order by i.ord
+  );
+
+  -- An unknown flow fails here on runs_flow_slug_fkey, a NULL input on runs.input.
+  insert into pgflow.runs (run_id, flow_slug, status, input, remaining_steps)
+  select i.run_id, _start_runs.flow_slug, 'started', i.input, step_count
+  from unnest(new_ids, _start_runs.inputs) with ordinality as i(run_id, input, ord)
+  order by i.ord;
+
+  -- One state per step and run. initial_tasks: 1 for a single step, the input's length
+  -- for a root map, NULL for a dependent map (known once its dependency completes).
+  insert into pgflow.step_states (flow_slug, run_id, step_slug, status, remaining_deps, initial_tasks)
+  select
+    s.flow_slug,
+    r.run_id,
+    s.step_slug,
+    'created',
+    s.deps_count,
+    case
+      when s.step_type = 'map' and s.deps_count = 0 then jsonb_array_length(r.input)
+      when s.step_type = 'map' then null
+      else 1
+    end
+  from unnest(new_ids, _start_runs.inputs) with ordinality as r(run_id, input, ord)
+  cross join pgflow.steps as s
+  where s.flow_slug = _start_runs.flow_slug
+  order by r.ord, s.step_index;
+
+  -- Runs whose start is nothing but queueing their root steps' tasks (no condition to
+  -- resolve, no taskless root step, at least one step) start together, set-based; the
+  -- others go through the cascades one by one below.
+  if step_count > 0 and not has_conditions then
+    simple_ids := array(
+      select r.run_id
+      from unnest(new_ids, _start_runs.inputs) with ordinality as r(run_id, input, ord)
+      where not has_root_map or jsonb_array_length(r.input) > 0
+      order by r.ord
+    );
+
+    update pgflow.step_states as ss
+    set status = 'started',
+        started_at = now(),
+        remaining_tasks = ss.initial_tasks
+    where ss.run_id = any(simple_ids)
+      and ss.status = 'created'
+      and ss.remaining_deps = 0;
+
+    -- One send per start delay (it applies to this first send only), the messages in the
+    -- order run, step, task_index, so message ids ascend with task_index.
+    for start_delay in
+      select distinct coalesce(s.opt_start_delay, 0)
+      from pgflow.steps as s
+      where s.flow_slug = _start_runs.flow_slug
+        and s.deps_count = 0
+    loop
+      select
+        array_agg(t.run_id order by t.ord, t.step_slug, t.task_index),
+        array_agg(t.step_slug order by t.ord, t.step_slug, t.task_index),
+        array_agg(t.task_index order by t.ord, t.step_slug, t.task_index),
+        array_agg(
+          jsonb_build_object(
+            'flow_slug', _start_runs.flow_slug,
+            'run_id', t.run_id,
+            'step_slug', t.step_slug,
+            'task_index', t.task_index
+          )
+          order by t.ord, t.step_slug, t.task_index
+        )
+      into task_runs, task_steps, task_indexes, messages
+      from (
+        select u.ord, ss.run_id, ss.step_slug, i.task_index
+        from unnest(simple_ids) with ordinality as u(run_id, ord)
+        join pgflow.step_states as ss
+          on ss.run_id = u.run_id
+         and ss.status = 'started'
+        join pgflow.steps as s
+          on s.flow_slug = ss.flow_slug
+         and s.step_slug = ss.step_slug
+         and coalesce(s.opt_start_delay, 0) = start_delay
+        cross join lateral generate_series(0, ss.initial_tasks - 1) as i(task_index)
+      ) as t;
+
+      if messages is not null then
+        msg_ids := array(
+          select sent.msg_id
+          from pgmq.send_batch(_start_runs.flow_slug, messages, start_delay)
+            with ordinality as sent(msg_id, ord)
+          order by sent.ord
+        );
+
+        insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
+        select _start_runs.flow_slug, m.run_id, m.step_slug, m.task_index, 'queued', m.msg_id
+        from unnest(task_runs, task_steps, task_indexes, msg_ids) as m(run_id, step_slug, task_index, msg_id);
+      end if;
+    end loop;
+  end if;
+
+  -- Events per run in the given order: run:started, then what its start did.
+  for new_run in
+    select r.*, r.run_id = any(simple_ids) as simple
+    from unnest(new_ids) with ordinality as u(run_id, ord)
+    join pgflow.runs as r on r.run_id = u.run_id
+    order by u.ord
+  loop
+    perform pgflow._broadcast(
+      jsonb_build_object(
+        'event_type', 'run:started',
+        'run_id', new_run.run_id,
+        'flow_slug', new_run.flow_slug,
+        'input', new_run.input,
+        'status', new_run.status,
+        'remaining_steps', new_run.remaining_steps,
+        'started_at', new_run.started_at
+      ),
+      'run:started',
+      concat('pgflow:run:', new_run.run_id)
+    );
+
+    if coalesce(new_run.simple, false) then
+      for step in
+        select ss.*
+        from pgflow.step_states as ss
+        where ss.run_id = new_run.run_id
+          and ss.status = 'started'
+        order by ss.step_slug
+      loop
+        perform pgflow._broadcast(
+          jsonb_build_object(
+            'event_type', 'step:started',
+            'run_id', step.run_id,
+            'step_slug', step.step_slug,
+            'status', step.status,
+            'started_at', step.started_at,
+            'remaining_tasks', step.remaining_tasks,
+            'remaining_deps', step.remaining_deps
+          ),
+          concat('step:', step.step_slug, ':started'),
+          concat('pgflow:run:', step.run_id)
+        );
+      end loop;
+    -- false: an unmet condition with when_unmet = 'fail' failed the run.
+    elsif pgflow.cascade_resolve_conditions(new_run.run_id) then
+      perform pgflow.cascade_complete_taskless_steps(new_run.run_id);
+      perform pgflow.start_ready_steps(new_run.run_id);
+      perform pgflow.maybe_complete_run(new_run.run_id);
+    end if;
+  end loop;
+
+  return query
+  select r.*
+  from unnest(new_ids) with ordinality as u(run_id, ord)
+  join pgflow.runs as r on r.run_id = u.run_id
+  order by u.ord;
+end;
