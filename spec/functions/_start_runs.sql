@@ -7,6 +7,11 @@ declare
   new_ids uuid[];
   simple_ids uuid[];
   start_delay integer;
+  task_runs uuid[];
+  task_steps text[];
+  task_indexes integer[];
+  messages jsonb[];
+  msg_ids bigint[];
   new_run record;
   step record;
 begin
@@ -84,52 +89,53 @@ begin
       and ss.status = 'created'
       and ss.remaining_deps = 0;
 
-    -- One insert into the flow's queue table per start delay (it applies to this first
-    -- send only), as pgmq.send_batch makes it but without building and unpacking arrays:
-    -- the messages are inserted in the order run, step, task_index, so message ids ascend
-    -- with task_index, and each task row is read back from its message.
+    -- One send per start delay (it applies to this first send only), the messages in the
+    -- order run, step, task_index, so message ids ascend with task_index.
     for start_delay in
       select distinct coalesce(s.opt_start_delay, 0)
       from pgflow.steps as s
       where s.flow_slug = _start_runs.flow_slug
         and s.deps_count = 0
     loop
-      execute format(
-        $send$
-        with sent as (
-          insert into pgmq.%I (vt, message)
-          select $2, jsonb_build_object(
-            'flow_slug', $1,
+      select
+        array_agg(t.run_id order by t.ord, t.step_slug, t.task_index),
+        array_agg(t.step_slug order by t.ord, t.step_slug, t.task_index),
+        array_agg(t.task_index order by t.ord, t.step_slug, t.task_index),
+        array_agg(
+          jsonb_build_object(
+            'flow_slug', _start_runs.flow_slug,
             'run_id', t.run_id,
             'step_slug', t.step_slug,
             'task_index', t.task_index
           )
-          from (
-            select u.ord, ss.run_id, ss.step_slug, i.task_index
-            from unnest($3) with ordinality as u(run_id, ord)
-            join pgflow.step_states as ss
-              on ss.run_id = u.run_id
-             and ss.status = 'started'
-            join pgflow.steps as s
-              on s.flow_slug = ss.flow_slug
-             and s.step_slug = ss.step_slug
-             and coalesce(s.opt_start_delay, 0) = $4
-            cross join lateral generate_series(0, ss.initial_tasks - 1) as i(task_index)
-          ) as t
           order by t.ord, t.step_slug, t.task_index
-          returning msg_id, message
         )
+      into task_runs, task_steps, task_indexes, messages
+      from (
+        select u.ord, ss.run_id, ss.step_slug, i.task_index
+        from unnest(simple_ids) with ordinality as u(run_id, ord)
+        join pgflow.step_states as ss
+          on ss.run_id = u.run_id
+         and ss.status = 'started'
+        join pgflow.steps as s
+          on s.flow_slug = ss.flow_slug
+         and s.step_slug = ss.step_slug
+         and coalesce(s.opt_start_delay, 0) = start_delay
+        cross join lateral generate_series(0, ss.initial_tasks - 1) as i(task_index)
+      ) as t;
+
+      if messages is not null then
+        msg_ids := array(
+          select sent.msg_id
+          from pgmq.send_batch(_start_runs.flow_slug, messages, start_delay)
+            with ordinality as sent(msg_id, ord)
+          order by sent.ord
+        );
+
         insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
-        select $1, (m.message ->> 'run_id')::uuid, m.message ->> 'step_slug',
-          (m.message ->> 'task_index')::integer, 'queued', m.msg_id
-        from sent as m
-        $send$,
-        'q_' || lower(_start_runs.flow_slug)
-      )
-      using _start_runs.flow_slug,
-        clock_timestamp() + make_interval(secs => start_delay),
-        simple_ids,
-        start_delay;
+        select _start_runs.flow_slug, m.run_id, m.step_slug, m.task_index, 'queued', m.msg_id
+        from unnest(task_runs, task_steps, task_indexes, msg_ids) as m(run_id, step_slug, task_index, msg_id);
+      end if;
     end loop;
   end if;
 
