@@ -7,9 +7,6 @@ declare
   new_ids uuid[];
   simple_ids uuid[];
   start_delay integer;
-  task_runs uuid[];
-  task_steps text[];
-  task_indexes integer[];
   messages jsonb[];
   msg_ids bigint[];
   new_run record;
@@ -97,22 +94,13 @@ begin
       where s.flow_slug = _start_runs.flow_slug
         and s.deps_count = 0
     loop
-      select
-        array_agg(t.run_id order by t.ord, t.step_slug, t.task_index),
-        array_agg(t.step_slug order by t.ord, t.step_slug, t.task_index),
-        array_agg(t.task_index order by t.ord, t.step_slug, t.task_index),
-        array_agg(
-          jsonb_build_object(
-            'flow_slug', _start_runs.flow_slug,
-            'run_id', t.run_id,
-            'step_slug', t.step_slug,
-            'task_index', t.task_index
-          )
-          order by t.ord, t.step_slug, t.task_index
+      messages := array(
+        select jsonb_build_object(
+          'flow_slug', _start_runs.flow_slug,
+          'run_id', ss.run_id,
+          'step_slug', ss.step_slug,
+          'task_index', i.task_index
         )
-      into task_runs, task_steps, task_indexes, messages
-      from (
-        select u.ord, ss.run_id, ss.step_slug, i.task_index
         from unnest(simple_ids) with ordinality as u(run_id, ord)
         join pgflow.step_states as ss
           on ss.run_id = u.run_id
@@ -122,9 +110,10 @@ begin
          and s.step_slug = ss.step_slug
          and coalesce(s.opt_start_delay, 0) = start_delay
         cross join lateral generate_series(0, ss.initial_tasks - 1) as i(task_index)
-      ) as t;
+        order by u.ord, ss.step_slug, i.task_index
+      );
 
-      if messages is not null then
+      if cardinality(messages) > 0 then
         msg_ids := array(
           select sent.msg_id
           from pgmq.send_batch(_start_runs.flow_slug, messages, start_delay)
@@ -133,8 +122,9 @@ begin
         );
 
         insert into pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, status, message_id)
-        select _start_runs.flow_slug, m.run_id, m.step_slug, m.task_index, 'queued', m.msg_id
-        from unnest(task_runs, task_steps, task_indexes, msg_ids) as m(run_id, step_slug, task_index, msg_id);
+        select _start_runs.flow_slug, (m.message ->> 'run_id')::uuid, m.message ->> 'step_slug',
+          (m.message ->> 'task_index')::integer, 'queued', m.msg_id
+        from unnest(messages, msg_ids) as m(message, msg_id);
       end if;
     end loop;
   end if;
