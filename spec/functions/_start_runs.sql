@@ -9,8 +9,7 @@ declare
   start_delay integer;
   messages jsonb[];
   msg_ids bigint[];
-  new_run record;
-  step record;
+  other_run_id uuid;
 begin
   select
     count(*),
@@ -129,54 +128,54 @@ begin
     end loop;
   end if;
 
-  -- Events per run in the given order: run:started, then what its start did.
-  for new_run in
-    select r.*, r.run_id = any(simple_ids) as simple
-    from unnest(new_ids) with ordinality as u(run_id, ord)
-    join pgflow.runs as r on r.run_id = u.run_id
-    order by u.ord
-  loop
-    perform pgflow._broadcast(
+  -- Events, in one statement (its sorted subquery fixes the order of the calls): each
+  -- run's run:started in input order, followed by the step:started of the runs started
+  -- above (by step_slug, as start_ready_steps sends them).
+  perform pgflow._broadcast(e.payload, e.event, concat('pgflow:run:', e.run_id))
+  from (
+    select u.ord, 0 as kind, '' as step_slug, r.run_id, 'run:started' as event,
       jsonb_build_object(
         'event_type', 'run:started',
-        'run_id', new_run.run_id,
-        'flow_slug', new_run.flow_slug,
-        'input', new_run.input,
-        'status', new_run.status,
-        'remaining_steps', new_run.remaining_steps,
-        'started_at', new_run.started_at
-      ),
-      'run:started',
-      concat('pgflow:run:', new_run.run_id)
-    );
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'input', r.input,
+        'status', r.status,
+        'remaining_steps', r.remaining_steps,
+        'started_at', r.started_at
+      ) as payload
+    from unnest(new_ids) with ordinality as u(run_id, ord)
+    join pgflow.runs as r on r.run_id = u.run_id
+    union all
+    select u.ord, 1, ss.step_slug, ss.run_id, concat('step:', ss.step_slug, ':started'),
+      jsonb_build_object(
+        'event_type', 'step:started',
+        'run_id', ss.run_id,
+        'step_slug', ss.step_slug,
+        'status', ss.status,
+        'started_at', ss.started_at,
+        'remaining_tasks', ss.remaining_tasks,
+        'remaining_deps', ss.remaining_deps
+      )
+    from unnest(new_ids) with ordinality as u(run_id, ord)
+    join pgflow.step_states as ss
+      on ss.run_id = u.run_id
+     and ss.status = 'started'
+    where u.run_id = any(simple_ids)
+    order by 1, 2, 3
+  ) as e;
 
-    if coalesce(new_run.simple, false) then
-      for step in
-        select ss.*
-        from pgflow.step_states as ss
-        where ss.run_id = new_run.run_id
-          and ss.status = 'started'
-        order by ss.step_slug
-      loop
-        perform pgflow._broadcast(
-          jsonb_build_object(
-            'event_type', 'step:started',
-            'run_id', step.run_id,
-            'step_slug', step.step_slug,
-            'status', step.status,
-            'started_at', step.started_at,
-            'remaining_tasks', step.remaining_tasks,
-            'remaining_deps', step.remaining_deps
-          ),
-          concat('step:', step.step_slug, ':started'),
-          concat('pgflow:run:', step.run_id)
-        );
-      end loop;
+  -- The other runs, one by one in input order.
+  for other_run_id in
+    select u.run_id
+    from unnest(new_ids) with ordinality as u(run_id, ord)
+    where not coalesce(u.run_id = any(simple_ids), false)
+    order by u.ord
+  loop
     -- false: an unmet condition with when_unmet = 'fail' failed the run.
-    elsif pgflow.cascade_resolve_conditions(new_run.run_id) then
-      perform pgflow.cascade_complete_taskless_steps(new_run.run_id);
-      perform pgflow.start_ready_steps(new_run.run_id);
-      perform pgflow.maybe_complete_run(new_run.run_id);
+    if pgflow.cascade_resolve_conditions(other_run_id) then
+      perform pgflow.cascade_complete_taskless_steps(other_run_id);
+      perform pgflow.start_ready_steps(other_run_id);
+      perform pgflow.maybe_complete_run(other_run_id);
     end if;
   end loop;
 
