@@ -171,7 +171,7 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
         for k, value in (doc.get(key) or {}).items():
             engine.add_row(f"{label}, K={k}", _fmt(value))
     console.print(engine)
-    goals = Table(title="targets (issue 8), this run")
+    goals = Table(title="targets (issues 8 and 17), this run")
     for column in ("target", "goal", "value", "met"):
         goals.add_column(column, justify="left" if column == "target" else "right")
     for row in doc.get("targets") or []:
