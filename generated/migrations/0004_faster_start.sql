@@ -244,7 +244,10 @@ set search_path = ''
 as $body$
 begin
   if start_flows.inputs is null then
-    raise exception 'start_flows needs an array of flow inputs, got NULL';
+    raise exception 'start_flows needs a one-dimensional array of flow inputs, got NULL';
+  elsif array_ndims(start_flows.inputs) > 1 then
+    raise exception 'start_flows needs a one-dimensional array of flow inputs, got % dimensions',
+      array_ndims(start_flows.inputs);
   end if;
   return query
   select *

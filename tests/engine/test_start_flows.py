@@ -246,8 +246,14 @@ def test_null_inputs_array_is_refused(conn: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.RaiseException) as caught:
         conn.execute("select * from pgflow.start_flows('f', null)")
     assert caught.value.diag.message_primary == (
-        "start_flows needs an array of flow inputs, got NULL"
+        "start_flows needs a one-dimensional array of flow inputs, got NULL"
     )
+    with pytest.raises(psycopg.errors.RaiseException) as caught:
+        conn.execute("select * from pgflow.start_flows('f', '{{1},{2}}'::jsonb[])")
+    assert caught.value.diag.message_primary == (
+        "start_flows needs a one-dimensional array of flow inputs, got 2 dimensions"
+    )
+    assert run_count(conn) == 0
 
 
 def test_a_null_input_without_root_map_is_a_not_null_violation(conn: psycopg.Connection) -> None:

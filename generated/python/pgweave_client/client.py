@@ -649,7 +649,8 @@ class PgflowClient:
         Calls ``pgflow.start_flows(flow_slug text, inputs jsonb[])``.
 
         Raises:
-            errors.StartFlowsInputsNullError: start_flows was called with a SQL NULL instead of an array of inputs.
+            errors.StartFlowsInputsInvalidError: start_flows was called with a SQL NULL or a multidimensional array instead of a
+                list of inputs.
             errors.RootMapInputNullError: A flow with a root map step was started with a SQL NULL input.
             errors.RootMapInputNotArrayError: A flow with a root map step was started with an input that is not a JSON array.
             errors.FlowNotFoundError: The flow to start does not exist.
@@ -666,7 +667,7 @@ class PgflowClient:
                 Arg("inputs", "jsonb[]", jsonb_array(inputs)),
             ),
             (
-                errors.StartFlowsInputsNullError,
+                errors.StartFlowsInputsInvalidError,
                 errors.RootMapInputNullError,
                 errors.RootMapInputNotArrayError,
                 errors.FlowNotFoundError,

@@ -81,15 +81,19 @@ class EngineError(PgflowError):
         return cls(message, sqlstate=error.sqlstate, params=found.groupdict())
 
 
-class StartFlowsInputsNullError(EngineError):
-    """start_flows was called with a SQL NULL instead of an array of inputs.
+class StartFlowsInputsInvalidError(EngineError):
+    """start_flows was called with a SQL NULL or a multidimensional array instead of a list of
+    inputs.
 
-    SQLSTATE P0001, message ``start_flows needs an array of flow inputs, got NULL``.
+    SQLSTATE P0001, message ``start_flows needs a one-dimensional array of flow inputs, got {what}`` (``params``: what).
     """
 
     SQLSTATE = "P0001"
-    TEMPLATE = "start_flows needs an array of flow inputs, got NULL"
-    PATTERN = re.compile(r"\Astart_flows needs an array of flow inputs, got NULL\Z", re.DOTALL)
+    TEMPLATE = "start_flows needs a one-dimensional array of flow inputs, got {what}"
+    PATTERN = re.compile(
+        r"\Astart_flows needs a one-dimensional array of flow inputs, got (?P<what>.*?)\Z",
+        re.DOTALL,
+    )
 
 
 class RootMapInputNotArrayError(EngineError):
@@ -429,7 +433,7 @@ class DuplicateStepIndexError(ConstraintViolationError):
 
 
 ERRORS: Final[tuple[type[PgflowError], ...]] = (
-    StartFlowsInputsNullError,
+    StartFlowsInputsInvalidError,
     RootMapInputNotArrayError,
     RootMapInputNullError,
     MapStepTooManyDependenciesError,
