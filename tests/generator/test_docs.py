@@ -114,7 +114,7 @@ def test_diagrams_follow_the_spec() -> None:
     run = next(m for m in schema.state_machines if m.name == "run")
     assert state_diagram(run).splitlines() == [
         "stateDiagram-v2",
-        "    [*] --> started: start_flow",
+        "    [*] --> started: start_flow, start_flows",
         "    started --> completed: maybe_complete_run",
         "    started --> failed: fail_task, complete_task, cascade_resolve_conditions",
         "    completed --> [*]",

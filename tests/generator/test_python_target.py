@@ -184,7 +184,7 @@ def test_statuses_follow_the_state_machines() -> None:
 
     assert statuses.RUN_INITIAL is RunStatus.STARTED
     assert {RunStatus.COMPLETED, RunStatus.FAILED} == statuses.RUN_TERMINAL
-    assert (None, RunStatus.STARTED, ("start_flow",)) in statuses.RUN_TRANSITIONS
+    assert (None, RunStatus.STARTED, ("start_flow", "start_flows")) in statuses.RUN_TRANSITIONS
     assert StepTaskStatus.CANCELLED in statuses.STEP_TASK_TERMINAL
     assert statuses.RunStatusLiteral.__args__ == ("started", "completed", "failed")  # type: ignore[attr-defined]
 
