@@ -96,13 +96,15 @@ class Server:
         with self.admin() as conn:
             conn.execute(f"drop database if exists {name} with (force)")
 
-    def prepare_template(self) -> None:
-        """The template every case starts from: pgmq, the migrations and the bench flows."""
-        self.drop_database(self.template)
-        self.create_database(self.template)
-        with psycopg.connect(self.dsn(self.template), autocommit=True) as conn:
+    def prepare_template(self, name: str | None = None, migrations: Path | None = None) -> None:
+        """The template every case starts from: pgmq, the migrations (by default the
+        generated ones; another directory for an older engine) and the bench flows."""
+        name = name or self.template
+        self.drop_database(name)
+        self.create_database(name)
+        with psycopg.connect(self.dsn(name), autocommit=True) as conn:
             install_pgmq(conn)
-            apply_migrations(conn)
+            apply_migrations(conn, migrations)
             try:
                 conn.execute("create extension if not exists pg_stat_statements")
                 self.has_pgss = (
@@ -120,9 +122,11 @@ class Server:
         with self.admin() as conn:
             conn.execute("checkpoint")
 
-    def case_database(self) -> str:
-        """A fresh database for one case, cloned from the template."""
-        return self.create_database(f"bench_{uuid.uuid4().hex[:10]}", template=self.template)
+    def case_database(self, template: str | None = None) -> str:
+        """A fresh database for one case, cloned from the template (or another one)."""
+        return self.create_database(
+            f"bench_{uuid.uuid4().hex[:10]}", template=template or self.template
+        )
 
     def set_profiling(self, on: bool) -> None:
         """Switch pg_stat_statements (track = all) and track_functions on or off."""

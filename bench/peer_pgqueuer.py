@@ -2,7 +2,7 @@
 
     python bench/peer_pgqueuer.py install|enqueue|drain --host H --port P --user U --dbname D [...]
 
-``drain`` follows the driver protocol of bench.procs: print ``ready``, wait for a line on
+``enqueue`` prints one JSON line with the seconds the enqueue call took. ``drain`` follows the driver protocol of bench.procs: print ``ready``, wait for a line on
 stdin, drain the queue with a no-op entrypoint (PgQueuer's drain mode exits once the queue
 is empty), print one JSON line of statistics.
 """
@@ -38,7 +38,9 @@ async def main_async(args: argparse.Namespace) -> None:
         return
     if args.command == "enqueue":
         n = args.jobs
+        started = time.perf_counter()
         await Queries(driver).enqueue(["noop"] * n, [None] * n, [0] * n)
+        print(json.dumps({"enqueue_s": time.perf_counter() - started}), flush=True)
         return
 
     pgq = PgQueuer(driver)

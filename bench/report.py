@@ -71,16 +71,21 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
     """The summary table(s) of a run."""
     pgbench = doc["pgbench"]
     table = Table(
-        title="tasks/s per workload, driver and K (x = ratio to pgbench tpcb-like TPS at the same K)"
+        title="tasks/s per workload, driver and K: start + drain (the headline: from the first"
+        " start_flows call to the last task) and drain only (runs started before the clock);"
+        " x = ratio to pgbench tpcb-like TPS at the same K"
     )
     for column in (
         "workload",
         "driver",
         "K",
         "tasks",
-        "s",
-        "tasks/s",
+        "start s",
+        "drain s",
+        "start+drain tasks/s",
         "xpgbench",
+        "drain-only tasks/s",
+        "drain xpgbench",
         "WAL B/task",
         "srv CPU ms/task",
         "drv CPU ms/task",
@@ -95,9 +100,12 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
             case["driver"],
             str(case["k"]),
             str(case["tasks"]),
+            _fmt(case["start_s"]),
             _fmt(case["seconds"]),
-            _fmt(case["tasks_per_s"], 0),
+            _fmt(case["start_to_finish_per_s"], 0),
             _fmt(case["ratio_pgbench"]),
+            _fmt(case["tasks_per_s"], 0),
+            _fmt(case["drain_ratio_pgbench"]),
             _fmt(case["wal_bytes_per_task"], 0),
             _fmt(case["server_cpu_ms_per_task"], 3),
             _fmt(case["worker_cpu_ms_per_task"], 3),
@@ -114,20 +122,19 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
     )
     peer = doc.get("peer") or {}
     if peer:
-        anchors.add_row(
-            "PgQueuer jobs/s",
-            *[
-                _fmt(peer[k]["jobs_per_s"], 0) if k in peer else "-"
-                for k in sorted(pgbench, key=int)
-            ],
-        )
-        anchors.add_row(
-            "PgQueuer xpgbench",
-            *[
-                _fmt(peer[k]["ratio_pgbench"]) if k in peer else "-"
-                for k in sorted(pgbench, key=int)
-            ],
-        )
+        for label, key, digits in (
+            ("PgQueuer enqueue+drain jobs/s", "start_to_finish_jobs_per_s", 0),
+            ("PgQueuer enqueue+drain xpgbench", "ratio_pgbench", 2),
+            ("PgQueuer drain-only jobs/s", "jobs_per_s", 0),
+            ("PgQueuer drain-only xpgbench", "drain_ratio_pgbench", 2),
+        ):
+            anchors.add_row(
+                label,
+                *[
+                    _fmt(peer[k][key], digits) if k in peer else "-"
+                    for k in sorted(pgbench, key=int)
+                ],
+            )
     console.print(anchors)
 
     engine = Table(title="engine timings and latency")
@@ -164,7 +171,7 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
         for k, value in (doc.get(key) or {}).items():
             engine.add_row(f"{label}, K={k}", _fmt(value))
     console.print(engine)
-    goals = Table(title="targets (issue 8), this run")
+    goals = Table(title="targets (issues 8 and 17), this run")
     for column in ("target", "goal", "value", "met"):
         goals.add_column(column, justify="left" if column == "target" else "right")
     for row in doc.get("targets") or []:
@@ -225,7 +232,7 @@ def write_plot(path: Path, doc: dict[str, Any]) -> None:
                 ]
                 if match:
                     xs.append(k_index + (d_index - (len(drivers) - 1) / 2) * width)
-                    ys.append(match[0]["tasks_per_s"])
+                    ys.append(match[0]["start_to_finish_per_s"])
                     labels.append(match[0]["ratio_pgbench"])
             bars = ax.bar(xs, ys, width, label=DRIVER_LABELS[driver], color=colors[driver])
             for bar, value in zip(bars, labels, strict=True):
@@ -241,18 +248,18 @@ def write_plot(path: Path, doc: dict[str, Any]) -> None:
         ax.plot(range(len(ks)), tps, "k--", marker="o", label="pgbench TPS")
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_title(workload)
-        ax.set_ylabel("tasks/s")
+        ax.set_ylabel("start+drain tasks/s")
     ax = axes[len(workloads) // cols][len(workloads) % cols]
     peer = doc.get("peer") or {}
     tps = [pgbench.get(str(k), {}).get("tps") for k in ks]
     ax.bar([i - 0.2 for i in range(len(ks))], tps, 0.4, label="pgbench TPS", color="#999999")
     if peer:
-        jobs = [peer.get(str(k), {}).get("jobs_per_s", 0) for k in ks]
+        jobs = [peer.get(str(k), {}).get("start_to_finish_jobs_per_s", 0) for k in ks]
         bars = ax.bar(
             [i + 0.2 for i in range(len(ks))],
             jobs,
             0.4,
-            label="PgQueuer jobs/s",
+            label="PgQueuer enqueue+drain jobs/s",
             color=colors["pgqueuer"],
         )
         for bar, k in zip(bars, ks, strict=True):
@@ -272,7 +279,8 @@ def write_plot(path: Path, doc: dict[str, Any]) -> None:
         axes[extra // cols][extra % cols].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(
-        f"pgweave tasks/s (labels: ratio to pgbench tpcb-like TPS at the same K) - {doc['meta']['mode']} run",
+        "pgweave start+drain tasks/s (labels: ratio to pgbench tpcb-like TPS at the same K)"
+        f" - {doc['meta']['mode']} run",
         fontsize=11,
     )
     fig.tight_layout()

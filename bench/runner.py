@@ -69,10 +69,24 @@ class CaseResult:
     worker_maxrss_mb: float
     round_trips: int
     problems: list[str]
+    start_path: str = "start_flows"
+    """How the runs were started: start_flows (one call), or start_flow per run."""
     violation_call_ms: list[float] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     samples: list[float] = field(default_factory=list)
-    """tasks/s of every repetition (--repeat); this result is their median."""
+    """Start-to-finish tasks/s of every repetition (--repeat); this result is their median."""
+    drain_samples: list[float] = field(default_factory=list)
+    """Drain-only tasks/s of every repetition."""
+
+    @property
+    def start_to_finish_s(self) -> float:
+        """Seconds from the start of the runs to the last task: start + drain."""
+        return self.start_s + self.seconds
+
+    @property
+    def start_to_finish_per_s(self) -> float:
+        """The headline figure: tasks / (start + drain)."""
+        return self.tasks / self.start_to_finish_s
 
     @property
     def verified(self) -> bool:
@@ -83,6 +97,8 @@ class CaseResult:
         """The case as a JSON object, with per-task figures."""
         data = asdict(self)
         data["verified"] = self.verified
+        data["start_to_finish_s"] = self.start_to_finish_s
+        data["start_to_finish_per_s"] = self.start_to_finish_per_s
         data["wal_bytes_per_task"] = self.wal_bytes / self.tasks if self.tasks else None
         data["server_cpu_ms_per_task"] = (
             1000 * self.server_cpu_s / self.tasks if self.server_cpu_s is not None else None
@@ -275,14 +291,17 @@ def run_case(
     *,
     profile: bool = False,
     shared_db: str | None = None,
+    per_run_start: bool = False,
+    template: str | None = None,
 ) -> CaseResult:
-    """Start the workload's runs, release K drivers, time until done, verify.
+    """Start the workload's runs (timed: start_flows, or start_flow per run with
+    ``per_run_start``), release K drivers, time until done (the drain), verify.
 
-    Each case gets a fresh database, unless ``shared_db`` is given (quick mode: the
-    workloads' flows differ, so they can share one)."""
+    Each case gets a fresh database (from ``template`` if given), unless ``shared_db`` is
+    given (quick mode: the workloads' flows differ, so they can share one)."""
     name = f"{workload.key}-{driver}-k{k}{'-profile' if profile else ''}"
     tc = time.perf_counter()
-    db = shared_db or server.case_database()
+    db = shared_db or server.case_database(template)
     dsn = server.dsn(db)
     _debug(name, tc, "database created")
     try:
@@ -290,7 +309,7 @@ def run_case(
             procs = Driver(
                 driver_commands(driver, dsn, workload.flow, k, options), options.logs, name
             )
-            start_s = workload.start(mon)
+            start_s = workload.start(mon, per_run=per_run_start)
             _debug(name, tc, "runs started")
             if options.checkpoint:
                 with contextlib.suppress(psycopg.Error):
@@ -356,6 +375,7 @@ def run_case(
         worker_maxrss_mb=max(float(s.get("maxrss_kb", 0)) for s in stats) / 1024,
         round_trips=sum(int(s.get("round_trips", 0)) for s in stats),
         problems=problems,
+        start_path="start_flow per run" if per_run_start else "start_flows",
         violation_call_ms=[1000 * v for s in stats for v in s.get("violation_calls_s", [])],
         profile=profile_data,
     )
@@ -364,9 +384,11 @@ def run_case(
 # -- engine timings -----------------------------------------------------------------------
 
 
-def time_start_flow(server: Server, elements: int, repeats: int) -> dict[str, Any]:
+def time_start_flow(
+    server: Server, elements: int, repeats: int, template: str | None = None
+) -> dict[str, Any]:
     """Seconds of start_flow alone for a root map of ``elements`` (autocommit, each repeat)."""
-    db = server.case_database()
+    db = server.case_database(template)
     try:
         with psycopg.connect(server.dsn(db), autocommit=True) as conn:
             flow_input = Jsonb(list(range(elements)))
@@ -389,10 +411,12 @@ def time_start_flow(server: Server, elements: int, repeats: int) -> dict[str, An
     }
 
 
-def time_type_violation(server: Server, elements: int, repeats: int) -> dict[str, Any]:
+def time_type_violation(
+    server: Server, elements: int, repeats: int, template: str | None = None
+) -> dict[str, Any]:
     """W5's engine figure: complete_task of the violating task in a run of ``elements``
     queued map tasks, until the run is failed and every message archived (one call)."""
-    db = server.case_database()
+    db = server.case_database(template)
     times: list[float] = []
     problems: list[str] = []
     worker = uuid.uuid4()
@@ -600,7 +624,8 @@ def ensure_peer_venv(log: IO[str] | None = None) -> Path:
 
 
 def run_peer(server: Server, jobs: int, k: int, options: Options) -> dict[str, Any]:
-    """PgQueuer draining ``jobs`` no-op jobs with K processes; jobs/s until the queue is empty."""
+    """PgQueuer: ``jobs`` no-op jobs enqueued in one call (timed), then drained by K
+    processes; jobs/s of the drain alone and of enqueue + drain."""
     python = str(ensure_peer_venv())
     script = str(PROJECT_ROOT / "bench" / "peer_pgqueuer.py")
     db = server.create_database(f"bench_peer_{uuid.uuid4().hex[:8]}")
@@ -611,11 +636,13 @@ def run_peer(server: Server, jobs: int, k: int, options: Options) -> dict[str, A
     ]  # fmt: skip
     try:
         subprocess.run([python, script, "install", *conn_args], check=True, capture_output=True)
-        subprocess.run(
+        enqueued = subprocess.run(
             [python, script, "enqueue", "--jobs", str(jobs), *conn_args],
             check=True,
             capture_output=True,
+            text=True,
         )
+        enqueue_s = float(json.loads(enqueued.stdout.strip().splitlines()[-1])["enqueue_s"])
         commands = [
             [python, script, "drain", "--batch", str(options.batch), *conn_args] for _ in range(k)
         ]
@@ -654,8 +681,10 @@ def run_peer(server: Server, jobs: int, k: int, options: Options) -> dict[str, A
     return {
         "k": k,
         "jobs": jobs,
+        "enqueue_s": enqueue_s,
         "seconds": seconds,
         "jobs_per_s": jobs / seconds,
+        "start_to_finish_jobs_per_s": jobs / (enqueue_s + seconds),
         "wal_bytes_per_job": wal / jobs,
         "server_cpu_ms_per_job": 1000 * (cpu1 - cpu0) / jobs
         if cpu0 is not None and cpu1 is not None

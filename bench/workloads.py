@@ -58,15 +58,23 @@ class Workload:
         """W5 ends in a failed run (a type violation)."""
         return self.flow == "bench_w5"
 
-    def start(self, conn: psycopg.Connection) -> float:
-        """Start every run (one transaction); returns the seconds it took."""
+    def start(self, conn: psycopg.Connection, *, per_run: bool = False) -> float:
+        """Start every run in one transaction: one start_flows call, or with ``per_run``
+        one start_flow call per run (the start path before start_flows); returns the
+        seconds it took."""
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute(
-                "select count(*) from jsonb_array_elements(%s) as i,"
-                " lateral pgflow.start_flow(%s, i.value) as r",
-                (Jsonb(self.inputs()), self.flow),
-            )
+            if per_run:
+                conn.execute(
+                    "select count(*) from jsonb_array_elements(%s) as i,"
+                    " lateral pgflow.start_flow(%s, i.value) as r",
+                    (Jsonb(self.inputs()), self.flow),
+                )
+            else:
+                conn.execute(
+                    "select count(*) from pgflow.start_flows(%s, %s::jsonb[])",
+                    (self.flow, [Jsonb(i) for i in self.inputs()]),
+                )
         return time.perf_counter() - started
 
     def done(self, conn: psycopg.Connection) -> bool:

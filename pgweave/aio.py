@@ -2,6 +2,7 @@
 
     client = AsyncClient(dsn)
     run = await client.start_flow("analyze_website", {"url": "https://example.com"})
+    runs = await client.start_flows("analyze_website", [{"url": u} for u in urls])
     final = await run.wait(timeout=60)
     async for event in client.events(run.run_id):
         ...
@@ -15,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable, Container, Iterable
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pgweave.client import state_of_row
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
 from pgweave.runs import (
@@ -57,6 +59,17 @@ class AsyncClient:
             )
         state = state_of(result, f"start_flow_with_states returned {result!r}")
         return AsyncFlowRun(self, state.run_id, state)
+
+    async def start_flows(self, flow: str | Flow[Any], inputs: Iterable[Any]) -> list[AsyncFlowRun]:
+        """Start one run per input in one call and one transaction (``pgflow.start_flows``:
+        all runs or, on an engine error, none); the handles in input order. Their states
+        hold the run row without steps (``refresh`` reads the steps)."""
+        slug = flow.slug if isinstance(flow, Flow) else flow
+        async with await self._connect() as conn:
+            rows = await AsyncPgflowClient(conn).start_flows(
+                slug, [Jsonb(to_json(i)) for i in inputs]
+            )
+        return [AsyncFlowRun(self, row.run_id, state_of_row(row)) for row in rows]
 
     async def get_run(self, run_id: uuid.UUID | str) -> RunState:
         """The run with its steps (``pgflow.get_run_with_states``)."""

@@ -2,6 +2,7 @@
 
     client = Client(dsn)
     run = client.start_flow("analyze_website", {"url": "https://example.com"})
+    runs = client.start_flows("analyze_website", [{"url": u} for u in urls])  # one call
     final = run.wait(timeout=60)            # RunState, completed or failed
     for event in client.events(run.run_id):  # live events until the run ends
         print(event.event, event.payload)
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -36,6 +37,7 @@ from pgweave.runs import (
 from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
 from pgweave.runs import RunTimeoutError as RunTimeoutError
 from pgweave_client import PgflowClient
+from pgweave_client.models import RunsRow
 
 
 class Client:
@@ -60,6 +62,15 @@ class Client:
             result = PgflowClient(conn).start_flow_with_states(slug, Jsonb(to_json(input)), run_id)
         state = state_of(result, f"start_flow_with_states returned {result!r}")
         return FlowRun(self, state.run_id, state)
+
+    def start_flows(self, flow: str | Flow[Any], inputs: Iterable[Any]) -> list[FlowRun]:
+        """Start one run per input in one call and one transaction (``pgflow.start_flows``:
+        all runs or, on an engine error, none); the handles in input order. Their states
+        hold the run row without steps (``refresh`` reads the steps)."""
+        slug = flow.slug if isinstance(flow, Flow) else flow
+        with self._connect() as conn:
+            rows = PgflowClient(conn).start_flows(slug, [Jsonb(to_json(i)) for i in inputs])
+        return [FlowRun(self, row.run_id, state_of_row(row)) for row in rows]
 
     def get_run(self, run_id: uuid.UUID | str) -> RunState:
         """The run with its steps (``pgflow.get_run_with_states``)."""
@@ -158,6 +169,11 @@ class Client:
                 if not reconnection.retry():
                     raise
                 time.sleep(RECONNECT_PAUSE)
+
+
+def state_of_row(row: RunsRow) -> RunState:
+    """A run's state from its ``pgflow.runs`` row alone (no steps)."""
+    return RunState.from_json({"run": row.model_dump(mode="json"), "steps": []})
 
 
 def _read_run(conn: psycopg.Connection, run_id: uuid.UUID) -> RunState:

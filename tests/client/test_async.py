@@ -109,6 +109,11 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     [batch] = await client.read_and_start_tasks("relay", WORKER, 10)
     assert isinstance(batch, models.StepTaskRecord)
     assert batch.flow_input == {"n": 5}
+    many = await client.start_flows("relay", [{"n": 6}, {"n": 7}])
+    assert [(r.input, r.status) for r in many] == [
+        ({"n": 6}, RunStatus.STARTED),
+        ({"n": 7}, RunStatus.STARTED),
+    ]
     assert batch.run_id is not None
     assert (batch.step_slug, batch.task_index) == ("one", 0)
     [finished] = await client.complete_tasks([batch.run_id], ["one"], [0], [{"n": 6}])

@@ -247,6 +247,12 @@ def test_batch_calls_return_task_records_and_rows(client: RecordingClient) -> No
     run_json = state["run"]
     assert isinstance(run_json, dict)
     assert run_json["output"] == {"each": [10, None, 30]}
+    more = client.start_flows("bulk", [[4], [5, 6]])
+    assert all(isinstance(r, models.RunsRow) for r in more)
+    assert [(r.input, r.status) for r in more] == [
+        ([4], RunStatus.STARTED),
+        ([5, 6], RunStatus.STARTED),
+    ]
 
 
 def test_run_control_calls(client: RecordingClient) -> None:

@@ -362,8 +362,8 @@ CONSTRAINTS: dict[str, set[str]] = {
     },
     "step_tasks": {
         "step_tasks_pkey",
-        "step_tasks_flow_slug_fkey",
-        "step_tasks_run_id_fkey",
+        # step_tasks_flow_slug_fkey and step_tasks_run_id_fkey are left out on purpose
+        # (README differences: implied by the next one, checked per inserted task).
         "step_tasks_run_id_step_slug_fkey",
         "step_tasks_last_worker_id_fkey",
         "valid_status",
@@ -418,10 +418,6 @@ FOREIGN_KEYS = {
     ("step_states", "step_states_flow_slug_step_slug_fkey"): (
         "FOREIGN KEY (flow_slug, step_slug) REFERENCES pgflow.steps(flow_slug, step_slug)"
     ),
-    ("step_tasks", "step_tasks_flow_slug_fkey"): (
-        "FOREIGN KEY (flow_slug) REFERENCES pgflow.flows(flow_slug)"
-    ),
-    ("step_tasks", "step_tasks_run_id_fkey"): "FOREIGN KEY (run_id) REFERENCES pgflow.runs(run_id)",
     ("step_tasks", "step_tasks_run_id_step_slug_fkey"): (
         "FOREIGN KEY (run_id, step_slug) REFERENCES pgflow.step_states(run_id, step_slug)"
     ),

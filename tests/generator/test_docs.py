@@ -117,7 +117,7 @@ def test_diagrams_follow_the_spec() -> None:
     run = next(m for m in schema.state_machines if m.name == "run")
     assert state_diagram(run).splitlines() == [
         "stateDiagram-v2",
-        "    [*] --> started: start_flow, resume_run",
+        "    [*] --> started: start_flow, start_flows, _start_runs, resume_run",
         "    started --> cancelled: cancel_run",
         "    started --> completed: maybe_complete_run, _complete_final_tasks",
         "    started --> failed: fail_task, complete_task, cascade_resolve_conditions",

@@ -184,7 +184,11 @@ def test_statuses_follow_the_state_machines() -> None:
 
     assert statuses.RUN_INITIAL is RunStatus.STARTED
     assert {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED} == statuses.RUN_TERMINAL
-    assert (None, RunStatus.STARTED, ("start_flow", "resume_run")) in statuses.RUN_TRANSITIONS
+    assert (
+        None,
+        RunStatus.STARTED,
+        ("start_flow", "start_flows", "_start_runs", "resume_run"),
+    ) in statuses.RUN_TRANSITIONS
     assert StepTaskStatus.CANCELLED in statuses.STEP_TASK_TERMINAL
     assert statuses.RunStatusLiteral.__args__ == ("started", "completed", "failed", "cancelled")  # type: ignore[attr-defined]
 

@@ -1019,6 +1019,48 @@ class AsyncPgflowClient:
         )
         return cast("JsonValue", next(iter(rows[0].values())))
 
+    async def start_flows(
+        self,
+        flow_slug: str,
+        inputs: Sequence[JsonInput | Jsonb],
+    ) -> list[RunsRow]:
+        """Start one run per input of a flow in one call (not in pgflow): what start_flow does for
+        each input, set-based, in one transaction; returns the runs in input order. An invalid
+        input fails the whole call and starts nothing.
+
+        Calls ``pgflow.start_flows(flow_slug text, inputs jsonb[])``.
+
+        Raises:
+            errors.StartFlowsInputsInvalidError: start_flows was called with a SQL NULL or a multidimensional array instead of a
+                list of inputs.
+            errors.RootMapInputNullError: A flow with a root map step was started with a SQL NULL input.
+            errors.RootMapInputNotArrayError: A flow with a root map step was started with an input that is not a JSON array.
+            errors.FlowNotFoundError: The flow to start does not exist.
+            errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
+            errors.ConditionCascadeLimitError: Condition resolution did not settle within 50 iterations.
+            errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
+
+        Emits: run:started, step:skipped, step:failed, run:failed, step:completed, step:started, run:completed.
+        """
+        rows = await self._call(
+            "start_flows",
+            (
+                Arg("flow_slug", "text", flow_slug),
+                Arg("inputs", "jsonb[]", jsonb_array(inputs)),
+            ),
+            (
+                errors.StartFlowsInputsInvalidError,
+                errors.RootMapInputNullError,
+                errors.RootMapInputNotArrayError,
+                errors.FlowNotFoundError,
+                errors.TasklessCascadeLimitError,
+                errors.ConditionCascadeLimitError,
+                errors.QueueMissingError,
+            ),
+            from_clause=True,
+        )
+        return [RunsRow.model_validate(row) for row in rows]
+
     async def start_tasks(
         self,
         flow_slug: str,

@@ -81,6 +81,21 @@ class EngineError(PgflowError):
         return cls(message, sqlstate=error.sqlstate, params=found.groupdict())
 
 
+class StartFlowsInputsInvalidError(EngineError):
+    """start_flows was called with a SQL NULL or a multidimensional array instead of a list of
+    inputs.
+
+    SQLSTATE P0001, message ``start_flows needs a one-dimensional array of flow inputs, got {what}`` (``params``: what).
+    """
+
+    SQLSTATE = "P0001"
+    TEMPLATE = "start_flows needs a one-dimensional array of flow inputs, got {what}"
+    PATTERN = re.compile(
+        r"\Astart_flows needs a one-dimensional array of flow inputs, got (?P<what>.*?)\Z",
+        re.DOTALL,
+    )
+
+
 class RootMapInputNotArrayError(EngineError):
     """A flow with a root map step was started with an input that is not a JSON array.
 
@@ -543,6 +558,7 @@ class DataLossNotAllowedError(EngineError):
 
 
 ERRORS: Final[tuple[type[PgflowError], ...]] = (
+    StartFlowsInputsInvalidError,
     RootMapInputNotArrayError,
     RootMapInputNullError,
     MapStepTooManyDependenciesError,

@@ -653,6 +653,19 @@ class StartFlowWithStatesArgs(BaseModel):
     run_id: UUID | None = None
 
 
+class StartFlowsArgs(BaseModel):
+    """
+    Arguments of pgflow.start_flows: Start one run per input of a flow in one call (not in pgflow): what start_flow does for each input, set-based, in one transaction; returns the runs in input order. An invalid input fails the whole call and starts nothing.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+    flow_slug: str
+    inputs: list[JsonValue]
+
+
 class StartTasksArgs(BaseModel):
     """
     Arguments of pgflow.start_tasks: Phase two of polling: start the queued tasks behind messages a worker read with poll_messages (or pgmq.read_with_poll) and return each with its handler input; extends each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.

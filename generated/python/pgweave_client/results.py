@@ -93,6 +93,9 @@ StartFlowIdempotentResult: TypeAlias = RunsRow
 StartFlowWithStatesResult: TypeAlias = JsonValue
 """Result of ``pgflow.start_flow_with_states`` (arguments: ``StartFlowWithStatesArgs``)."""
 
+StartFlowsResult: TypeAlias = list[RunsRow]
+"""Result of ``pgflow.start_flows`` (arguments: ``StartFlowsArgs``)."""
+
 StartTasksResult: TypeAlias = list[StepTaskRecord]
 """Result of ``pgflow.start_tasks`` (arguments: ``StartTasksArgs``)."""
 

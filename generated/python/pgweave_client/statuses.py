@@ -28,7 +28,7 @@ RUN_TERMINAL: Final[frozenset[RunStatus]] = frozenset(
 """States a runs row never leaves."""
 
 RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]], ...]] = (
-    (None, RunStatus.STARTED, ("start_flow", "resume_run")),
+    (None, RunStatus.STARTED, ("start_flow", "start_flows", "_start_runs", "resume_run")),
     (RunStatus.STARTED, RunStatus.CANCELLED, ("cancel_run",)),
     (RunStatus.STARTED, RunStatus.COMPLETED, ("maybe_complete_run", "_complete_final_tasks")),
     (
@@ -62,11 +62,18 @@ STEP_STATE_TERMINAL: Final[frozenset[StepStateStatus]] = frozenset(
 STEP_STATE_TRANSITIONS: Final[
     tuple[tuple[StepStateStatus | None, StepStateStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepStateStatus.CREATED, ("start_flow", "resume_run")),
+    (None, StepStateStatus.CREATED, ("start_flow", "start_flows", "_start_runs", "resume_run")),
     (
         StepStateStatus.CREATED,
         StepStateStatus.STARTED,
-        ("start_ready_steps", "_complete_final_tasks", "resume_run"),
+        (
+            "start_ready_steps",
+            "start_flow",
+            "start_flows",
+            "_start_runs",
+            "_complete_final_tasks",
+            "resume_run",
+        ),
     ),
     (StepStateStatus.CREATED, StepStateStatus.CANCELLED, ("cancel_run",)),
     (StepStateStatus.STARTED, StepStateStatus.CANCELLED, ("cancel_run",)),
@@ -112,7 +119,18 @@ STEP_TASK_TERMINAL: Final[frozenset[StepTaskStatus]] = frozenset(
 STEP_TASK_TRANSITIONS: Final[
     tuple[tuple[StepTaskStatus | None, StepTaskStatus, tuple[str, ...]], ...]
 ] = (
-    (None, StepTaskStatus.QUEUED, ("start_ready_steps", "_complete_final_tasks", "resume_run")),
+    (
+        None,
+        StepTaskStatus.QUEUED,
+        (
+            "start_ready_steps",
+            "start_flow",
+            "start_flows",
+            "_start_runs",
+            "_complete_final_tasks",
+            "resume_run",
+        ),
+    ),
     (StepTaskStatus.QUEUED, StepTaskStatus.COMPLETED, ("resume_run",)),
     (StepTaskStatus.QUEUED, StepTaskStatus.STARTED, ("start_tasks", "_start_tasks")),
     (
