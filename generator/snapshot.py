@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from generator.ir import SchemaIR
+from generator.ir import OPTIONAL, SchemaIR
 from generator.render import GeneratedFile
 from generator.sql_analysis import SqlSyntaxError, called_functions, foreign_key, parse_expression
 
@@ -68,7 +68,11 @@ def to_data(value: Any) -> Any:
     review shows the lines that changed.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_data(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata == OPTIONAL and getattr(value, f.name) == f.default)
+        }
     if isinstance(value, tuple | list):
         return [to_data(item) for item in value]
     if isinstance(value, str) and "\n" in value:

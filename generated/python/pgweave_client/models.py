@@ -24,17 +24,53 @@ class AddStepArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow the step belongs to; it must exist.
+    """
     step_slug: str
+    """
+    Slug of the step, unique within the flow.
+    """
     deps_slugs: list[str] = []
+    """
+    Steps whose outputs this step needs; each must already exist and be listed once.
+    """
     max_attempts: int | None = None
+    """
+    Attempts per task for this step (NULL: the flow's).
+    """
     base_delay: int | None = None
+    """
+    Retry base delay in seconds for this step (NULL: the flow's).
+    """
     timeout: int | None = None
+    """
+    Seconds a task of this step may run (NULL: the flow's).
+    """
     start_delay: int | None = None
+    """
+    Seconds to wait before the step's first tasks become visible (NULL: none).
+    """
     step_type: str = "single"
+    """
+    'single' (one task) or 'map' (one task per element of its input array).
+    """
     required_input_pattern: JsonValue | None = None
+    """
+    The `if` condition: the step runs only when its input contains this JSON object (NULL: always).
+    """
     forbidden_input_pattern: JsonValue | None = None
+    """
+    The `ifNot` condition: the step runs only when its input does not contain this JSON object (NULL: never skipped by it).
+    """
     when_unmet: str = "skip"
+    """
+    What an unmet condition does: 'fail' the run, 'skip' the step, or 'skip-cascade' it and its dependants.
+    """
     when_exhausted: str = "fail"
+    """
+    What a task out of attempts does: 'fail' the run, 'skip' the step, or 'skip-cascade' it and its dependants.
+    """
 
 
 class CalculateRetryDelayArgs(BaseModel):
@@ -47,7 +83,13 @@ class CalculateRetryDelayArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     base_delay: Decimal
+    """
+    Base delay in seconds (the step's or the flow's opt_base_delay).
+    """
     attempts_count: int
+    """
+    Attempts made so far; each one doubles the delay.
+    """
 
 
 class CompleteTaskArgs(BaseModel):
@@ -60,9 +102,21 @@ class CompleteTaskArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     run_id: UUID
+    """
+    The task's run.
+    """
     step_slug: str
+    """
+    The task's step.
+    """
     task_index: int
+    """
+    The task's index (0 for a single step; the element's index for a map).
+    """
     output: JsonValue
+    """
+    The handler's output, stored as given (a map step's output is the array of its tasks' outputs).
+    """
 
 
 class CompleteTasksArgs(BaseModel):
@@ -75,9 +129,21 @@ class CompleteTasksArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     run_ids: list[UUID]
+    """
+    Run of each task, in completion order.
+    """
     step_slugs: list[str]
+    """
+    Step of each task; same length as run_ids.
+    """
     task_indexes: list[int]
+    """
+    Index of each task; same length as run_ids.
+    """
     outputs: list[JsonValue]
+    """
+    Output of each task; same length as run_ids.
+    """
 
 
 class CreateFlowArgs(BaseModel):
@@ -89,9 +155,21 @@ class CreateFlowArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    Slug of the new flow; also the name of its pgmq queue.
+    """
     max_attempts: int | None = None
+    """
+    Attempts per task, including the first (NULL: 3).
+    """
     base_delay: int | None = None
+    """
+    Base of the exponential retry delay in seconds (NULL: 5).
+    """
     timeout: int | None = None
+    """
+    Seconds a task may run before it counts as stalled (NULL: 60).
+    """
 
 
 class DeleteFlowAndDataArgs(BaseModel):
@@ -103,6 +181,9 @@ class DeleteFlowAndDataArgs(BaseModel):
         extra="forbid",
     )
     p_flow_slug: str
+    """
+    The flow to delete with its queue, steps, runs, step states and tasks.
+    """
 
 
 class DepsInsert(BaseModel):
@@ -172,8 +253,17 @@ class EnsureFlowCompiledArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to compile or verify.
+    """
     shape: JsonValue
+    """
+    The worker's flow shape: a JSON object with a steps array (as the DSL compiles it).
+    """
     allow_data_loss: bool = False
+    """
+    Recompile a differing flow, deleting its runs (needs an admin session unless the database is local).
+    """
 
 
 class FailTaskArgs(BaseModel):
@@ -185,9 +275,21 @@ class FailTaskArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The task's run.
+    """
     step_slug: str
+    """
+    The task's step.
+    """
     task_index: int
+    """
+    The task's index (0 for a single step; the element's index for a map).
+    """
     error_message: str
+    """
+    What went wrong, stored on the task (and on the step and run when it fails them).
+    """
 
 
 class FlowsInsert(BaseModel):
@@ -277,6 +379,18 @@ class GetRunWithStatesArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The run to read.
+    """
+
+
+class GetRunWithStatesJson(BaseModel):
+    """
+    The JSON object pgflow.get_run_with_states returns.
+    """
+
+    run: RunsRow
+    steps: list[StepStatesRow]
 
 
 class IsLocalArgs(BaseModel):
@@ -298,6 +412,9 @@ class IsValidSlugArgs(BaseModel):
         extra="forbid",
     )
     slug: str
+    """
+    The text to check.
+    """
 
 
 class MarkWorkerStoppedArgs(BaseModel):
@@ -309,6 +426,9 @@ class MarkWorkerStoppedArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker that stopped.
+    """
 
 
 class PollMessagesArgs(BaseModel):
@@ -320,10 +440,25 @@ class PollMessagesArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue to poll.
+    """
     vt: int
+    """
+    Seconds the messages read stay hidden from other workers.
+    """
     qty: int
+    """
+    Most messages to read.
+    """
     max_poll_seconds: int = 5
+    """
+    Longest wait for a visible message, in seconds.
+    """
     poll_interval_ms: int = 100
+    """
+    Pause between checks while waiting, in milliseconds.
+    """
 
 
 class PruneDataOlderThanArgs(BaseModel):
@@ -335,6 +470,9 @@ class PruneDataOlderThanArgs(BaseModel):
         extra="forbid",
     )
     retention_interval: timedelta
+    """
+    How much history to keep, e.g. '30 days'.
+    """
 
 
 class ReadAndStartTasksArgs(BaseModel):
@@ -346,9 +484,21 @@ class ReadAndStartTasksArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue to read.
+    """
     worker_id: UUID
+    """
+    The worker starting the tasks (recorded as each task's last_worker_id).
+    """
     qty: int
+    """
+    Most messages to read and tasks to start.
+    """
     vt: int = 5
+    """
+    Seconds the messages stay hidden before start_tasks extends them to the step's timeout.
+    """
 
 
 class RegisterWorkerArgs(BaseModel):
@@ -360,8 +510,17 @@ class RegisterWorkerArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker's id (chosen by the worker).
+    """
     queue_name: str
+    """
+    The queue (flow slug) it polls.
+    """
     function_name: str
+    """
+    A name for what the worker runs, for operators.
+    """
 
 
 class RequeueStalledTasksArgs(BaseModel):
@@ -461,6 +620,9 @@ class SetupRequeueStalledTasksCronArgs(BaseModel):
         extra="forbid",
     )
     cron_interval: str = "15 seconds"
+    """
+    pg_cron schedule of the job, e.g. '15 seconds' or a cron expression.
+    """
 
 
 class StartFlowArgs(BaseModel):
@@ -473,8 +635,17 @@ class StartFlowArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to run; it must exist.
+    """
     input: JsonValue
+    """
+    The run's input, handed to the root steps (an array when the root step is a map).
+    """
     run_id: UUID | None = None
+    """
+    Id for the new run (NULL: a random one).
+    """
 
 
 class StartFlowWithStatesArgs(BaseModel):
@@ -487,8 +658,17 @@ class StartFlowWithStatesArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to run; it must exist.
+    """
     input: JsonValue
+    """
+    The run's input, handed to the root steps (an array when the root step is a map).
+    """
     run_id: UUID | None = None
+    """
+    Id for the new run (NULL: a random one).
+    """
 
 
 class StartTasksArgs(BaseModel):
@@ -500,8 +680,17 @@ class StartTasksArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue the messages were read from.
+    """
     msg_ids: list[int]
+    """
+    Ids of the messages read (poll_messages or pgmq.read_with_poll); ids it cannot start are ignored.
+    """
     worker_id: UUID
+    """
+    The worker starting the tasks (recorded as each task's last_worker_id).
+    """
 
 
 class StepStateStatus(StrEnum):
@@ -915,6 +1104,9 @@ class WorkerHeartbeatArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker sending the heartbeat.
+    """
 
 
 class WorkersInsert(BaseModel):
