@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,7 +16,8 @@ from psycopg.types.json import Jsonb
 from generator.pipeline import diff, generate_files
 from orders_client import AsyncOrdersClient, OrdersClient, errors
 from orders_client.models import GetOrderJson, OrderStatus
-from tests.examples.conftest import GENERATED, SPEC
+from tests.examples.conftest import GENERATED, ORDERS, SPEC
+from tests.generator.test_docs import build_site
 
 
 def test_committed_output_is_what_the_spec_generates() -> None:
@@ -184,3 +186,20 @@ def test_roles_hold_what_the_spec_grants(orders_conn: psycopg.Connection) -> Non
         orders_conn.execute("set local role orders_clerk")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             orders_conn.execute("update fulfilment.products set stock = 100")
+
+
+def test_docs_build_strictly(tmp_path: Path) -> None:
+    result = build_site(ORDERS / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode == 0, result.stdout + result.stderr
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "<title>Order fulfilment reference</title>" in index
+    pay = (tmp_path / "site" / "functions" / "pay_order" / "index.html").read_text("utf-8")
+    for text in (
+        "payment_mismatch",
+        "The amount paid, in cents.",
+        "order:paid",
+        "orders_clerk",
+    ):
+        assert text in pay, text
+    machines = (tmp_path / "site" / "state-machines" / "index.html").read_text("utf-8")
+    assert machines.count('class="mermaid"') == 1
