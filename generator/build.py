@@ -466,9 +466,15 @@ class _Builder:
 
     # -- functions -----------------------------------------------------------------------
     @property
+    def queue(self) -> str | None:
+        """The queue's schema (``pgmq``), None when the spec declares no queue."""
+        queue = self.spec.settings.queue
+        return None if queue is None else queue.provider
+
+    @property
     def qualifiers(self) -> tuple[str, ...]:
         """Schemas whose names qualify types in bodies: the spec's and the queue's."""
-        return (self.schema, self.spec.settings.queue.provider)
+        return (self.schema,) if self.queue is None else (self.schema, self.queue)
 
     @staticmethod
     def signature(args: tuple[ArgumentIR, ...], returns: ReturnsIR) -> str:
@@ -501,6 +507,12 @@ class _Builder:
         )
         seen_default = False
         for arg_name, arg in function.args.items():
+            if not function.internal and not (arg.doc or "").strip():
+                self.error(
+                    (*path, "args", arg_name),
+                    "undocumented argument of a public function: give it a 'doc'"
+                    " (the client's docstrings and the reference docs show it)",
+                )
             if arg.default is not None:
                 seen_default = True
             elif seen_default:
@@ -517,7 +529,13 @@ class _Builder:
         result_type = None
         if returns.type is not None:
             result_type = self.resolve_type(returns.type, (*path, "returns", "type"))
-        returns_ir = ReturnsIR(result_type, returns.setof, table)
+        shape = None
+        if returns.json_object is not None:
+            shape = tuple(
+                AttributeIR(key, self.resolve_type(text, (*path, "returns", "json_object", key)))
+                for key, text in returns.json_object.items()
+            )
+        returns_ir = ReturnsIR(result_type, returns.setof, table, shape)
         body_path = (self.root / function.body).resolve()
         body = ""
         try:
@@ -552,7 +570,7 @@ class _Builder:
         )
         if body.strip():
             self.facts[name] = facts
-            check_body_names(name, facts, self.spec, self.body_error, self.qualifiers[1])
+            check_body_names(name, facts, self.spec, self.body_error, self.queue)
         for arg_name, arg in function.args.items():
             if arg.default is not None:
                 self.expression(arg.default, (*path, "args", arg_name, "default"))
@@ -763,8 +781,10 @@ class _Builder:
         return SchemaIR(
             schema=self.schema,
             min_postgres=spec.settings.min_postgres,
-            queue_provider=spec.settings.queue.provider,
-            queue_min_version=spec.settings.queue.min_version,
+            queue_provider=self.queue,
+            queue_min_version=None
+            if spec.settings.queue is None
+            else spec.settings.queue.min_version,
             install_command=spec.settings.install_command,
             types=types,
             check_functions=tuple(check_functions),

@@ -136,7 +136,7 @@ def _function_change(had: FunctionIR, wanted: FunctionIR) -> tuple[bool, str] | 
     """None when unchanged, else (replaceable, what changes)."""
     if [(a.name, a.type) for a in had.args] != [(a.name, a.type) for a in wanted.args]:
         return False, "arguments change"
-    if had.returns != wanted.returns:
+    if had.returns.sql != wanted.returns.sql:
         return False, "result type changes"
     for before, after in zip(had.args, wanted.args, strict=True):
         if before.default is not None and after.default is None:

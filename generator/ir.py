@@ -6,7 +6,9 @@ Renderers read only this model. It is built from a validated ``Spec`` by ``build
 Migration snapshots (``generated/snapshots/*.json``, see ``pgweave_generator.snapshot``) are this
 model as JSON: a field added once snapshots exist needs a default, so older snapshots
 still load (a missing field without one is reported by name). A field whose metadata says
-``snapshot: False`` (client-only options, also left out of comparisons) is not recorded.
+``snapshot: False`` (client-only options, also left out of comparisons) is not recorded; a
+field marked ``OPTIONAL`` is left out of a snapshot while it holds its default, so adding it
+leaves the recorded snapshots byte-identical.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pgweave_generator.sql_types import TypeRef
+
+OPTIONAL = {"snapshot": "omit-default"}
+"""Field metadata: snapshots leave the field out while it holds its default."""
 
 
 class ConstraintKind(StrEnum):
@@ -208,6 +213,14 @@ class ReturnsIR:
     type: TypeRef | None
     setof: bool
     table: tuple[AttributeIR, ...] | None
+    json_object: tuple[AttributeIR, ...] | None = field(default=None, metadata=OPTIONAL)
+    """The keys of a json/jsonb object result and their types (the client validates the
+    object into a model); not part of the SQL signature."""
+
+    @property
+    def sql(self) -> ReturnsIR:
+        """The result as SQL sees it (without the JSON object's keys)."""
+        return replace(self, json_object=None)
 
 
 @dataclass(frozen=True)
@@ -342,8 +355,8 @@ class SchemaIR:
 
     schema: str
     min_postgres: int
-    queue_provider: str
-    queue_min_version: str
+    queue_provider: str | None  # None: the schema uses no queue
+    queue_min_version: str | None
     install_command: str
     types: tuple[CompositeTypeIR, ...]
     check_functions: tuple[FunctionIR, ...]  # needed by table checks: created before tables

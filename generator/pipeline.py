@@ -8,17 +8,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgweave_generator.build import load_ir
+from pgweave_generator.build import build_ir
+from pgweave_generator.loader import load_spec
 from pgweave_generator.migrations import migration_summaries, render_migrations
 from pgweave_generator.render import GeneratedFile
 from pgweave_generator.render.docs import render_docs
 from pgweave_generator.render.python_client import render_python_client
 from pgweave_generator.render.python_models import render_json_schema, render_models
 from pgweave_generator.render.spec_schema import render_spec_schema
+from pgweave_generator.targets import targets_of
 
 
 def source_name(spec_file: Path, out_dir: Path) -> str:
-    """How generated headers name the spec: relative to the project root when possible."""
+    """How generated headers name the spec: relative to the project (the directory holding
+    the output directory) when it lies inside, else by its file name alone, never by the
+    machine's directory layout."""
     project = out_dir.resolve().parent
     try:
         return spec_file.resolve().relative_to(project).as_posix()
@@ -29,15 +33,17 @@ def source_name(spec_file: Path, out_dir: Path) -> str:
 def generate_files(spec_file: Path, out_dir: Path) -> list[GeneratedFile]:
     """Everything ``generated/`` should hold for this spec, sorted by path (pure, no writes)."""
     source = source_name(spec_file, out_dir)
-    schema = load_ir(spec_file)
+    loaded = load_spec(spec_file)
+    schema = build_ir(loaded)
+    targets = targets_of(loaded.spec.settings)
     files = [
         *render_migrations(schema, source, out_dir),
         render_spec_schema(source),
-        render_json_schema(schema, source),
-        render_models(schema, source),
-        *render_python_client(schema, source),
+        render_json_schema(schema, targets, source),
+        render_models(schema, targets, source),
+        *render_python_client(schema, targets, source),
     ]
-    files.extend(render_docs(schema, source, migration_summaries(schema, out_dir)))
+    files.extend(render_docs(schema, targets, source, migration_summaries(schema, out_dir)))
     return sorted(files, key=lambda f: f.path)
 
 

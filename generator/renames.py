@@ -21,7 +21,7 @@ from pgweave_generator.changes import (
     RenameIndex,
     RenameTable,
 )
-from pgweave_generator.ir import ConstraintIR, FunctionIR, ReturnsIR, SchemaIR, TableIR
+from pgweave_generator.ir import AttributeIR, ConstraintIR, FunctionIR, ReturnsIR, SchemaIR, TableIR
 from pgweave_generator.sql_types import TypeRef
 
 _WORD = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|[a-z_][a-z0-9_]*", re.IGNORECASE)
@@ -124,6 +124,14 @@ def _map_type(ref: TypeRef, tables: dict[str, str]) -> TypeRef:
     return ref
 
 
+def _map_attributes(
+    attributes: tuple[AttributeIR, ...] | None, tables: dict[str, str]
+) -> tuple[AttributeIR, ...] | None:
+    if attributes is None:
+        return None
+    return tuple(replace(a, type=_map_type(a.type, tables)) for a in attributes)
+
+
 def _map_function(function: FunctionIR, tables: dict[str, str]) -> FunctionIR:
     returns = function.returns
     return replace(
@@ -132,9 +140,8 @@ def _map_function(function: FunctionIR, tables: dict[str, str]) -> FunctionIR:
         returns=ReturnsIR(
             None if returns.type is None else _map_type(returns.type, tables),
             returns.setof,
-            None
-            if returns.table is None
-            else tuple(replace(a, type=_map_type(a.type, tables)) for a in returns.table),
+            _map_attributes(returns.table, tables),
+            _map_attributes(returns.json_object, tables),
         ),
     )
 

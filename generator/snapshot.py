@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pgweave_generator.ir import SchemaIR
+from pgweave_generator.ir import OPTIONAL, SchemaIR
 from pgweave_generator.render import GeneratedFile
 from pgweave_generator.sql_analysis import (
     SqlSyntaxError,
@@ -76,7 +76,8 @@ def to_data(value: Any) -> Any:
         return {
             f.name: to_data(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.metadata.get("snapshot", True)
+            if f.metadata.get("snapshot", True) is not False
+            and not (f.metadata == OPTIONAL and getattr(value, f.name) == f.default)
         }
     if isinstance(value, tuple | list):
         return [to_data(item) for item in value]

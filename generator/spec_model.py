@@ -64,15 +64,40 @@ class QueueSettings(SpecModel):
     min_version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")] = "1.5"
 
 
+PythonPackage = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)]
+ClassPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=63)]
+
+
 class Settings(SpecModel):
     """Project-wide settings."""
 
     schema_name: Identifier = Field(alias="schema")
     min_postgres: Annotated[int, Field(ge=13)] = 15
-    queue: QueueSettings = QueueSettings()
+    queue: QueueSettings | None = Field(
+        default=None,
+        description=(
+            "The message queue the functions use; the first migration then checks for it."
+            " Omitted: the schema uses no queue."
+        ),
+    )
     install_command: str = Field(
         default="pgweave install-pgmq --dsn <DSN>",
-        description="Command named by the migration's pgmq check when pgmq is missing.",
+        description="Command named by the migration's queue check when the queue is missing.",
+    )
+    python_package: PythonPackage | None = Field(
+        default=None,
+        description="Import name of the generated Python client; default: <schema>_client.",
+    )
+    class_prefix: ClassPrefix | None = Field(
+        default=None,
+        description=(
+            "Prefix of the client's class names (<prefix>Client, Async<prefix>Client,"
+            " <prefix>Error); default: the schema name in CamelCase."
+        ),
+    )
+    docs_title: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        default=None,
+        description="Title of the generated reference docs; default: '<schema> reference'.",
     )
 
 
@@ -254,6 +279,14 @@ class Returns(SpecModel):
     type: str | None = None
     setof: bool = False
     table: dict[Identifier, str] | None = None
+    json_object: dict[Identifier, str] | None = Field(
+        default=None,
+        description=(
+            "For a json/jsonb object result: its keys and their types (tables stand for"
+            " their rows); the client validates the object into a model. The SQL result"
+            " stays json/jsonb."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +304,8 @@ class Returns(SpecModel):
             raise ValueError("give exactly one of 'type' or 'table'")
         if self.table is not None and self.setof:
             raise ValueError("'table' results are already sets; drop 'setof'")
+        if self.json_object is not None and (self.type not in ("json", "jsonb") or self.setof):
+            raise ValueError("'json_object' describes a single json or jsonb result")
         return self
 
 

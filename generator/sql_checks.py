@@ -55,9 +55,10 @@ def check_expression(
 
 
 def check_body_names(
-    function: str, facts: BodyFacts, spec: sm.Spec, report: BodyReport, queue: str
+    function: str, facts: BodyFacts, spec: sm.Spec, report: BodyReport, queue: str | None
 ) -> None:
-    """Syntax errors, and tables and functions of the schema or the queue that do not exist."""
+    """Syntax errors, tables and functions of the schema or the queue that do not exist, and
+    queue functions called by a spec that declares no queue."""
     schema = spec.settings.schema_name
     for line, message in facts.errors:
         report(function, line, f"invalid SQL: {message}")
@@ -66,6 +67,12 @@ def check_body_names(
             report(function, call.line, f"unknown function '{schema}.{call.name}'")
         elif call.schema == queue and call.name not in pgmq_functions():
             report(function, call.line, f"unknown function '{queue}.{call.name}'")
+        elif queue is None and call.schema == "pgmq":
+            report(
+                function,
+                call.line,
+                f"calls 'pgmq.{call.name}' but settings.queue is not set (add queue: {{provider: pgmq}})",
+            )
     for relation in facts.relations:
         if relation.schema == schema and relation.name not in spec.tables:
             report(function, relation.line, f"unknown table '{schema}.{relation.name}'")

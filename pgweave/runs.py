@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from psycopg import sql
+from pydantic import BaseModel
 
 from pgweave_client import statuses
 from pgweave_client.models import RunStatus, StepStateStatus
@@ -112,8 +113,10 @@ def listen_statement(run_id: uuid.UUID) -> sql.Composed:
 
 
 def state_of(result: object, missing: str) -> RunState:
-    """The state in a ``get_run_with_states`` / ``start_flow_with_states`` result;
-    :class:`RunNotFoundError` with ``missing`` when there is none."""
+    """The state in a ``get_run_with_states`` (a model) / ``start_flow_with_states`` (JSON)
+    result; :class:`RunNotFoundError` with ``missing`` when there is none."""
+    if isinstance(result, BaseModel):
+        result = result.model_dump()
     if not isinstance(result, dict):
         raise RunNotFoundError(missing)
     return RunState.from_json(result)

@@ -24,17 +24,11 @@ from pgweave_generator.ir import (
     TableIR,
 )
 from pgweave_generator.render import GeneratedFile, header
-from pgweave_generator.render.python_client import (
-    Method,
-    async_client_class,
-    base_error_class,
-    client_class,
-    error_class,
-    method,
-)
+from pgweave_generator.render.python_client import Method, class_names, error_class, method
 from pgweave_generator.render.python_models import camel, row_model, status_enum, type_model
 from pgweave_generator.render.sql import constraint_definition, function_returns, implied_reason
 from pgweave_generator.sql_types import TypeRef
+from pgweave_generator.targets import Targets
 from pgweave_generator.templating import render
 
 DOCS = "docs"
@@ -178,7 +172,10 @@ def _page(path: str, template: str, source: str, **context: object) -> Generated
 
 
 def render_docs(
-    schema: SchemaIR, source: str, migrations: Sequence[tuple[str, str]]
+    schema: SchemaIR,
+    targets: Targets,
+    source: str,
+    migrations: Sequence[tuple[str, str]],
 ) -> list[GeneratedFile]:
     """Every page of the reference, plus the site navigation; ``migrations`` lists each
     migration file with what it does."""
@@ -224,9 +221,8 @@ def render_docs(
         "status_enum": status_enum,
         "type_model": type_model,
         "error_class": error_class,
-        "client": client_class(schema),
-        "async_client": async_client_class(schema),
-        "base_error": base_error_class(schema),
+        **class_names(targets),
+        "title": targets.docs_title,
         "tables": tables,
         "public": public,
         "internal": internal,

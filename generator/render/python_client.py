@@ -14,16 +14,17 @@ from pgweave_generator.ir import ErrorIR, FunctionIR, SchemaIR
 from pgweave_generator.render import GeneratedFile, header
 from pgweave_generator.render.pyformat import format_python
 from pgweave_generator.render.python_models import (
-    PACKAGE,
     args_model,
     camel,
     public_functions,
     python_name,
+    result_json_model,
     result_row_model,
     status_enum,
     type_model,
 )
 from pgweave_generator.sql_types import BASE_TYPES, TypeRef, python_default
+from pgweave_generator.targets import Targets
 from pgweave_generator.templating import render
 
 JSON_TYPES = ("jsonb", "json")
@@ -34,21 +35,6 @@ def error_class(error: ErrorIR) -> str:
     """Exception class of a spec error: ``flow_not_found`` → ``FlowNotFoundError``."""
     name = camel(error.name)
     return name if name.endswith("Error") else f"{name}Error"
-
-
-def client_class(schema: SchemaIR) -> str:
-    """``pgflow`` → ``PgflowClient``."""
-    return f"{camel(schema.schema)}Client"
-
-
-def async_client_class(schema: SchemaIR) -> str:
-    """``pgflow`` → ``AsyncPgflowClient``."""
-    return f"Async{client_class(schema)}"
-
-
-def base_error_class(schema: SchemaIR) -> str:
-    """``pgflow`` → ``PgflowError``."""
-    return f"{camel(schema.schema)}Error"
 
 
 def read_type(ref: TypeRef) -> str:
@@ -112,8 +98,8 @@ class Method:
     signature_sql: str
     params: tuple[Param, ...]
     result: str  # annotation
-    kind: str  # "rows" | "row" | "values" | "value" | "void"
-    model: str | None  # model validating each row ("rows"/"row")
+    kind: str  # "rows" | "row" | "json" | "values" | "value" | "void"
+    model: str | None  # model validating each row ("rows"/"row") or the JSON value ("json")
     errors: tuple[str, ...]
     error_docs: tuple[tuple[str, str], ...]
     emits: tuple[str, ...]
@@ -149,6 +135,9 @@ def _result(function: FunctionIR) -> tuple[str, str, str | None]:
     if returns.table is not None:
         model = result_row_model(function)
         return f"list[{model}]", "rows", model
+    if returns.json_object is not None:
+        model = result_json_model(function)
+        return f"{model} | None", "json", model
     assert returns.type is not None
     ref = returns.type
     if ref.kind != "base" and not ref.array:
@@ -190,20 +179,21 @@ def method(schema: SchemaIR, function: FunctionIR, errors: dict[str, ErrorIR]) -
 
 
 # -- files -----------------------------------------------------------------------------------
-def _python(path: str, template: str, source: str, **context: object) -> GeneratedFile:
-    code = render(template, header=header("#", source), **context)
-    return GeneratedFile(f"{PACKAGE}/{path}", format_python(code, path))
+def class_names(targets: Targets) -> dict[str, str]:
+    """The client's class names as template context (``client``, ``async_client``, …)."""
+    return {
+        "package": targets.python_package,
+        "client": targets.client_class,
+        "async_client": targets.async_client_class,
+        "base_error": targets.base_error_class,
+    }
 
 
-def render_python_client(schema: SchemaIR, source: str) -> list[GeneratedFile]:
+def render_python_client(schema: SchemaIR, targets: Targets, source: str) -> list[GeneratedFile]:
     """Every hand-templated file of the client package (``models.py`` is rendered apart)."""
     errors = {error.name: error for error in schema.errors}
     methods = [method(schema, f, errors) for f in public_functions(schema)]
-    names = {
-        "client": client_class(schema),
-        "async_client": async_client_class(schema),
-        "base_error": base_error_class(schema),
-    }
+    names = class_names(targets)
     error_views = [
         {
             "cls": error_class(e),
@@ -256,18 +246,24 @@ def render_python_client(schema: SchemaIR, source: str) -> list[GeneratedFile]:
         "args_models": [args_model(f) for f in public_functions(schema)],
         **names,
     }
+    package = targets.package_dir
+
+    def python(path: str, template: str, **extra: object) -> GeneratedFile:
+        code = render(template, header=header("#", source), **context, **extra)
+        return GeneratedFile(f"{package}/{path}", format_python(code, path))
+
     files = [
-        _python("__init__.py", "python/__init__.py.j2", source, **context),
-        _python("_base.py", "python/_base.py.j2", source, **context),
-        _python("errors.py", "python/errors.py.j2", source, **context),
-        _python("statuses.py", "python/statuses.py.j2", source, **context),
-        _python("results.py", "python/results.py.j2", source, **context),
-        _python("client.py", "python/client.py.j2", source, is_async=False, **context),
-        _python("aio.py", "python/client.py.j2", source, is_async=True, **context),
+        python("__init__.py", "python/__init__.py.j2"),
+        python("_base.py", "python/_base.py.j2"),
+        python("errors.py", "python/errors.py.j2"),
+        python("statuses.py", "python/statuses.py.j2"),
+        python("results.py", "python/results.py.j2"),
+        python("client.py", "python/client.py.j2", is_async=False),
+        python("aio.py", "python/client.py.j2", is_async=True),
         GeneratedFile(
-            f"{PACKAGE}/README.md",
+            f"{package}/README.md",
             render("python/README.md.j2", header=header("<!--", source) + " -->", **context),
         ),
-        GeneratedFile(f"{PACKAGE}/py.typed", header("#", source) + "\n"),
+        GeneratedFile(f"{package}/py.typed", header("#", source) + "\n"),
     ]
     return files

@@ -97,10 +97,8 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     [failed] = await client.fail_task(run.run_id, "two", 0, "nope")
     assert (failed.status, failed.error_message) == (StepTaskStatus.FAILED, "nope")
     state = await client.get_run_with_states(run.run_id)
-    assert isinstance(state, dict)
-    run_json = state["run"]
-    assert isinstance(run_json, dict)
-    assert run_json["status"] == "failed"
+    assert isinstance(state, models.GetRunWithStatesJson)
+    assert state.run.status is RunStatus.FAILED
 
     again = await client.start_flow_with_states("relay", {"n": 5})
     assert isinstance(again, dict)

@@ -103,14 +103,10 @@ def test_a_run_from_start_to_completion(client: RecordingClient) -> None:
     client.complete_task(run_id, "shout", 0, False)  # falsy outputs are stored as given
 
     state = client.get_run_with_states(run_id)
-    assert isinstance(state, dict)
-    run_json = state["run"]
-    assert isinstance(run_json, dict)
-    assert run_json["status"] == "completed"
-    assert run_json["output"] == {"shout": False}
-    steps = state["steps"]
-    assert isinstance(steps, list)
-    assert sorted((s["step_slug"], s["status"]) for s in steps if isinstance(s, dict)) == [
+    assert isinstance(state, models.GetRunWithStatesJson)
+    assert state.run.status is RunStatus.COMPLETED
+    assert state.run.output == {"shout": False}
+    assert sorted((s.step_slug, s.status) for s in state.steps) == [
         ("hello", "completed"),
         ("shout", "completed"),
     ]
@@ -150,15 +146,11 @@ def test_failures_retries_and_states(client: RecordingClient) -> None:
     assert failed.failed_at is not None
 
     state = client.get_run_with_states(run_id)
-    assert isinstance(state, dict)
-    run_json = state["run"]
-    assert isinstance(run_json, dict)
-    assert run_json["status"] == RunStatus.FAILED
-    steps = state["steps"]
-    assert isinstance(steps, list)
-    [step] = [s for s in steps if isinstance(s, dict)]
-    assert step["status"] == StepStateStatus.FAILED
-    assert step["error_message"] == "boom 2"
+    assert state is not None
+    assert state.run.status is RunStatus.FAILED
+    [step] = state.steps
+    assert step.status is StepStateStatus.FAILED
+    assert step.error_message == "boom 2"
 
 
 def test_workers_and_maintenance(client: RecordingClient) -> None:
@@ -243,10 +235,8 @@ def test_batch_calls_return_task_records_and_rows(client: RecordingClient) -> No
         (1, StepTaskStatus.COMPLETED, None),
     ]
     state = client.get_run_with_states(run.run_id)
-    assert isinstance(state, dict)
-    run_json = state["run"]
-    assert isinstance(run_json, dict)
-    assert run_json["output"] == {"each": [10, None, 30]}
+    assert state is not None
+    assert state.run.output == {"each": [10, None, 30]}
     more = client.start_flows("bulk", [[4], [5, 6]])
     assert all(isinstance(r, models.RunsRow) for r in more)
     assert [(r.input, r.status) for r in more] == [
@@ -326,9 +316,8 @@ def test_hot_path_variants_skip_validation_with_the_same_effects(client: Recordi
     with pytest.raises(errors.BatchLengthMismatchError):
         client.complete_tasks_execrows([run.run_id], ["each", "each"], [0], [1])
     state = client.get_run_with_states(run.run_id)
-    assert isinstance(state, dict)
-    assert isinstance(state["run"], dict)
-    assert (state["run"]["status"], state["run"]["output"]) == ("completed", {"each": [10, 20, 30]})
+    assert state is not None
+    assert (state.run.status, state.run.output) == ("completed", {"each": [10, 20, 30]})
 
 
 def test_every_public_function_was_called() -> None:

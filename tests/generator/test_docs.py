@@ -127,24 +127,40 @@ def test_diagrams_follow_the_spec() -> None:
     ]
 
 
+GUIDE = ("quick-start", "flows", "workers", "client", "cli", "operations", "generator")
+
+
 def test_committed_docs_build_strictly(tmp_path: Path) -> None:
+    """The site: the hand-written guide beside the generated reference, whose navigation the
+    hook docs/reference_nav.py appends (every reference page is in the navigation)."""
     result = build_site(PROJECT_ROOT / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stdout + result.stderr
-    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    site = tmp_path / "site"
+    for page in GUIDE:
+        assert (site / "guide" / page / "index.html").is_file(), page
+    reference = site / "reference"
+    index = (reference / "index.html").read_text(encoding="utf-8")
     assert "pgflow reference" in index
-    start_flow = (tmp_path / "site" / "functions" / "start_flow" / "index.html").read_text("utf-8")
+    assert 'href="../guide/quick-start/"' in index  # the navigation holds guide and reference
+    start_flow = (reference / "functions" / "start_flow" / "index.html").read_text("utf-8")
     assert 'class="mermaid"' not in start_flow
-    machines = (tmp_path / "site" / "state-machines" / "index.html").read_text("utf-8")
+    assert "The run's input, handed to the root steps" in start_flow
+    machines = (reference / "state-machines" / "index.html").read_text("utf-8")
     assert machines.count('class="mermaid"') == len(load_ir(SPEC).state_machines)
+    generated_nav = yaml.safe_load((PROJECT_ROOT / "generated" / "mkdocs.nav.yml").read_text())
+    assert generated_nav["site_name"] == "pgflow reference"
+    home = (site / "index.html").read_text(encoding="utf-8")
+    for function in load_ir(SPEC).all_functions:
+        assert f'href="reference/functions/{function.name}/"' in home, function.name
 
 
 @pytest.fixture
 def mini_docs(tmp_path: Path) -> Path:
-    """The mini spec's generated docs with an mkdocs.yml like the project's."""
+    """The mini spec's generated docs with the reference-only mkdocs.yml of examples/orders."""
     shutil.copytree(MINI, tmp_path / "spec")
     out = tmp_path / "generated"
     write(generate_files(tmp_path / "spec" / "spec.yaml", out), out)
-    shutil.copy(PROJECT_ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    shutil.copy(PROJECT_ROOT / "examples" / "orders" / "mkdocs.yml", tmp_path / "mkdocs.yml")
     return tmp_path
 
 
@@ -154,3 +170,4 @@ def test_mini_spec_docs_build_strictly(mini_docs: Path) -> None:
     orders = (mini_docs / "site" / "tables" / "orders" / "index.html").read_text("utf-8")
     assert "idx_orders_open" in orders
     assert "shop_clerk" in orders
+    assert "<title>orders - shop reference</title>" in orders  # the default docs title

@@ -56,7 +56,7 @@ VALID_COLUMN = (
 ORDER_COUNT = (
     "roles:\n",
     "  order_count:\n    doc: How many orders a customer placed.\n"
-    "    args: {customer_id: uuid}\n    returns: bigint\n    language: sql\n"
+    "    args: {customer_id: {type: uuid, doc: The customer.}}\n    returns: bigint\n    language: sql\n"
     '    volatility: stable\n    search_path: ""\n    body: functions/order_count.sql\n'
     "roles:\n",
 )
@@ -168,8 +168,10 @@ CASES = [
         "change_function_signature",
         (
             (
-                "      order_id: bigint\n    returns: setof orders\n    language: plpgsql",
-                "      order_id: bigint\n      note: {type: text, default: 'null'}\n"
+                "      order_id: {type: bigint, doc: The order.}\n    returns: setof orders\n"
+                "    language: plpgsql",
+                "      order_id: {type: bigint, doc: The order.}\n"
+                "      note: {type: text, default: 'null', doc: A note.}\n"
                 "    returns: setof orders\n    language: plpgsql",
             ),
         ),
@@ -179,8 +181,9 @@ CASES = [
         (
             VALID_COLUMN,
             (
-                "    args: {name: text}\n",
-                "    args: {name: text, loose: {type: boolean, default: 'false'}}\n",
+                "    args: {name: {type: text, doc: The name to check.}}\n",
+                "    args: {name: {type: text, doc: The name to check.},"
+                " loose: {type: boolean, default: 'false', doc: Accept more.}}\n",
             ),
         ),
         (VALID_COLUMN,),

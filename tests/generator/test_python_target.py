@@ -57,13 +57,13 @@ def mini_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def import_mini(mini_package: Path, module: str) -> ModuleType:
-    """Import a module of the mini package under a private name (it is also pgweave_client)."""
+    """Import a module of the mini package (``shop_client``) under a private name."""
     name = "mini_client"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
             name,
-            mini_package / "pgweave_client" / "__init__.py",
-            submodule_search_locations=[str(mini_package / "pgweave_client")],
+            mini_package / "shop_client" / "__init__.py",
+            submodule_search_locations=[str(mini_package / "shop_client")],
         )
         assert spec is not None
         assert spec.loader is not None
@@ -117,7 +117,8 @@ def test_mini_package_is_ruff_and_mypy_clean(mini_package: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     formatted = run_tool("ruff", "format", "--check", "--config", config, ".", cwd=mini_package)
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
-    result = run_tool("mypy", "--strict", "pgweave_client", cwd=mini_package)
+    assert (mini_package / "shop_client" / "__init__.py").is_file()
+    result = run_tool("mypy", "--strict", "shop_client", cwd=mini_package)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

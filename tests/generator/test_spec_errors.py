@@ -113,8 +113,8 @@ CASES = [
         id="status-default-written-twice",
     ),
     pytest.param(
-        "      order_id: bigint\n      customer_id: uuid\n",
-        "      order_id: bigint\n      customer_id: uuidd\n",
+        "      customer_id: {type: uuid, doc: Who orders.}\n",
+        "      customer_id: {type: uuidd, doc: Who orders.}\n",
         "functions.place_order.args.customer_id.type: unknown type 'uuidd'",
         id="unknown-argument-type",
     ),
@@ -248,3 +248,40 @@ def test_an_internal_function_called_by_an_invoker_grant_is_an_error(mini: SpecC
         "    security: definer\n    body: functions/place_order.sql\n",
     )
     assert load_ir(mini.file).roles[0].implied_execute == ()
+
+
+UNDOCUMENTED = "undocumented argument of a public function: give it a 'doc'"
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["      customer_id: uuid\n", "      customer_id: {type: uuid, doc: '  '}\n"],
+    ids=["shorthand", "blank-doc"],
+)
+def test_an_undocumented_argument_of_a_public_function_is_an_error(
+    mini: SpecCopy, written: str
+) -> None:
+    line = mini.replace("      customer_id: {type: uuid, doc: Who orders.}\n", written)
+    assert issue_at(mini, f"functions.place_order.args.customer_id: {UNDOCUMENTED}") == line
+
+
+def test_an_internal_function_may_leave_its_arguments_undocumented(mini: SpecCopy) -> None:
+    internal_is_valid_name(mini)
+    mini.replace("{name: {type: text, doc: The name to check.}}", "{name: text}")
+    mini.replace("execute: [place_order, ship_order, is_valid_name]", "execute: [place_order]")
+    schema = load_ir(mini.file)
+    (arg,) = next(f for f in schema.all_functions if f.name == "is_valid_name").args
+    assert arg.doc is None
+
+
+def test_a_queue_call_needs_the_queue_setting(mini: SpecCopy) -> None:
+    body = mini.root / "functions" / "is_valid_name.sql"
+    body.write_text("select pgmq.format_table_name(name) is not null\n", encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        load_ir(mini.file)
+    (issue,) = caught.value.issues
+    assert issue.file == body
+    assert issue.line == 1
+    assert "calls 'pgmq.format_table_name' but settings.queue is not set" in issue.message
+    mini.replace("  schema: shop\n", "  schema: shop\n  queue: {provider: pgmq}\n")
+    assert load_ir(mini.file).queue_provider == "pgmq"

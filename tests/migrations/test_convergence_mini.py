@@ -69,8 +69,9 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
 
     # 5. the signature of a function a CHECK uses: the constraint is dropped and re-added
     ws.edit(
-        "    args: {name: text}\n",
-        "    args: {name: text, max_length: {type: integer, default: 100}}\n",
+        "    args: {name: {type: text, doc: The name to check.}}\n",
+        "    args: {name: {type: text, doc: The name to check.},"
+        " max_length: {type: integer, default: 100, doc: Longest name.}}\n",
     )
     ws.edit("check: shop.is_valid_name(name)}", 'check: "shop.is_valid_name(name, 100)"}')
     ws.write("functions/is_valid_name.sql", "select length(name) between 1 and max_length\n")
@@ -143,8 +144,8 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
     ws.edit("idx_orders_open, columns: [customer_id]", "idx_orders_open, columns: [client_id]")
     ws.edit("customers: [select]", "clients: [select]")
     ws.edit(
-        "    args:\n      order_id: bigint\n      customer_id: uuid\n",
-        "    args:\n      order_id: bigint\n      client_id: uuid\n",
+        "      customer_id: {type: uuid, doc: Who orders.}\n",
+        "      client_id: {type: uuid, doc: Who orders.}\n",
     )
     ws.write(
         "functions/place_order.sql",
@@ -182,7 +183,7 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
     ws.edit(
         "functions:\n",
         "functions:\n  order_pair:\n    doc: The order id and its priority.\n"
-        "    args: {order_id: bigint}\n    returns: pair\n    language: sql\n"
+        "    args: {order_id: {type: bigint, doc: The order.}}\n    returns: pair\n    language: sql\n"
         '    search_path: ""\n    body: functions/order_pair.sql\n',
     )
     ws.write(
@@ -242,7 +243,7 @@ def test_mini_spec_evolves_and_converges(mini_ws: Workspace, fresh_db: FreshDb) 
     ws.edit("  shop_auditor:\n    doc: Reads orders.\n    tables: {orders: [select]}\n", "")
     ws.edit(
         "  order_pair:\n    doc: The order id and its priority.\n"
-        "    args: {order_id: bigint}\n    returns: pair\n    language: sql\n"
+        "    args: {order_id: {type: bigint, doc: The order.}}\n    returns: pair\n    language: sql\n"
         '    search_path: ""\n    body: functions/order_pair.sql\n',
         "",
     )

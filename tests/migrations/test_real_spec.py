@@ -59,7 +59,11 @@ def add_step_option(ws: Workspace) -> None:
             "type": "integer",
             "doc": "Priority of the step's tasks.",
         }
-        spec["functions"]["add_step"]["args"]["priority"] = {"type": "integer", "default": "null"}
+        spec["functions"]["add_step"]["args"]["priority"] = {
+            "type": "integer",
+            "default": "null",
+            "doc": "Higher runs first.",
+        }
     anchor = "  return result;\nend;"
     body = (ws.root / "spec" / "functions" / "add_step.sql").read_text(encoding="utf-8")
     assert anchor in body, "add_step.sql no longer ends with 'return result; end;': adapt the edit"
@@ -89,6 +93,7 @@ def change_function_signature(ws: Workspace) -> None:
         spec["functions"]["is_valid_slug"]["args"]["max_length"] = {
             "type": "integer",
             "default": 128,
+            "doc": "Longest valid slug.",
         }
     body = (ws.root / "spec" / "functions" / "is_valid_slug.sql").read_text(encoding="utf-8")
     if "length(slug) <= 128" in body:
@@ -109,7 +114,7 @@ def add_status(ws: Workspace) -> None:
         run["transitions"].append({"from": "started", "to": "expired", "by": ["expire_run"]})
         spec["functions"]["expire_run"] = {
             "doc": "Expire a started run.",
-            "args": {"run_id": "uuid"},
+            "args": {"run_id": {"type": "uuid", "doc": "The run to expire."}},
             "returns": "void",
             "language": "sql",
             "search_path": "",

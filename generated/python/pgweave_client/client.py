@@ -31,7 +31,15 @@ from ._base import (
     jsonb,
     jsonb_array,
 )
-from .models import FlowsRow, RunsRow, StepsRow, StepTaskRecord, StepTasksRow, WorkersRow
+from .models import (
+    FlowsRow,
+    GetRunWithStatesJson,
+    RunsRow,
+    StepsRow,
+    StepTaskRecord,
+    StepTasksRow,
+    WorkersRow,
+)
 
 Row = dict[str, Any]
 
@@ -100,6 +108,24 @@ class PgflowClient:
 
         Calls ``pgflow.add_step(flow_slug text, step_slug text, deps_slugs text[] default '{}', max_attempts integer default null, base_delay integer default null, timeout integer default null, start_delay integer default null, step_type text default 'single', required_input_pattern jsonb default null, forbidden_input_pattern jsonb default null, when_unmet text default 'skip', when_exhausted text default 'fail')``.
 
+        Args:
+            flow_slug: The flow the step belongs to; it must exist.
+            step_slug: Slug of the step, unique within the flow.
+            deps_slugs: Steps whose outputs this step needs; each must already exist and be listed once.
+            max_attempts: Attempts per task for this step (NULL: the flow's).
+            base_delay: Retry base delay in seconds for this step (NULL: the flow's).
+            timeout: Seconds a task of this step may run (NULL: the flow's).
+            start_delay: Seconds to wait before the step's first tasks become visible (NULL: none).
+            step_type: 'single' (one task) or 'map' (one task per element of its input array).
+            required_input_pattern: The `if` condition: the step runs only when its input contains this JSON object
+                (NULL: always).
+            forbidden_input_pattern: The `ifNot` condition: the step runs only when its input does not contain this
+                JSON object (NULL: never skipped by it).
+            when_unmet: What an unmet condition does: 'fail' the run, 'skip' the step, or 'skip-cascade'
+                it and its dependants.
+            when_exhausted: What a task out of attempts does: 'fail' the run, 'skip' the step, or 'skip-
+                cascade' it and its dependants.
+
         Raises:
             errors.MapStepTooManyDependenciesError: A map step maps over exactly one dependency's array (or the flow input).
             errors.DuplicateDependenciesError: A step lists a dependency more than once (it would wait forever for the second
@@ -166,6 +192,10 @@ class PgflowClient:
         3600 (and never negative) so it never overflows whatever the attempts count.
 
         Calls ``pgflow.calculate_retry_delay(base_delay numeric, attempts_count integer)``.
+
+        Args:
+            base_delay: Base delay in seconds (the step's or the flow's opt_base_delay).
+            attempts_count: Attempts made so far; each one doubles the delay.
         """
         rows = self._call(
             "calculate_retry_delay",
@@ -191,6 +221,10 @@ class PgflowClient:
         Returns the run row.
 
         Calls ``pgflow.cancel_run(run_id uuid, reason text default null)``.
+
+        Args:
+            run_id: The run to cancel.
+            reason: Why, stored in runs.cancel_reason and sent with run:cancelled.
 
         Raises:
             errors.RunNotFoundError: The run does not exist.
@@ -226,6 +260,13 @@ class PgflowClient:
         repeated calls change nothing.
 
         Calls ``pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb)``.
+
+        Args:
+            run_id: The task's run.
+            step_slug: The task's step.
+            task_index: The task's index (0 for a single step; the element's index for a map).
+            output: The handler's output, stored as given (a map step's output is the array of its
+                tasks' outputs).
 
         Raises:
             errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
@@ -296,6 +337,12 @@ class PgflowClient:
 
         Calls ``pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[], outputs jsonb[])``.
 
+        Args:
+            run_ids: Run of each task, in completion order.
+            step_slugs: Step of each task; same length as run_ids.
+            task_indexes: Index of each task; same length as run_ids.
+            outputs: Output of each task; same length as run_ids.
+
         Raises:
             errors.BatchLengthMismatchError: A batch call needs arrays of one length, one element per task.
             errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
@@ -365,6 +412,12 @@ class PgflowClient:
 
         Calls ``pgflow.create_flow(flow_slug text, max_attempts integer default null, base_delay integer default null, timeout integer default null)``.
 
+        Args:
+            flow_slug: Slug of the new flow; also the name of its pgmq queue.
+            max_attempts: Attempts per task, including the first (NULL: 3).
+            base_delay: Base of the exponential retry delay in seconds (NULL: 5).
+            timeout: Seconds a task may run before it counts as stalled (NULL: 60).
+
         Raises:
             errors.InvalidFlowSlugError: The flow slug is not a valid slug.
             errors.FlowSlugTooLongError: A flow slug is longer than pgmq allows for its queue's name (47 characters).
@@ -402,6 +455,9 @@ class PgflowClient:
         A queue that is already gone, or an unknown flow, is not an error.
 
         Calls ``pgflow.delete_flow_and_data(p_flow_slug text)``.
+
+        Args:
+            p_flow_slug: The flow to delete with its queue, steps, runs, step states and tasks.
         """
         self._call(
             "delete_flow_and_data",
@@ -424,6 +480,13 @@ class PgflowClient:
         (see _session_is_admin); local mode is set by the database's configuration.
 
         Calls ``pgflow.ensure_flow_compiled(flow_slug text, shape jsonb, allow_data_loss boolean default false)``.
+
+        Args:
+            flow_slug: The flow to compile or verify.
+            shape: The worker's flow shape: a JSON object with a steps array (as the DSL compiles
+                it).
+            allow_data_loss: Recompile a differing flow, deleting its runs (needs an admin session unless the
+                database is local).
 
         Raises:
             errors.InvalidFlowShapeError: ensure_flow_compiled was given a shape that is not a JSON object with a steps
@@ -462,6 +525,13 @@ class PgflowClient:
         never started), as in pgflow.
 
         Calls ``pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text)``.
+
+        Args:
+            run_id: The task's run.
+            step_slug: The task's step.
+            task_index: The task's index (0 for a single step; the element's index for a map).
+            error_message: What went wrong, stored on the task (and on the step and run when it fails
+                them).
 
         Raises:
             errors.TasklessCascadeLimitError: More than 50 waves of taskless steps completed in one call.
@@ -506,6 +576,15 @@ class PgflowClient:
 
         Calls ``pgflow.fail_task_with_details(run_id uuid, step_slug text, task_index integer, error_message text, retry_delay numeric default null, error_type text default null, error_traceback text default null)``.
 
+        Args:
+            run_id: The run of the task.
+            step_slug: The step of the task.
+            task_index: The task index (0 for a single step).
+            error_message: The error text, stored in step_tasks.error_message.
+            retry_delay: Seconds before the next attempt instead of the backoff (0 to 3600), or null.
+            error_type: The exception type, stored in step_tasks.error_type.
+            error_traceback: The traceback (its last 8000 characters are kept).
+
         Raises:
             errors.InvalidRetryDelayError: fail_task_with_details got a retry delay that is negative, not finite or above
                 the cap.
@@ -539,10 +618,13 @@ class PgflowClient:
     def get_run_with_states(
         self,
         run_id: uuid.UUID,
-    ) -> JsonValue:
+    ) -> GetRunWithStatesJson | None:
         """A run and its step states as {"run", "steps"}; NULL for an unknown run.
 
         Calls ``pgflow.get_run_with_states(run_id uuid)``.
+
+        Args:
+            run_id: The run to read.
         """
         rows = self._call(
             "get_run_with_states",
@@ -550,7 +632,8 @@ class PgflowClient:
             (),
             from_clause=False,
         )
-        return cast("JsonValue", next(iter(rows[0].values())))
+        value = next(iter(rows[0].values()))
+        return None if value is None else GetRunWithStatesJson.model_validate(value)
 
     def is_local(
         self,
@@ -579,6 +662,9 @@ class PgflowClient:
         digits and underscores not starting with a digit, and not the reserved 'run'.
 
         Calls ``pgflow.is_valid_slug(slug text)``.
+
+        Args:
+            slug: The text to check.
         """
         rows = self._call(
             "is_valid_slug",
@@ -595,6 +681,9 @@ class PgflowClient:
         """Record that a worker stopped.
 
         Calls ``pgflow.mark_worker_stopped(worker_id uuid)``.
+
+        Args:
+            worker_id: The worker that stopped.
         """
         self._call(
             "mark_worker_stopped",
@@ -611,6 +700,9 @@ class PgflowClient:
         wait). Pausing a paused flow returns it unchanged (no event). Returns the flow row.
 
         Calls ``pgflow.pause_flow(flow_slug text)``.
+
+        Args:
+            flow_slug: The flow whose runs (present and new) to pause.
 
         Raises:
             errors.UnknownFlowError: pause_flow or unpause_flow named a flow that does not exist.
@@ -636,6 +728,9 @@ class PgflowClient:
         row.
 
         Calls ``pgflow.pause_run(run_id uuid)``.
+
+        Args:
+            run_id: The run to pause.
 
         Raises:
             errors.RunNotFoundError: The run does not exist.
@@ -670,6 +765,13 @@ class PgflowClient:
 
         Calls ``pgflow.poll_messages(flow_slug text, vt integer, qty integer, max_poll_seconds integer default 5, poll_interval_ms integer default 100)``.
 
+        Args:
+            flow_slug: The flow whose queue to poll.
+            vt: Seconds the messages read stay hidden from other workers.
+            qty: Most messages to read.
+            max_poll_seconds: Longest wait for a visible message, in seconds.
+            poll_interval_ms: Pause between checks while waiting, in milliseconds.
+
         Raises:
             errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
         """
@@ -697,6 +799,9 @@ class PgflowClient:
         progress and their archived messages are kept, however old.
 
         Calls ``pgflow.prune_data_older_than(retention_interval interval)``.
+
+        Args:
+            retention_interval: How much history to keep, e.g. '30 days'.
         """
         self._call(
             "prune_data_older_than",
@@ -719,6 +824,13 @@ class PgflowClient:
         it) is not waited for but left, like an id start_tasks ignores.
 
         Calls ``pgflow.read_and_start_tasks(flow_slug text, worker_id uuid, qty integer, vt integer default 5)``.
+
+        Args:
+            flow_slug: The flow whose queue to read.
+            worker_id: The worker starting the tasks (recorded as each task's last_worker_id).
+            qty: Most messages to read and tasks to start.
+            vt: Seconds the messages stay hidden before start_tasks extends them to the step's
+                timeout.
 
         Raises:
             errors.QueueMissingError: The flow's pgmq queue does not exist (pgmq's own error).
@@ -767,6 +879,11 @@ class PgflowClient:
         """Register (or re-register) a worker process polling a queue.
 
         Calls ``pgflow.register_worker(worker_id uuid, queue_name text, function_name text)``.
+
+        Args:
+            worker_id: The worker's id (chosen by the worker).
+            queue_name: The queue (flow slug) it polls.
+            function_name: A name for what the worker runs, for operators.
         """
         rows = self._call(
             "register_worker",
@@ -810,6 +927,9 @@ class PgflowClient:
 
         Calls ``pgflow.resume_run(run_id uuid)``.
 
+        Args:
+            run_id: The failed or cancelled run to continue, reusing its completed work.
+
         Raises:
             errors.RunNotFoundError: The run does not exist.
             errors.RunNotRestartableError: retry_run or resume_run on a run that is neither failed nor cancelled.
@@ -842,6 +962,9 @@ class PgflowClient:
         run row. Other runs are refused.
 
         Calls ``pgflow.retry_run(run_id uuid)``.
+
+        Args:
+            run_id: The failed or cancelled run to start again from scratch.
 
         Raises:
             errors.RunNotFoundError: The run does not exist.
@@ -877,6 +1000,9 @@ class PgflowClient:
 
         Calls ``pgflow.setup_requeue_stalled_tasks_cron(cron_interval text default '15 seconds')``.
 
+        Args:
+            cron_interval: pg_cron schedule of the job, e.g. '15 seconds' or a cron expression.
+
         Raises:
             errors.PgCronMissingError: Scheduling with pg_cron was asked for but pg_cron is not installed.
         """
@@ -900,6 +1026,12 @@ class PgflowClient:
         needs an array input.
 
         Calls ``pgflow.start_flow(flow_slug text, input jsonb, run_id uuid default null)``.
+
+        Args:
+            flow_slug: The flow to run; it must exist.
+            input: The run's input, handed to the root steps (an array when the root step is a
+                map).
+            run_id: Id for the new run (NULL: a random one).
 
         Raises:
             errors.RootMapInputNullError: A flow with a root map step was started with a SQL NULL input.
@@ -943,6 +1075,12 @@ class PgflowClient:
         with one key start one run. Returns the run row.
 
         Calls ``pgflow.start_flow_idempotent(flow_slug text, input jsonb, idempotency_key text default null, run_id uuid default null)``.
+
+        Args:
+            flow_slug: The flow to start.
+            input: The run input.
+            idempotency_key: A key naming this start: the same key returns the run it started.
+            run_id: An explicit run id: an existing run of the same flow and input is returned.
 
         Raises:
             errors.IdempotencyKeyMissingError: start_flow_idempotent needs an idempotency key or a run id to be idempotent.
@@ -990,6 +1128,12 @@ class PgflowClient:
 
         Calls ``pgflow.start_flow_with_states(flow_slug text, input jsonb, run_id uuid default null)``.
 
+        Args:
+            flow_slug: The flow to run; it must exist.
+            input: The run's input, handed to the root steps (an array when the root step is a
+                map).
+            run_id: Id for the new run (NULL: a random one).
+
         Raises:
             errors.RootMapInputNullError: A flow with a root map step was started with a SQL NULL input.
             errors.RootMapInputNotArrayError: A flow with a root map step was started with an input that is not a JSON array.
@@ -1029,6 +1173,10 @@ class PgflowClient:
         input fails the whole call and starts nothing.
 
         Calls ``pgflow.start_flows(flow_slug text, inputs jsonb[])``.
+
+        Args:
+            flow_slug: The flow to start runs of.
+            inputs: One input per run, in the order the runs are returned.
 
         Raises:
             errors.StartFlowsInputsInvalidError: start_flows was called with a SQL NULL or a multidimensional array instead of a
@@ -1072,6 +1220,12 @@ class PgflowClient:
         each message's visibility to the step's timeout + 2 s. Ids it cannot start are ignored.
 
         Calls ``pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)``.
+
+        Args:
+            flow_slug: The flow whose queue the messages were read from.
+            msg_ids: Ids of the messages read (poll_messages or pgmq.read_with_poll); ids it cannot
+                start are ignored.
+            worker_id: The worker starting the tasks (recorded as each task's last_worker_id).
         """
         rows = self._call(
             "start_tasks",
@@ -1115,6 +1269,9 @@ class PgflowClient:
 
         Calls ``pgflow.unpause_flow(flow_slug text)``.
 
+        Args:
+            flow_slug: The paused flow to let go on.
+
         Raises:
             errors.UnknownFlowError: pause_flow or unpause_flow named a flow that does not exist.
 
@@ -1138,6 +1295,9 @@ class PgflowClient:
 
         Calls ``pgflow.unpause_run(run_id uuid)``.
 
+        Args:
+            run_id: The paused run to let go on.
+
         Raises:
             errors.RunNotFoundError: The run does not exist.
 
@@ -1159,6 +1319,9 @@ class PgflowClient:
         unknown) and should stop taking new work.
 
         Calls ``pgflow.worker_heartbeat(worker_id uuid)``.
+
+        Args:
+            worker_id: The worker sending the heartbeat.
         """
         rows = self._call(
             "worker_heartbeat",

@@ -24,17 +24,53 @@ class AddStepArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow the step belongs to; it must exist.
+    """
     step_slug: str
+    """
+    Slug of the step, unique within the flow.
+    """
     deps_slugs: list[str] = []
+    """
+    Steps whose outputs this step needs; each must already exist and be listed once.
+    """
     max_attempts: int | None = None
+    """
+    Attempts per task for this step (NULL: the flow's).
+    """
     base_delay: int | None = None
+    """
+    Retry base delay in seconds for this step (NULL: the flow's).
+    """
     timeout: int | None = None
+    """
+    Seconds a task of this step may run (NULL: the flow's).
+    """
     start_delay: int | None = None
+    """
+    Seconds to wait before the step's first tasks become visible (NULL: none).
+    """
     step_type: str = "single"
+    """
+    'single' (one task) or 'map' (one task per element of its input array).
+    """
     required_input_pattern: JsonValue | None = None
+    """
+    The `if` condition: the step runs only when its input contains this JSON object (NULL: always).
+    """
     forbidden_input_pattern: JsonValue | None = None
+    """
+    The `ifNot` condition: the step runs only when its input does not contain this JSON object (NULL: never skipped by it).
+    """
     when_unmet: str = "skip"
+    """
+    What an unmet condition does: 'fail' the run, 'skip' the step, or 'skip-cascade' it and its dependants.
+    """
     when_exhausted: str = "fail"
+    """
+    What a task out of attempts does: 'fail' the run, 'skip' the step, or 'skip-cascade' it and its dependants.
+    """
 
 
 class CalculateRetryDelayArgs(BaseModel):
@@ -47,7 +83,13 @@ class CalculateRetryDelayArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     base_delay: Decimal
+    """
+    Base delay in seconds (the step's or the flow's opt_base_delay).
+    """
     attempts_count: int
+    """
+    Attempts made so far; each one doubles the delay.
+    """
 
 
 class CancelRunArgs(BaseModel):
@@ -59,7 +101,13 @@ class CancelRunArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The run to cancel.
+    """
     reason: str | None = None
+    """
+    Why, stored in runs.cancel_reason and sent with run:cancelled.
+    """
 
 
 class CompleteTaskArgs(BaseModel):
@@ -72,9 +120,21 @@ class CompleteTaskArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     run_id: UUID
+    """
+    The task's run.
+    """
     step_slug: str
+    """
+    The task's step.
+    """
     task_index: int
+    """
+    The task's index (0 for a single step; the element's index for a map).
+    """
     output: JsonValue
+    """
+    The handler's output, stored as given (a map step's output is the array of its tasks' outputs).
+    """
 
 
 class CompleteTasksArgs(BaseModel):
@@ -87,9 +147,21 @@ class CompleteTasksArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     run_ids: list[UUID]
+    """
+    Run of each task, in completion order.
+    """
     step_slugs: list[str]
+    """
+    Step of each task; same length as run_ids.
+    """
     task_indexes: list[int]
+    """
+    Index of each task; same length as run_ids.
+    """
     outputs: list[JsonValue]
+    """
+    Output of each task; same length as run_ids.
+    """
 
 
 class CreateFlowArgs(BaseModel):
@@ -101,9 +173,21 @@ class CreateFlowArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    Slug of the new flow; also the name of its pgmq queue.
+    """
     max_attempts: int | None = None
+    """
+    Attempts per task, including the first (NULL: 3).
+    """
     base_delay: int | None = None
+    """
+    Base of the exponential retry delay in seconds (NULL: 5).
+    """
     timeout: int | None = None
+    """
+    Seconds a task may run before it counts as stalled (NULL: 60).
+    """
 
 
 class DeleteFlowAndDataArgs(BaseModel):
@@ -115,6 +199,9 @@ class DeleteFlowAndDataArgs(BaseModel):
         extra="forbid",
     )
     p_flow_slug: str
+    """
+    The flow to delete with its queue, steps, runs, step states and tasks.
+    """
 
 
 class DepsInsert(BaseModel):
@@ -184,8 +271,17 @@ class EnsureFlowCompiledArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to compile or verify.
+    """
     shape: JsonValue
+    """
+    The worker's flow shape: a JSON object with a steps array (as the DSL compiles it).
+    """
     allow_data_loss: bool = False
+    """
+    Recompile a differing flow, deleting its runs (needs an admin session unless the database is local).
+    """
 
 
 class FailTaskArgs(BaseModel):
@@ -197,9 +293,21 @@ class FailTaskArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The task's run.
+    """
     step_slug: str
+    """
+    The task's step.
+    """
     task_index: int
+    """
+    The task's index (0 for a single step; the element's index for a map).
+    """
     error_message: str
+    """
+    What went wrong, stored on the task (and on the step and run when it fails them).
+    """
 
 
 class FailTaskWithDetailsArgs(BaseModel):
@@ -212,12 +320,33 @@ class FailTaskWithDetailsArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     run_id: UUID
+    """
+    The run of the task.
+    """
     step_slug: str
+    """
+    The step of the task.
+    """
     task_index: int
+    """
+    The task index (0 for a single step).
+    """
     error_message: str
+    """
+    The error text, stored in step_tasks.error_message.
+    """
     retry_delay: Decimal | None = None
+    """
+    Seconds before the next attempt instead of the backoff (0 to 3600), or null.
+    """
     error_type: str | None = None
+    """
+    The exception type, stored in step_tasks.error_type.
+    """
     error_traceback: str | None = None
+    """
+    The traceback (its last 8000 characters are kept).
+    """
 
 
 class FlowsInsert(BaseModel):
@@ -319,6 +448,18 @@ class GetRunWithStatesArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The run to read.
+    """
+
+
+class GetRunWithStatesJson(BaseModel):
+    """
+    The JSON object pgflow.get_run_with_states returns.
+    """
+
+    run: RunsRow
+    steps: list[StepStatesRow]
 
 
 class IsLocalArgs(BaseModel):
@@ -340,6 +481,9 @@ class IsValidSlugArgs(BaseModel):
         extra="forbid",
     )
     slug: str
+    """
+    The text to check.
+    """
 
 
 class MarkWorkerStoppedArgs(BaseModel):
@@ -351,6 +495,9 @@ class MarkWorkerStoppedArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker that stopped.
+    """
 
 
 class PauseFlowArgs(BaseModel):
@@ -362,6 +509,9 @@ class PauseFlowArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose runs (present and new) to pause.
+    """
 
 
 class PauseRunArgs(BaseModel):
@@ -373,6 +523,9 @@ class PauseRunArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The run to pause.
+    """
 
 
 class PollMessagesArgs(BaseModel):
@@ -384,10 +537,25 @@ class PollMessagesArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue to poll.
+    """
     vt: int
+    """
+    Seconds the messages read stay hidden from other workers.
+    """
     qty: int
+    """
+    Most messages to read.
+    """
     max_poll_seconds: int = 5
+    """
+    Longest wait for a visible message, in seconds.
+    """
     poll_interval_ms: int = 100
+    """
+    Pause between checks while waiting, in milliseconds.
+    """
 
 
 class PruneDataOlderThanArgs(BaseModel):
@@ -399,6 +567,9 @@ class PruneDataOlderThanArgs(BaseModel):
         extra="forbid",
     )
     retention_interval: timedelta
+    """
+    How much history to keep, e.g. '30 days'.
+    """
 
 
 class ReadAndStartTasksArgs(BaseModel):
@@ -410,9 +581,21 @@ class ReadAndStartTasksArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue to read.
+    """
     worker_id: UUID
+    """
+    The worker starting the tasks (recorded as each task's last_worker_id).
+    """
     qty: int
+    """
+    Most messages to read and tasks to start.
+    """
     vt: int = 5
+    """
+    Seconds the messages stay hidden before start_tasks extends them to the step's timeout.
+    """
 
 
 class RegisterWorkerArgs(BaseModel):
@@ -424,8 +607,17 @@ class RegisterWorkerArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker's id (chosen by the worker).
+    """
     queue_name: str
+    """
+    The queue (flow slug) it polls.
+    """
     function_name: str
+    """
+    A name for what the worker runs, for operators.
+    """
 
 
 class RequeueStalledTasksArgs(BaseModel):
@@ -447,6 +639,9 @@ class ResumeRunArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The failed or cancelled run to continue, reusing its completed work.
+    """
 
 
 class RetryRunArgs(BaseModel):
@@ -458,6 +653,9 @@ class RetryRunArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The failed or cancelled run to start again from scratch.
+    """
 
 
 class RunStatus(StrEnum):
@@ -608,6 +806,9 @@ class SetupRequeueStalledTasksCronArgs(BaseModel):
         extra="forbid",
     )
     cron_interval: str = "15 seconds"
+    """
+    pg_cron schedule of the job, e.g. '15 seconds' or a cron expression.
+    """
 
 
 class StartFlowArgs(BaseModel):
@@ -620,8 +821,17 @@ class StartFlowArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to run; it must exist.
+    """
     input: JsonValue
+    """
+    The run's input, handed to the root steps (an array when the root step is a map).
+    """
     run_id: UUID | None = None
+    """
+    Id for the new run (NULL: a random one).
+    """
 
 
 class StartFlowIdempotentArgs(BaseModel):
@@ -634,9 +844,21 @@ class StartFlowIdempotentArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to start.
+    """
     input: JsonValue
+    """
+    The run input.
+    """
     idempotency_key: str | None = None
+    """
+    A key naming this start: the same key returns the run it started.
+    """
     run_id: UUID | None = None
+    """
+    An explicit run id: an existing run of the same flow and input is returned.
+    """
 
 
 class StartFlowWithStatesArgs(BaseModel):
@@ -649,8 +871,17 @@ class StartFlowWithStatesArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to run; it must exist.
+    """
     input: JsonValue
+    """
+    The run's input, handed to the root steps (an array when the root step is a map).
+    """
     run_id: UUID | None = None
+    """
+    Id for the new run (NULL: a random one).
+    """
 
 
 class StartFlowsArgs(BaseModel):
@@ -663,7 +894,13 @@ class StartFlowsArgs(BaseModel):
         arbitrary_types_allowed=True,
     )
     flow_slug: str
+    """
+    The flow to start runs of.
+    """
     inputs: list[JsonValue]
+    """
+    One input per run, in the order the runs are returned.
+    """
 
 
 class StartTasksArgs(BaseModel):
@@ -675,8 +912,17 @@ class StartTasksArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The flow whose queue the messages were read from.
+    """
     msg_ids: list[int]
+    """
+    Ids of the messages read (poll_messages or pgmq.read_with_poll); ids it cannot start are ignored.
+    """
     worker_id: UUID
+    """
+    The worker starting the tasks (recorded as each task's last_worker_id).
+    """
 
 
 class StepStateStatus(StrEnum):
@@ -1115,6 +1361,9 @@ class UnpauseFlowArgs(BaseModel):
         extra="forbid",
     )
     flow_slug: str
+    """
+    The paused flow to let go on.
+    """
 
 
 class UnpauseRunArgs(BaseModel):
@@ -1126,6 +1375,9 @@ class UnpauseRunArgs(BaseModel):
         extra="forbid",
     )
     run_id: UUID
+    """
+    The paused run to let go on.
+    """
 
 
 class WorkerHeartbeatArgs(BaseModel):
@@ -1137,6 +1389,9 @@ class WorkerHeartbeatArgs(BaseModel):
         extra="forbid",
     )
     worker_id: UUID
+    """
+    The worker sending the heartbeat.
+    """
 
 
 class WorkersInsert(BaseModel):

@@ -10,7 +10,15 @@ from typing import TypeAlias
 
 from pydantic import JsonValue
 
-from .models import FlowsRow, RunsRow, StepsRow, StepTaskRecord, StepTasksRow, WorkersRow
+from .models import (
+    FlowsRow,
+    GetRunWithStatesJson,
+    RunsRow,
+    StepsRow,
+    StepTaskRecord,
+    StepTasksRow,
+    WorkersRow,
+)
 
 AddStepResult: TypeAlias = StepsRow
 """Result of ``pgflow.add_step`` (arguments: ``AddStepArgs``)."""
@@ -42,7 +50,7 @@ FailTaskResult: TypeAlias = list[StepTasksRow]
 FailTaskWithDetailsResult: TypeAlias = list[StepTasksRow]
 """Result of ``pgflow.fail_task_with_details`` (arguments: ``FailTaskWithDetailsArgs``)."""
 
-GetRunWithStatesResult: TypeAlias = JsonValue
+GetRunWithStatesResult: TypeAlias = GetRunWithStatesJson | None
 """Result of ``pgflow.get_run_with_states`` (arguments: ``GetRunWithStatesArgs``)."""
 
 IsLocalResult: TypeAlias = bool | None

@@ -1,0 +1,3 @@
+insert into fulfilment.customers (email, name)
+values (register_customer.email, register_customer.name)
+returning *
