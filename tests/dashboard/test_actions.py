@@ -154,6 +154,10 @@ def test_pause_holds_the_run_and_unpause_releases_it(
         page = client.get(f"/runs/{run_id}").text
         assert re.search(r'id="run-paused"><span class="status st-paused">paused</span> run', page)
         assert read_and_start(conn, diamond) == []  # its queued task does not start
+        listed = client.get("/runs").text
+        assert re.search(
+            rf'data-run-id="{run_id}">.*?st-started.*?st-paused">paused<', listed, re.S
+        )
         assert act(client, "unpause", run_id).status_code == 303
     assert run_row(conn, run_id)["paused_at"] is None
     assert 'id="run-paused"' not in client.get(f"/runs/{run_id}").text

@@ -241,7 +241,13 @@ def test_screenshots(
         start_flow(conn, "analyze_website", {"url": f"https://example.com/{n}"})
     tasks = read_and_start(conn, "analyze_website", qty=3)
     complete(conn, tasks[0], "<html>…</html>")
-    fail(conn, tasks[1], "TimeoutError: fetching https://example.com/1 took longer than 30 s")
+    conn.execute(
+        "select pgflow.fail_task_with_details(%s, 'website', 0, %s, error_type => 'TimeoutError',"
+        " error_traceback => %s)",
+        (tasks[1]["run_id"], "fetching https://example.com/1 took longer than 30 s",
+         'Traceback (most recent call last):\n  File "flows.py", line 12, in website\nTimeoutError'),
+    )  # fmt: skip
+    conn.execute("select pgflow.cancel_run(%s, 'superseded')", (tasks[2]["run_id"],))
     live = start_flow(conn, diamond, {"items": ["x", "y", "z"]})["run_id"]
     (root,) = read_and_start(conn, diamond)
     complete(conn, root, ["x", "y", "z"])
