@@ -27,6 +27,8 @@ class Action:
     signature: str  # for to_regprocedure
     takes_reason: bool = False
     starts_run: bool = False  # returns a new run (retry, resume), whose page comes next
+    statuses: tuple[str, ...] | None = None  # the run statuses it applies to (runs only)
+    when_paused: bool | None = None  # applies only while paused (True) / not paused (False)
 
     def sql(self) -> sql.Composed:
         """The call, with the target (and a reason) as parameters; yields the returned row."""
@@ -34,35 +36,79 @@ class Action:
         return sql.SQL("select * from pgflow.{}({})").format(sql.Identifier(self.function), args)
 
     def applies(self, state: Row) -> bool:
-        """Whether the action makes sense for a run (``status``, ``paused_at``) or a flow
-        (``paused_at``) in this state; the engine refuses the others anyway."""
-        paused = state["paused_at"] is not None
-        match self.name:
-            case "cancel":
-                return bool(state["status"] == "started")
-            case "pause":
-                return state["status"] == "started" and not paused
-            case "retry" | "resume":
-                return state["status"] in ("failed", "cancelled")
-            case "unpause":
-                return state["status"] == "started" and paused
-            case "pause_flow":
-                return not paused
-        return paused  # unpause_flow
+        """Whether the action fits a run's (``status``, ``paused_at``) or a flow's
+        (``paused_at``) state; the engine would refuse or ignore the others."""
+        if self.statuses is not None and state["status"] not in self.statuses:
+            return False
+        return self.when_paused is None or self.when_paused == (state["paused_at"] is not None)
 
 
+STARTED = ("started",)
+RESTARTABLE = ("failed", "cancelled")
 ACTIONS = {
     action.name: action
     for action in (
-        Action("cancel", "Cancel run", "run", "cancel_run", "pgflow.cancel_run(uuid, text)", True),
-        Action("pause", "Pause run", "run", "pause_run", "pgflow.pause_run(uuid)"),
-        Action("unpause", "Unpause run", "run", "unpause_run", "pgflow.unpause_run(uuid)"),
-        Action("retry", "Retry run", "run", "retry_run", "pgflow.retry_run(uuid)", starts_run=True),
         Action(
-            "resume", "Resume run", "run", "resume_run", "pgflow.resume_run(uuid)", starts_run=True
+            "cancel",
+            "Cancel run",
+            "run",
+            "cancel_run",
+            "pgflow.cancel_run(uuid, text)",
+            takes_reason=True,
+            statuses=STARTED,
         ),
-        Action("pause_flow", "Pause flow", "flow", "pause_flow", "pgflow.pause_flow(text)"),
-        Action("unpause_flow", "Unpause flow", "flow", "unpause_flow", "pgflow.unpause_flow(text)"),
+        Action(
+            "pause",
+            "Pause run",
+            "run",
+            "pause_run",
+            "pgflow.pause_run(uuid)",
+            statuses=STARTED,
+            when_paused=False,
+        ),
+        Action(
+            "unpause",
+            "Unpause run",
+            "run",
+            "unpause_run",
+            "pgflow.unpause_run(uuid)",
+            statuses=STARTED,
+            when_paused=True,
+        ),
+        Action(
+            "retry",
+            "Retry run",
+            "run",
+            "retry_run",
+            "pgflow.retry_run(uuid)",
+            starts_run=True,
+            statuses=RESTARTABLE,
+        ),
+        Action(
+            "resume",
+            "Resume run",
+            "run",
+            "resume_run",
+            "pgflow.resume_run(uuid)",
+            starts_run=True,
+            statuses=RESTARTABLE,
+        ),
+        Action(
+            "pause_flow",
+            "Pause flow",
+            "flow",
+            "pause_flow",
+            "pgflow.pause_flow(text)",
+            when_paused=False,
+        ),
+        Action(
+            "unpause_flow",
+            "Unpause flow",
+            "flow",
+            "unpause_flow",
+            "pgflow.unpause_flow(text)",
+            when_paused=True,
+        ),
     )
 }
 

@@ -101,6 +101,7 @@ def test_revoked_function_is_neither_offered_nor_accepted(
     assert page.status_code == 200, page.text  # the role still reads all the page needs
     assert buttons(page.text) == ["Cancel run"]
     assert act(client, "pause", run_id).status_code == 404
+    assert client.get("/metrics").status_code == 200
     assert run_row(conn, run_id)["paused_at"] is None
 
 
