@@ -122,9 +122,11 @@ async def runs_by_flow(conn: AsyncConnection[Any]) -> list[Row]:
         " select count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'started') as hour_started,"
         " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'completed') as hour_completed,"
         " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'failed') as hour_failed,"
+        " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'cancelled') as hour_cancelled,"
         " count(*) filter (where r.status = 'started') as day_started,"
         " count(*) filter (where r.status = 'completed') as day_completed,"
-        " count(*) filter (where r.status = 'failed') as day_failed"
+        " count(*) filter (where r.status = 'failed') as day_failed,"
+        " count(*) filter (where r.status = 'cancelled') as day_cancelled"
         " from pgflow.runs as r"
         " where r.flow_slug = f.flow_slug and r.started_at > now() - interval '1 day') as c"
         " order by f.flow_slug",

@@ -32,6 +32,8 @@ def test_overview_counts_runs_queue_and_workers(
 ) -> None:
     run_diamond(conn, diamond, ["a", "b"])
     start_flow(conn, diamond, {"items": []})  # one running run, its root task queued
+    cancelled = start_flow(conn, diamond, {"items": []})["run_id"]
+    conn.execute("select pgflow.cancel_run(%s)", (cancelled,))  # its root message archived
 
     page = served.client().get("/")
 
@@ -39,8 +41,9 @@ def test_overview_counts_runs_queue_and_workers(
     row = re.search(r'<tr data-flow="diamond">(.*?)</tr>', page.text, re.S)
     assert row is not None
     cells = re.findall(r"<td[^>]*>(\d*)</td>", row.group(1))
-    # hour: running, completed, failed; day: the same; queue: queued, visible, in flight, delayed
-    assert cells == ["1", "1", "0", "1", "1", "0", "1", "1", "0", "0"]
+    # hour: running, completed, failed, cancelled; day: the same;
+    # queue: queued, visible, in flight, delayed
+    assert cells == ["1", "1", "0", "1", "1", "1", "0", "1", "1", "1", "0", "0"]
     assert "tasks completed in the last minute" in page.text
     assert re.search(r"<strong>5</strong> tasks completed", page.text)  # root, left, 2 each, join
     assert re.search(r"<strong>1</strong> workers alive", page.text)
