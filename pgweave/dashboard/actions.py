@@ -1,5 +1,6 @@
-"""Run-control actions the dashboard offers when the engine defines them (and the
-dashboard's role may execute them): cancel, pause/unpause, retry, resume, per run or flow."""
+"""Run-control actions the dashboard offers: the engine's cancel_run, pause_run, unpause_run,
+retry_run, resume_run, pause_flow and unpause_flow, each when the dashboard's role may execute
+it and it applies to the run's or flow's state."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 
-from pgweave.dashboard.queries import fetch
+from pgweave.dashboard.queries import Row, fetch
 
 log = logging.getLogger("pgweave.dashboard.actions")
 
@@ -25,23 +26,89 @@ class Action:
     function: str
     signature: str  # for to_regprocedure
     takes_reason: bool = False
+    starts_run: bool = False  # returns a new run (retry, resume), whose page comes next
+    statuses: tuple[str, ...] | None = None  # the run statuses it applies to (runs only)
+    when_paused: bool | None = None  # applies only while paused (True) / not paused (False)
 
-    def sql(self, with_reason: bool) -> sql.Composed:
-        """The call, with the target (and a reason) as parameters."""
-        args = sql.SQL("%s, %s") if with_reason else sql.SQL("%s")
-        return sql.SQL("select pgflow.{}({})").format(sql.Identifier(self.function), args)
+    def sql(self) -> sql.Composed:
+        """The call, with the target (and a reason) as parameters; yields the returned row."""
+        args = sql.SQL("%s, %s") if self.takes_reason else sql.SQL("%s")
+        return sql.SQL("select * from pgflow.{}({})").format(sql.Identifier(self.function), args)
+
+    def applies(self, state: Row) -> bool:
+        """Whether the action fits a run's (``status``, ``paused_at``) or a flow's
+        (``paused_at``) state; the engine would refuse or ignore the others."""
+        if self.statuses is not None and state["status"] not in self.statuses:
+            return False
+        return self.when_paused is None or self.when_paused == (state["paused_at"] is not None)
 
 
+STARTED = ("started",)
+RESTARTABLE = ("failed", "cancelled")
 ACTIONS = {
     action.name: action
     for action in (
-        Action("cancel", "Cancel run", "run", "cancel_run", "pgflow.cancel_run(uuid, text)", True),
-        Action("pause", "Pause run", "run", "pause_run", "pgflow.pause_run(uuid)"),
-        Action("unpause", "Unpause run", "run", "unpause_run", "pgflow.unpause_run(uuid)"),
-        Action("retry", "Retry run", "run", "retry_run", "pgflow.retry_run(uuid)"),
-        Action("resume", "Resume run", "run", "resume_run", "pgflow.resume_run(uuid)"),
-        Action("pause_flow", "Pause flow", "flow", "pause_flow", "pgflow.pause_flow(text)"),
-        Action("unpause_flow", "Unpause flow", "flow", "unpause_flow", "pgflow.unpause_flow(text)"),
+        Action(
+            "cancel",
+            "Cancel run",
+            "run",
+            "cancel_run",
+            "pgflow.cancel_run(uuid, text)",
+            takes_reason=True,
+            statuses=STARTED,
+        ),
+        Action(
+            "pause",
+            "Pause run",
+            "run",
+            "pause_run",
+            "pgflow.pause_run(uuid)",
+            statuses=STARTED,
+            when_paused=False,
+        ),
+        Action(
+            "unpause",
+            "Unpause run",
+            "run",
+            "unpause_run",
+            "pgflow.unpause_run(uuid)",
+            statuses=STARTED,
+            when_paused=True,
+        ),
+        Action(
+            "retry",
+            "Retry run",
+            "run",
+            "retry_run",
+            "pgflow.retry_run(uuid)",
+            starts_run=True,
+            statuses=RESTARTABLE,
+        ),
+        Action(
+            "resume",
+            "Resume run",
+            "run",
+            "resume_run",
+            "pgflow.resume_run(uuid)",
+            starts_run=True,
+            statuses=RESTARTABLE,
+        ),
+        Action(
+            "pause_flow",
+            "Pause flow",
+            "flow",
+            "pause_flow",
+            "pgflow.pause_flow(text)",
+            when_paused=False,
+        ),
+        Action(
+            "unpause_flow",
+            "Unpause flow",
+            "flow",
+            "unpause_flow",
+            "pgflow.unpause_flow(text)",
+            when_paused=True,
+        ),
     )
 }
 
@@ -71,14 +138,17 @@ async def perform(
     target: uuid.UUID | str,
     reason: str | None,
     client: str,
-) -> None:
-    """Call the action's function (its own transaction) and log the outcome; the engine's
-    error propagates (logged too)."""
+) -> Row:
+    """Call the action's function (its own transaction), log the outcome and return the row
+    the engine returned (the run, the new run, or the flow); the engine's error propagates
+    (logged too)."""
     params: list[Any] = [target, reason or None] if action.takes_reason else [target]
     try:
         async with conn.transaction():
-            await conn.execute(action.sql(action.takes_reason), params)
+            (row,) = await fetch(conn, action.sql(), *params)
     except Exception as exc:
         log.warning("dashboard action %s on %s by %s failed: %s", action.name, target, client, exc)
         raise
-    log.info("dashboard action %s on %s by %s done", action.name, target, client)
+    started = f", new run {row['run_id']}" if action.starts_run else ""
+    log.info("dashboard action %s on %s by %s done%s", action.name, target, client, started)
+    return row

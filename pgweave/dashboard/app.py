@@ -76,12 +76,17 @@ class Dashboard:
         return HTMLResponse(html, status)
 
     async def available_actions(
-        self, conn: psycopg.AsyncConnection[Any], target: str
+        self, conn: psycopg.AsyncConnection[Any], target: str, state: queries.Row | None = None
     ) -> list[actions.Action]:
-        """The actions offered on a run or flow page (none when read-only)."""
+        """The actions the role may execute on a run or flow (none when read-only); with the
+        target's ``state``, only those that apply to it."""
         if self.config.read_only:
             return []
-        return [a for a in await actions.available(conn) if a.target == target]
+        return [
+            a
+            for a in await actions.available(conn)
+            if a.target == target and (state is None or a.applies(state))
+        ]
 
     @staticmethod
     def fragment(request: Request) -> bool:
@@ -158,8 +163,9 @@ class Dashboard:
                 ),
                 "step_by_slug": {s["step_slug"]: s for s in steps},
                 "errors": await queries.task_errors(conn, run_id),
+                "restarts": await queries.restarts(conn, run_id),
                 "timeline": await queries.timeline(conn, run_id),
-                "actions": await self.available_actions(conn, "run"),
+                "actions": await self.available_actions(conn, "run", run),
                 "done": actions.ACTIONS.get(request.query_params.get("done", "")),
             }
         template = "_run_live.html" if self.fragment(request) else "run.html"
@@ -182,7 +188,7 @@ class Dashboard:
                 ),
                 "step_by_slug": {s["step_slug"]: s for s in steps},
                 "runs": recent,
-                "actions": await self.available_actions(conn, "flow"),
+                "actions": await self.available_actions(conn, "flow", flow),
                 "done": actions.ACTIONS.get(request.query_params.get("done", "")),
             }
         return self.render(request, "flow.html", page="flows", dag_layout=dag, **context)
@@ -242,12 +248,14 @@ class Dashboard:
                 )
             client = request.client.host if request.client else "?"
             try:
-                await actions.perform(conn, action, target, reason, client)
+                row = await actions.perform(conn, action, target, reason, client)
             except psycopg.Error as exc:
                 return self.render(
                     request, "error.html", 409, title=f"{action.label} refused",
                     message=exc.diag.message_primary or str(exc), back=back,
                 )  # fmt: skip
+        if action.starts_run:
+            back = f"/runs/{row['run_id']}"
         return RedirectResponse(f"{back}?done={action.name}", 303)
 
     async def error_page(self, request: Request, exc: Exception) -> Response:

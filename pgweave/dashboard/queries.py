@@ -18,8 +18,11 @@ PAGE_SIZE = 50
 ALIVE_SECONDS = 30
 # How much of a JSON value (input, output) a page shows at most, in characters.
 JSON_PREVIEW_CHARS = 4000
-# Failed tasks and timeline entries shown on a run page at most.
+# How much of a traceback a page shows at most (its end), in characters.
+TRACEBACK_CHARS = 4000
+# Failed tasks, timeline entries and restarts shown on a run page at most.
 ERRORS_SHOWN = 20
+RESTARTS_SHOWN = 20
 TIMELINE_ENTRIES = 200
 
 
@@ -83,8 +86,8 @@ def runs_query(filters: RunFilter) -> tuple[sql.Composed, list[Any]]:
         params.extend(filters.after)
     where = sql.SQL(" where ") + sql.SQL(" and ").join(conditions) if conditions else sql.SQL("")
     query = sql.SQL(
-        "select run_id, flow_slug, status, remaining_steps, started_at, completed_at, failed_at"
-        " from pgflow.runs{} order by started_at desc, run_id desc limit %s"
+        "select run_id, flow_slug, status, remaining_steps, started_at, completed_at, failed_at,"
+        " cancelled_at, paused_at from pgflow.runs{} order by started_at desc, run_id desc limit %s"
     ).format(where)
     return query, [*params, filters.limit + 1]
 
@@ -119,9 +122,11 @@ async def runs_by_flow(conn: AsyncConnection[Any]) -> list[Row]:
         " select count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'started') as hour_started,"
         " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'completed') as hour_completed,"
         " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'failed') as hour_failed,"
+        " count(*) filter (where r.started_at > now() - interval '1 hour' and r.status = 'cancelled') as hour_cancelled,"
         " count(*) filter (where r.status = 'started') as day_started,"
         " count(*) filter (where r.status = 'completed') as day_completed,"
-        " count(*) filter (where r.status = 'failed') as day_failed"
+        " count(*) filter (where r.status = 'failed') as day_failed,"
+        " count(*) filter (where r.status = 'cancelled') as day_cancelled"
         " from pgflow.runs as r"
         " where r.flow_slug = f.flow_slug and r.started_at > now() - interval '1 day') as c"
         " order by f.flow_slug",
@@ -221,17 +226,30 @@ def _preview(column: str, alias: str) -> str:
 
 
 async def run(conn: AsyncConnection[Any], run_id: uuid.UUID) -> Row | None:
-    """The run (input and output as size-limited previews), or None."""
+    """The run (input and output as size-limited previews) with its run-control state and
+    its flow's pause, or None."""
     rows = await fetch(
         conn,
-        "select run_id, flow_slug, status, remaining_steps, started_at, completed_at, failed_at, "
-        + _preview("input", "input")
+        "select r.run_id, r.flow_slug, r.status, r.remaining_steps, r.started_at,"
+        " r.completed_at, r.failed_at, r.cancelled_at, r.cancel_reason, r.paused_at,"
+        " r.restart_of_run_id, f.paused_at as flow_paused_at, "
+        + _preview("r.input", "input")
         + ", "
-        + _preview("output", "output")
-        + " from pgflow.runs where run_id = %s",
+        + _preview("r.output", "output")
+        + " from pgflow.runs as r join pgflow.flows as f using (flow_slug) where r.run_id = %s",
         run_id,
     )
     return rows[0] if rows else None
+
+
+async def restarts(conn: AsyncConnection[Any], run_id: uuid.UUID) -> list[Row]:
+    """The runs that retry or resume this one (idx_runs_restart_of_run_id), oldest first."""
+    return await fetch(
+        conn,
+        "select run_id, status, started_at from pgflow.runs where restart_of_run_id = %s"
+        f" order by started_at, run_id limit {RESTARTS_SHOWN}",
+        run_id,
+    )
 
 
 RUN_STEPS = sql.SQL(
@@ -261,11 +279,14 @@ async def run_steps(conn: AsyncConnection[Any], run_id: uuid.UUID, flow: str) ->
 
 
 async def task_errors(conn: AsyncConnection[Any], run_id: uuid.UUID) -> list[Row]:
-    """The run's tasks that recorded an error (failed ones, or ones retried after one)."""
+    """The run's tasks that recorded an error (failed ones, or ones retried after one), with
+    the error's type and the end of its traceback when the worker reported them."""
     return await fetch(
         conn,
         "select step_slug, task_index, status, attempts_count, failed_at, "
-        + f"left(error_message, {JSON_PREVIEW_CHARS}) as error_message"
+        + f"left(error_message, {JSON_PREVIEW_CHARS}) as error_message, error_type,"
+        f" right(error_traceback, {TRACEBACK_CHARS}) as error_traceback,"
+        " length(error_traceback) as error_traceback_chars"
         " from pgflow.step_tasks where run_id = %s and error_message is not null"
         f" order by coalesce(failed_at, queued_at) desc limit {ERRORS_SHOWN}",
         run_id,
@@ -277,6 +298,7 @@ TIMELINE = sql.SQL(
     " select started_at as at, 0 as rank, 'run:started' as event, null as detail from pgflow.runs where run_id = %(r)s"
     " union all select completed_at, 2, 'run:completed', null from pgflow.runs where run_id = %(r)s and completed_at is not null"
     " union all select failed_at, 2, 'run:failed', null from pgflow.runs where run_id = %(r)s and failed_at is not null"
+    " union all select cancelled_at, 2, 'run:cancelled', left(cancel_reason, 200) from pgflow.runs where run_id = %(r)s and cancelled_at is not null"
     " union all select e.at, 1, 'step:' || ss.step_slug || ':' || e.what, e.detail"
     "   from pgflow.step_states as ss cross join lateral (values"
     "     (ss.started_at, 'started', null), (ss.completed_at, 'completed', null),"

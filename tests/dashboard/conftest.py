@@ -1,5 +1,6 @@
 """A real dashboard server (uvicorn in a thread, on a free loopback port) over the test's
-fresh engine database, and a diamond flow to look at."""
+fresh engine database (as its owner, or as a login granted the spec's roles), and a diamond
+flow to look at."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -14,6 +16,8 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgweave.dashboard.app import create_app
 from pgweave.dashboard.config import DashboardConfig
@@ -95,3 +99,23 @@ def diamond(conn: psycopg.Connection) -> str:
     add_step(conn, "diamond", "each", ["root"], step_type="map")
     add_step(conn, "diamond", "join", ["left", "each"])
     return "diamond"
+
+
+RoleFactory = Callable[..., Served]
+
+
+@pytest.fixture
+def as_role(conn: psycopg.Connection, dashboard: ServeFactory, db: str) -> RoleFactory:
+    """Start a dashboard that logs in as a new role granted ``roles``:
+    ``as_role("pgflow_dashboard", read_only=True)``."""
+
+    def start(*roles: str, **options: object) -> Served:
+        name = f"dash_login_{uuid.uuid4().hex[:12]}"  # roles are cluster-wide
+        conn.execute(sql.SQL("create role {} login").format(sql.Identifier(name)))
+        for role in roles:
+            conn.execute(
+                sql.SQL("grant {} to {}").format(sql.Identifier(role), sql.Identifier(name))
+            )
+        return dashboard(dsn=make_conninfo(db, user=name), **options)
+
+    return start

@@ -15,10 +15,16 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from tests import PROJECT_ROOT
-from tests.dashboard.conftest import Served
-from tests.dashboard.stub_actions import calls, install_stub_actions
+from tests.dashboard.conftest import RoleFactory, Served
 from tests.dashboard.test_pages import XSS, run_diamond
-from tests.engine.helpers import complete, ensure_worker, fail, read_and_start, start_flow
+from tests.engine.helpers import (
+    complete,
+    ensure_worker,
+    fail,
+    read_and_start,
+    run_row,
+    start_flow,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = PROJECT_ROOT / "docs"
@@ -127,18 +133,34 @@ def test_failed_step_is_red(
 
 
 def test_action_from_the_ui(
-    conn: psycopg.Connection, served: Served, diamond: str, page: Page
+    conn: psycopg.Connection, as_role: RoleFactory, diamond: str, page: Page
 ) -> None:
-    install_stub_actions(conn)
+    """Cancel, then retry, from the browser as a login granted pgflow_dashboard."""
     run_id = start_flow(conn, diamond, {})["run_id"]
+    served = as_role("pgflow_dashboard")
     page.goto(f"{served.url}/runs/{run_id}")
-    page.get_by_label("Reason (optional)").fill("maintenance")
+    page.get_by_label("Reason (optional)").fill("maintenance <now>")
     page.get_by_role("button", name="Cancel run…").click()
     expect(page.get_by_role("heading", name="Cancel run?")).to_be_visible()
-    assert calls(conn) == []
+    assert run_row(conn, run_id)["status"] == "started"
     page.get_by_role("button", name="Yes, cancel run").click()
     expect(page.get_by_role("status").filter(has_text="Cancel run: done.")).to_be_visible()
-    assert calls(conn) == [("cancel_run", str(run_id), "maintenance")]
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel-reason")).to_have_text("maintenance <now>")
+    expect_fill(page, "root", "rgb(243, 217, 207)")  # cancelled
+    assert run_row(conn, run_id)["cancel_reason"] == "maintenance <now>"
+
+    page.get_by_role("button", name="Retry run…").click()
+    page.get_by_role("button", name="Yes, retry run").click()
+    expect(page.get_by_role("status").filter(has_text="Retry run: done.")).to_be_visible()
+    (new,) = conn.execute(
+        "select run_id from pgflow.runs where restart_of_run_id = %s", (run_id,)
+    ).fetchone() or (None,)
+    expect(page).to_have_url(f"{served.url}/runs/{new}?done=retry")
+    expect(page.locator("#run-status")).to_have_text("started")
+    page.locator("#restart-of").click()
+    expect(page).to_have_url(f"{served.url}/runs/{run_id}")
+    expect(page.locator("#restarts a")).to_have_text(str(new))
 
 
 def test_xss_payload_renders_inert(
@@ -219,7 +241,13 @@ def test_screenshots(
         start_flow(conn, "analyze_website", {"url": f"https://example.com/{n}"})
     tasks = read_and_start(conn, "analyze_website", qty=3)
     complete(conn, tasks[0], "<html>…</html>")
-    fail(conn, tasks[1], "TimeoutError: fetching https://example.com/1 took longer than 30 s")
+    conn.execute(
+        "select pgflow.fail_task_with_details(%s, 'website', 0, %s, error_type => 'TimeoutError',"
+        " error_traceback => %s)",
+        (tasks[1]["run_id"], "fetching https://example.com/1 took longer than 30 s",
+         'Traceback (most recent call last):\n  File "flows.py", line 12, in website\nTimeoutError'),
+    )  # fmt: skip
+    conn.execute("select pgflow.cancel_run(%s, 'superseded')", (tasks[2]["run_id"],))
     live = start_flow(conn, diamond, {"items": ["x", "y", "z"]})["run_id"]
     (root,) = read_and_start(conn, diamond)
     complete(conn, root, ["x", "y", "z"])

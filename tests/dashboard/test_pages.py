@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from pgweave.dashboard import queries
 from tests.dashboard.conftest import Served
 from tests.engine.helpers import complete, fail, read_and_start, start_flow
 
@@ -31,6 +32,8 @@ def test_overview_counts_runs_queue_and_workers(
 ) -> None:
     run_diamond(conn, diamond, ["a", "b"])
     start_flow(conn, diamond, {"items": []})  # one running run, its root task queued
+    cancelled = start_flow(conn, diamond, {"items": []})["run_id"]
+    conn.execute("select pgflow.cancel_run(%s)", (cancelled,))  # its root message archived
 
     page = served.client().get("/")
 
@@ -38,8 +41,9 @@ def test_overview_counts_runs_queue_and_workers(
     row = re.search(r'<tr data-flow="diamond">(.*?)</tr>', page.text, re.S)
     assert row is not None
     cells = re.findall(r"<td[^>]*>(\d*)</td>", row.group(1))
-    # hour: running, completed, failed; day: the same; queue: queued, visible, in flight, delayed
-    assert cells == ["1", "1", "0", "1", "1", "0", "1", "1", "0", "0"]
+    # hour: running, completed, failed, cancelled; day: the same;
+    # queue: queued, visible, in flight, delayed
+    assert cells == ["1", "1", "0", "1", "1", "1", "0", "1", "1", "1", "0", "0"]
     assert "tasks completed in the last minute" in page.text
     assert re.search(r"<strong>5</strong> tasks completed", page.text)  # root, left, 2 each, join
     assert re.search(r"<strong>1</strong> workers alive", page.text)
@@ -99,6 +103,35 @@ def test_failed_task_error_is_shown(conn: psycopg.Connection, served: Served, di
     assert 'id="run-status"><span class="status st-failed">failed</span>' in page
     assert "boom 1" in page
     assert "task:root[0]:failed" in page
+
+
+def test_failed_task_type_and_bounded_traceback(
+    conn: psycopg.Connection, served: Served, diamond: str
+) -> None:
+    conn.execute("update pgflow.flows set opt_max_attempts = 1")
+    run_id = start_flow(conn, diamond, {})["run_id"]
+    assert len(read_and_start(conn, diamond)) == 1  # root started
+    traceback = "Traceback (most recent call last):\n" + "x" * 6000 + "\n<End>Error: gone"
+    conn.execute(
+        "select pgflow.fail_task_with_details(%s, 'root', 0, 'gone',"
+        " error_type => '<Err>Type', error_traceback => %s)",
+        (run_id, traceback),
+    )
+
+    page = served.client().get(f"/runs/{run_id}").text
+
+    assert '<td class="error-type"><code>&lt;Err&gt;Type</code></td>' in page
+    shown = re.search(
+        r'<details class="traceback"><summary>Traceback <span class="muted">'
+        r"\(last (\d+) of (\d+) characters\)</span></summary><pre>(.*?)</pre></details>",
+        page,
+        re.S,
+    )
+    assert shown is not None  # collapsed: a <details> without "open"
+    last, total, text = int(shown.group(1)), int(shown.group(2)), shown.group(3)
+    assert (last, total) == (queries.TRACEBACK_CHARS, len(traceback))
+    assert text.endswith("x\n&lt;End&gt;Error: gone")  # the end is kept, escaped
+    assert "Traceback (most recent" not in text
 
 
 def test_large_outputs_are_cut(conn: psycopg.Connection, served: Served, diamond: str) -> None:
