@@ -23,10 +23,10 @@ from psycopg import sql
 
 ClientT = TypeVar("ClientT")
 
-RUN_TERMINAL = frozenset({"completed", "failed"})
-STEP_TERMINAL = frozenset({"completed", "failed", "skipped"})
-_RUN_RANK = {"started": 0, "completed": 1, "failed": 1}
-_STEP_RANK = {"created": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2}
+RUN_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+STEP_TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
+_RUN_RANK = {"started": 0, "completed": 1, "failed": 1, "cancelled": 1}
+_STEP_RANK = {"created": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2, "cancelled": 2}
 
 
 class RunNotFoundError(LookupError):
@@ -80,6 +80,10 @@ def apply_events(state: RunState, batch: Sequence[RunEvent]) -> tuple[RunState, 
     return state, reread or state.is_terminal
 
 
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
 def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -125,7 +129,7 @@ class StepState:
 
     @property
     def is_terminal(self) -> bool:
-        """Completed, failed or skipped."""
+        """Completed, failed, skipped or cancelled."""
         return self.status in STEP_TERMINAL
 
 
@@ -145,6 +149,13 @@ class RunState:
     steps: Mapping[str, StepState] = field(default_factory=dict)
     error_message: str | None = None
     """The failing step's error (from a ``run:failed`` event or the failed step)."""
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    paused_at: datetime | None = None
+    """Set while the run is paused (``pause_run``); a paused flow does not set it."""
+    restart_of_run_id: uuid.UUID | None = None
+    """The failed or cancelled run this one retries or resumes."""
+    idempotency_key: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
@@ -164,11 +175,16 @@ class RunState:
             failed_at=_ts(run.get("failed_at")),
             steps=steps,
             error_message=next((m for m in failed if m), None),
+            cancelled_at=_ts(run.get("cancelled_at")),
+            cancel_reason=run.get("cancel_reason"),
+            paused_at=_ts(run.get("paused_at")),
+            restart_of_run_id=_uuid_or_none(run.get("restart_of_run_id")),
+            idempotency_key=run.get("idempotency_key"),
         )
 
     @property
     def is_terminal(self) -> bool:
-        """Completed or failed."""
+        """Completed, failed or cancelled."""
         return self.status in RUN_TERMINAL
 
     def step(self, slug: str) -> StepState:
@@ -182,6 +198,10 @@ class RunState:
     def apply(self, event: RunEvent) -> RunState:
         """This state moved forward by an event (unchanged when the event is old news)."""
         payload = event.payload
+        if event.event == "run:paused":
+            return replace(self, paused_at=_ts(payload.get("paused_at")))
+        if event.event == "run:unpaused":
+            return replace(self, paused_at=None)
         if event.step_slug is None:
             if _RUN_RANK.get(event.status or "", -1) <= _RUN_RANK.get(self.status, 0):
                 return self
@@ -189,9 +209,11 @@ class RunState:
             for key in ("remaining_steps",):
                 if key in payload:
                     changes[key] = payload[key]
-            for key in ("started_at", "completed_at", "failed_at"):
+            for key in ("started_at", "completed_at", "failed_at", "cancelled_at"):
                 if payload.get(key) is not None:
                     changes[key] = _ts(payload[key])
+            if payload.get("cancel_reason"):
+                changes["cancel_reason"] = payload["cancel_reason"]
             if "output" in payload:
                 changes["output"] = payload["output"]
             if "input" in payload:
@@ -258,8 +280,8 @@ class RunEvent:
 
     @property
     def is_run_terminal(self) -> bool:
-        """``run:completed`` or ``run:failed``."""
-        return self.event in ("run:completed", "run:failed")
+        """``run:completed``, ``run:failed`` or ``run:cancelled``."""
+        return self.event in ("run:completed", "run:failed", "run:cancelled")
 
 
 class RunHandle(Generic[ClientT]):
