@@ -14,6 +14,7 @@ from pgweave.commands import dsn_option
 from pgweave.commands import register as register_flow_commands
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
+from pgweave.run_commands import register as register_run_commands
 from pgweave_generator.render import GeneratedFile
 
 generated_option = out_option("Directory of the generated files.")
@@ -122,4 +123,5 @@ def smoke(spec: Path, out: Path) -> None:
 
 
 register_flow_commands(main)  # install, compile, worker, start, status, demo
+register_run_commands(main)  # runs, cancel, pause, unpause, retry, resume, flows, workers
 register_migration_commands(main)  # migration new|redo|plan
