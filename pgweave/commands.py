@@ -181,7 +181,8 @@ def start(
         console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
     else:  # a new run, or the one a first start with this key began
         key = f"idempotency key {idempotency_key!r}"
-        console.print(f"run [bold]{run.run_id}[/] of flow {slug!r} for {key} ({run.status})")
+        line = f"run [bold]{run.run_id}[/] of flow {slug!r} for {key} ({run.status})"
+        console.print(line, soft_wrap=True)
     if not wait:
         return
     sys.exit(_wait_and_show(client, run.run_id, timeout, console))

@@ -23,6 +23,7 @@ from pgweave.commands import dsn_option
 from pgweave.listing import RUN_STATUSES, parse_since
 from pgweave_client.models import FlowsRow, RunsRow
 
+UNCROPPED_WIDTH = 160
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
 
 
@@ -44,7 +45,10 @@ def _print(as_json: bool, rows: Sequence[dict[str, Any]], table: Table) -> None:
     if as_json:
         click.echo(json.dumps(list(rows), indent=2))
     else:
-        Console(log_path=False).print(table)
+        console = Console(log_path=False)
+        if not console.is_terminal:  # piped: no width to fit, so do not crop the ids
+            console.width = UNCROPPED_WIDTH
+        console.print(table)
 
 
 @click.command()
