@@ -45,7 +45,8 @@ def test_async_run_control(db: str, conn: psycopg.Connection) -> None:
         row = await client.cancel_run(waiting, reason="async")
         assert row.status == "cancelled"
         final = await asyncio.wait_for(waiter, 30)
-        assert final.status == "cancelled" and final.cancel_reason == "async"
+        assert final.status == "cancelled"
+        assert final.cancel_reason == "async"
         with pytest.raises(errors.RunNotCancellableError):
             await client.cancel_run(done)
 
@@ -64,14 +65,16 @@ def test_async_run_control(db: str, conn: psycopg.Connection) -> None:
             await client.pause_flow("nope")
 
         retry = await client.retry_run(failed)
-        assert retry.state.restart_of_run_id == failed and retry.status == "started"
+        assert retry.state.restart_of_run_id == failed
+        assert retry.status == "started"
         resumed = await client.resume_run(mapped)
         tasks = await client.get_tasks(resumed.run_id)
         assert [t.status for t in tasks] == ["completed", "completed", "queued"]
         with pytest.raises(errors.RunNotRestartableError):
             await client.resume_run(done)
         [broken] = await client.get_tasks(failed, status="failed")
-        assert broken.error_type == "ValueError" and broken.error_traceback == TRACEBACK
+        assert broken.error_type == "ValueError"
+        assert broken.error_traceback == TRACEBACK
 
         flows = {f.flow.flow_slug: f.active_runs for f in await client.list_flows()}
         assert flows == {"chain": 1, "spread": 1, "waiting": 1}

@@ -65,7 +65,8 @@ def test_runs_table_json_and_filters(dsn: str, conn: psycopg.Connection) -> None
     for run_id in (done, failed, waiting):
         assert str(run_id) in table
     assert table.index(str(waiting)) < table.index(str(failed)) < table.index(str(done))
-    assert "3 run(s), newest first" in table and "started (paused)" in table
+    assert "3 run(s), newest first" in table
+    assert "started (paused)" in table
 
     def listed(*options: str) -> list[str]:
         return [
@@ -79,7 +80,8 @@ def test_runs_table_json_and_filters(dsn: str, conn: psycopg.Connection) -> None
     assert listed("--since", "1h") == [str(waiting), str(failed), str(done)]
     assert listed("--since", "2999-01-01T00:00") == []
     [row] = json.loads(ok("runs", "--json", "--status", "completed", "--dsn", dsn).output)
-    assert row["flow_slug"] == "chain" and row["output"] == {"b": {"step": "b"}}
+    assert row["flow_slug"] == "chain"
+    assert row["output"] == {"b": {"step": "b"}}
 
     assert "'yesterday' is neither a duration" in one_line(
         2, "runs", "--since", "yesterday", "--dsn", dsn
@@ -94,7 +96,8 @@ def test_cancel(dsn: str, conn: psycopg.Connection) -> None:
     assert out == f"cancelled run {run_id} of flow 'waiting' (not needed)\n"
     assert ok("cancel", str(run_id), "--dsn", dsn).output == out  # idempotent
     status = ok("status", str(run_id), "--dsn", dsn).output
-    assert "cancelled" in status and "not needed" in status
+    assert "cancelled" in status
+    assert "not needed" in status
 
     done = completed_chain(conn)
     assert one_line(1, "cancel", str(done), "--dsn", dsn) == (
@@ -152,7 +155,8 @@ def test_retry_and_resume(dsn: str, conn: psycopg.Connection) -> None:
     done = completed_chain(conn)
     failed = failed_chain(conn)
     out = ok("retry", str(failed), "--dsn", dsn).output
-    assert out.startswith("started run ") and f"retry of run {failed}: 0 of 2 steps" in out
+    assert out.startswith("started run ")
+    assert f"retry of run {failed}: 0 of 2 steps" in out
     retry_id = out.split()[2]
     assert json.loads(ok("status", retry_id, "--json", "--dsn", dsn).output)["run"][
         "restart_of_run_id"
@@ -163,7 +167,8 @@ def test_retry_and_resume(dsn: str, conn: psycopg.Connection) -> None:
     assert f"resume of run {mapped}: 0 of 1 steps already done" in out
     resumed = out.split()[2]
     status = ok("status", resumed, "--dsn", dsn).output
-    assert "2/3" in status and "restart of" in status
+    assert "2/3" in status
+    assert "restart of" in status
 
     assert one_line(1, "retry", retry_id, "--dsn", dsn) == (
         f"Run {retry_id} cannot be retried or resumed: it is started (only failed or cancelled "
@@ -201,7 +206,8 @@ def test_status_shows_failure_details(dsn: str, conn: psycopg.Connection) -> Non
     assert "ValueError: bad input 42" in out  # the tasks table: type and message
     assert "traceback of a[0] (ValueError):" in out
     assert "… (10 earlier lines)" in out  # 22 lines, the last 12 shown
-    assert "line 10, in level_10" in out and "line 9," not in out
+    assert "line 10, in level_10" in out
+    assert "line 9," not in out
     tail = out[out.index("traceback of a[0]") :]
     assert tail.rstrip().endswith("ValueError: bad input 42")
 
@@ -222,9 +228,12 @@ def test_flows_and_workers(dsn: str, conn: psycopg.Connection, logins: Logins) -
     stopped = ensure_worker(conn, "chain", uuid.uuid4())
     fetch(conn, "select * from pgflow.mark_worker_stopped(%s)", stopped)
     table = ok("workers", "--dsn", dsn).output
-    assert str(alive)[:8] in table and "alive" in table and str(stopped)[:8] not in table
+    assert str(alive)[:8] in table
+    assert "alive" in table
+    assert str(stopped)[:8] not in table
     everyone = ok("workers", "--all", "--dsn", dsn).output
-    assert str(stopped)[:8] in everyone and "stopped" in everyone
+    assert str(stopped)[:8] in everyone
+    assert "stopped" in everyone
     rows = json.loads(ok("workers", "--json", "--flow", "waiting", "--dsn", dsn).output)
     assert [r["worker_id"] for r in rows] == [str(alive)]
     assert 0 <= rows[0]["heartbeat_age_seconds"] < 60

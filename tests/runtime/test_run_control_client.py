@@ -69,9 +69,11 @@ def test_parse_since() -> None:
     assert parse_since("2d") == timedelta(days=2)
     assert parse_since("1.5m") == timedelta(seconds=90)
     moment = parse_since("2026-12-06T10:00:00+00:00")
-    assert isinstance(moment, datetime) and moment.utcoffset() == timedelta(0)
+    assert isinstance(moment, datetime)
+    assert moment.utcoffset() == timedelta(0)
     naive = parse_since("2026-12-06T10:00")
-    assert isinstance(naive, datetime) and naive.tzinfo is not None
+    assert isinstance(naive, datetime)
+    assert naive.tzinfo is not None
     with pytest.raises(ValueError, match="neither a duration like 30s"):
         parse_since("yesterday")
 
@@ -85,13 +87,17 @@ def test_cancel_ends_a_wait_and_is_idempotent(client: Client, conn: psycopg.Conn
     assert handle.status == "started"
     row = client.cancel_run(run_id, reason="not needed")
     waiter.join(timeout=30)
-    assert row.status == "cancelled" and row.cancel_reason == "not needed"
+    assert row.status == "cancelled"
+    assert row.cancel_reason == "not needed"
     [final] = seen  # the wait ended on run:cancelled
-    assert final.status == "cancelled" and final.is_terminal
-    assert final.cancel_reason == "not needed" and final.cancelled_at == row.cancelled_at
+    assert final.status == "cancelled"
+    assert final.is_terminal
+    assert final.cancel_reason == "not needed"
+    assert final.cancelled_at == row.cancelled_at
     assert final.step("only").status == "cancelled"
     again = client.cancel_run(str(run_id), reason="other")
-    assert again.cancelled_at == row.cancelled_at and again.cancel_reason == "not needed"
+    assert again.cancelled_at == row.cancelled_at
+    assert again.cancel_reason == "not needed"
     assert [t.status for t in client.get_tasks(run_id)] == ["cancelled"]
 
 
@@ -116,7 +122,8 @@ def test_pause_and_unpause_a_run_and_a_flow(client: Client, conn: psycopg.Connec
     assert client.get_run(run_id).paused_at is None
 
     flow = client.pause_flow("waiting")
-    assert flow.flow_slug == "waiting" and flow.paused_at is not None
+    assert flow.flow_slug == "waiting"
+    assert flow.paused_at is not None
     assert [f.flow.paused_at is not None for f in client.list_flows()] == [False, False, True]
     assert client.unpause_flow("waiting").paused_at is None
     [task] = read_and_start(conn, "waiting")
@@ -133,8 +140,10 @@ def test_pause_and_unpause_a_run_and_a_flow(client: Client, conn: psycopg.Connec
 def test_retry_and_resume(client: Client, conn: psycopg.Connection) -> None:
     failed = failed_chain(conn, {"n": 7})
     retry = client.retry_run(failed)
-    assert retry.run_id != failed and retry.status == "started"
-    assert retry.state.restart_of_run_id == failed and retry.state.input == {"n": 7}
+    assert retry.run_id != failed
+    assert retry.status == "started"
+    assert retry.state.restart_of_run_id == failed
+    assert retry.state.input == {"n": 7}
     assert retry.state.step("a").status == "started"
     client.cancel_run(retry.run_id)
     retry_of_retry = client.retry_run(str(retry.run_id))
@@ -143,7 +152,8 @@ def test_retry_and_resume(client: Client, conn: psycopg.Connection) -> None:
 
     mapped = partly_mapped(conn)
     resumed = client.resume_run(mapped)
-    assert resumed.state.restart_of_run_id == mapped and resumed.status == "started"
+    assert resumed.state.restart_of_run_id == mapped
+    assert resumed.status == "started"
     statuses = [(t.task_index, t.status) for t in client.get_tasks(resumed.run_id)]
     assert statuses == [(0, "completed"), (1, "completed"), (2, "queued")]
     assert client.get_run(mapped).status == "failed"  # the source is never modified
@@ -159,7 +169,8 @@ def test_retry_and_resume(client: Client, conn: psycopg.Connection) -> None:
 def test_idempotent_start(client: Client, conn: psycopg.Connection) -> None:
     first = client.start_flow("waiting", {"order": 1}, idempotency_key="order-1")
     again = client.start_flow("waiting", {"order": 1}, idempotency_key="order-1")
-    assert again.run_id == first.run_id and again.state.idempotency_key == "order-1"
+    assert again.run_id == first.run_id
+    assert again.state.idempotency_key == "order-1"
     assert [r.run_id for r in client.list_runs(flow="waiting")] == [first.run_id]
     with pytest.raises(errors.IdempotencyConflictError) as conflict:
         client.start_flow("waiting", {"order": 2}, idempotency_key="order-1")
@@ -174,7 +185,8 @@ def test_failure_details_of_tasks(client: Client, conn: psycopg.Connection) -> N
     run_id = failed_chain(conn)
     [task] = client.get_tasks(run_id, status="failed")
     assert (task.step_slug, task.error_message) == ("a", "bad input 42")
-    assert task.error_type == "ValueError" and task.error_traceback == TRACEBACK
+    assert task.error_type == "ValueError"
+    assert task.error_traceback == TRACEBACK
     assert client.get_tasks(run_id, status="completed") == []
     with pytest.raises(ValueError, match="unknown task status"):
         client.get_tasks(run_id, status="done")
@@ -190,8 +202,10 @@ def test_list_flows_and_workers(client: Client, conn: psycopg.Connection) -> Non
     stopped = ensure_worker(conn, "spread", uuid.uuid4())
     fetch(conn, "select * from pgflow.mark_worker_stopped(%s)", stopped)
     listed = {w.worker.worker_id: w for w in client.list_workers()}
-    assert alive in listed and stopped not in listed
+    assert alive in listed
+    assert stopped not in listed
     assert listed[alive].heartbeat_age < timedelta(minutes=1)
     everyone = [w.worker.worker_id for w in client.list_workers(include_stopped=True)]
-    assert alive in everyone and stopped in everyone
+    assert alive in everyone
+    assert stopped in everyone
     assert [w.worker.worker_id for w in client.list_workers(flow="waiting")] == [alive]
