@@ -177,11 +177,11 @@ def start(
     except PgflowError as exc:
         fail(f"cannot start {slug!r}: {describe_engine_error(exc)}")
     console = Console(log_path=False)
-    if idempotency_key is None:
+    if idempotency_key is None and run_id is None:
         console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
-    else:  # a new run, or the one a first start with this key began
-        key = f"idempotency key {idempotency_key!r}"
-        line = f"run [bold]{run.run_id}[/] of flow {slug!r} for {key} ({run.status})"
+    else:  # a new run, or the one a first start with this key or id began
+        key = f" for idempotency key {idempotency_key!r}" if idempotency_key else ""
+        line = f"run [bold]{run.run_id}[/] of flow {slug!r}{key} ({run.status})"
         console.print(line, soft_wrap=True)
     if not wait:
         return

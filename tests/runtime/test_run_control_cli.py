@@ -192,6 +192,11 @@ def test_start_with_an_idempotency_key(dsn: str) -> None:
     run_id = first.split()[1]
     listed = json.loads(ok("runs", "--json", "--flow", "waiting", "--dsn", dsn).output)
     assert [(r["run_id"], r["idempotency_key"]) for r in listed] == [(run_id, "order-7")]
+    chosen = str(uuid.uuid4())
+    by_id = ("start", "waiting", "--input", "{}", "--run-id", chosen, "--dsn", dsn)
+    assert ok(*by_id).output == f"run {chosen} of flow 'waiting' (started)\n"
+    assert ok(*by_id).output == f"run {chosen} of flow 'waiting' (started)\n"
+    assert len(json.loads(ok("runs", "--json", "--dsn", dsn).output)) == 2
     conflict = ("start", "waiting", "--input", '{"order": 8}', "--idempotency-key", "order-7")
     assert one_line(1, *conflict, "--dsn", dsn) == (
         f"cannot start 'waiting': Run {run_id} (flow waiting) already exists for this "
@@ -210,6 +215,14 @@ def test_status_shows_failure_details(dsn: str, conn: psycopg.Connection) -> Non
     assert "line 9," not in out
     tail = out[out.index("traceback of a[0]") :]
     assert tail.rstrip().endswith("ValueError: bad input 42")
+
+
+def test_unmapped_engine_error_names_the_command(dsn: str, conn: psycopg.Connection) -> None:
+    failed = failed_chain(conn)
+    conn.execute("select pgmq.drop_queue('chain')")
+    assert one_line(1, "retry", str(failed), "--dsn", dsn).endswith(
+        ' retry failed: relation "pgmq.q_chain" does not exist'
+    )
 
 
 def test_flows_and_workers(dsn: str, conn: psycopg.Connection, logins: Logins) -> None:

@@ -81,15 +81,23 @@ def test_parse_since() -> None:
 def test_cancel_ends_a_wait_and_is_idempotent(client: Client, conn: psycopg.Connection) -> None:
     run_id = waiting_run(conn)
     seen: list[RunState] = []
-    waiter = threading.Thread(target=lambda: seen.append(client.wait(run_id, timeout=30)))
+    listening = threading.Event()
+
+    def cancelled(state: RunState) -> bool:
+        listening.set()  # called first with the state read after LISTEN
+        return state.status == "cancelled"
+
+    waiter = threading.Thread(
+        target=lambda: seen.append(client.wait_until(run_id, cancelled, timeout=30))
+    )
     waiter.start()
-    handle = client.run(run_id)
-    assert handle.status == "started"
+    assert listening.wait(30)
+    assert client.run(run_id).status == "started"
     row = client.cancel_run(run_id, reason="not needed")
     waiter.join(timeout=30)
     assert row.status == "cancelled"
     assert row.cancel_reason == "not needed"
-    [final] = seen  # the wait ended on run:cancelled
+    [final] = seen  # the wait ended on the run:cancelled event
     assert final.status == "cancelled"
     assert final.is_terminal
     assert final.cancel_reason == "not needed"
@@ -99,6 +107,33 @@ def test_cancel_ends_a_wait_and_is_idempotent(client: Client, conn: psycopg.Conn
     assert again.cancelled_at == row.cancelled_at
     assert again.cancel_reason == "not needed"
     assert [t.status for t in client.get_tasks(run_id)] == ["cancelled"]
+
+
+def test_a_follower_sees_pause_unpause_and_cancel(client: Client, conn: psycopg.Connection) -> None:
+    run_id = waiting_run(conn)
+    names: list[str] = []
+    paused: list[bool] = []
+    listening = threading.Event()
+
+    def until_ended(state: RunState) -> bool:
+        listening.set()
+        paused.append(state.paused_at is not None)
+        return state.is_terminal
+
+    waiter = threading.Thread(
+        target=lambda: client.wait_until(
+            run_id, until_ended, timeout=30, on_event=lambda event, _: names.append(event.event)
+        )
+    )
+    waiter.start()
+    assert listening.wait(30)
+    client.pause_run(run_id)
+    client.unpause_run(run_id)
+    client.cancel_run(run_id)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert names == ["run:paused", "run:unpaused", "run:cancelled"]
+    assert paused == [False, True, False, False]
 
 
 def test_cancel_errors(client: Client, conn: psycopg.Connection) -> None:
