@@ -205,6 +205,19 @@ def test_start_with_an_idempotency_key(dsn: str) -> None:
     )
 
 
+def test_start_errors_say_what_to_do(dsn: str) -> None:
+    unknown = one_line(1, "start", "nope", "--idempotency-key", "k", "--dsn", dsn)
+    assert unknown.startswith("unknown flow 'nope': this database has no such flow")
+    assert one_line(1, "start", "spread", "--input", "{}", "--dsn", dsn) == (
+        "cannot start 'spread': Flow spread has root map steps but input is not an array "
+        "(got object); pass a JSON array as --input"
+    )
+    assert one_line(1, "start", "spread", "--idempotency-key", "k", "--dsn", dsn) == (
+        "cannot start 'spread': Flow spread has root map steps but input is not an array "
+        "(got null); pass a JSON array as --input"
+    )
+
+
 def test_status_shows_failure_details(dsn: str, conn: psycopg.Connection) -> None:
     run_id = failed_chain(conn)
     out = ok("status", str(run_id), "--dsn", dsn).output
