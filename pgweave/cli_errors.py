@@ -42,7 +42,6 @@ ENGINE_HINTS: Mapping[type[PgflowError], Callable[[Mapping[str, str]], str]] = {
         "use a new --idempotency-key, or repeat the first start with the same flow and input"
     ),
     errors.RootMapInputNotArrayError: lambda _: "pass a JSON array as --input",
-    errors.RootMapInputNullError: lambda _: "pass a JSON array as --input",
 }
 """What to do about the engine's documented errors a command can meet, by error class."""
 

@@ -160,7 +160,7 @@ def start(
     """
     from pgweave.client import Client
 
-    _timeout_needs_wait(wait, timeout)
+    timeout_needs_wait(wait, timeout)
     try:
         flow_input = json.loads(input_json)
     except json.JSONDecodeError as exc:
@@ -185,15 +185,18 @@ def start(
         console.print(line, soft_wrap=True)
     if not wait:
         return
-    sys.exit(_wait_and_show(client, run.run_id, timeout, console))
+    sys.exit(wait_and_show(client, run.run_id, timeout, console))
 
 
-def _timeout_needs_wait(wait: bool, timeout: float | None) -> None:
+def timeout_needs_wait(wait: bool, timeout: float | None) -> None:
+    """A usage error when ``--timeout`` is given without ``--wait``."""
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait: add --wait or drop --timeout")
 
 
-def _wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
+def wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
+    """Follow a run with a live progress line, then show it; the exit status: 0 completed,
+    1 failed or cancelled, 2 timed out."""
     from pgweave.client import RunTimeoutError
     from pgweave.runs import RunEvent, RunState
     from pgweave.status import fetch_tasks, progress_line, run_view
@@ -228,11 +231,11 @@ def status(run_id: uuid.UUID, dsn: str, as_json: bool, wait: bool, timeout: floa
     from pgweave.client import Client, RunNotFoundError
     from pgweave.status import fetch_tasks, run_view
 
-    _timeout_needs_wait(wait, timeout)
+    timeout_needs_wait(wait, timeout)
     client = Client(dsn)
     console = Console(log_path=False)
     if wait:
-        sys.exit(_wait_and_show(client, run_id, timeout, console))
+        sys.exit(wait_and_show(client, run_id, timeout, console))
     try:
         state = client.get_run(run_id)
     except RunNotFoundError:

@@ -8,6 +8,7 @@ group (:mod:`pgweave.cli_errors`), which prints them as one line with what to do
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgweave.client import Client, FlowRun
-from pgweave.commands import dsn_option
+from pgweave.commands import dsn_option, timeout_needs_wait, wait_and_show
 from pgweave.listing import RUN_STATUSES, parse_since
 from pgweave_client.models import FlowsRow, RunsRow
 
@@ -130,18 +131,27 @@ unpause = _pause_command(
 
 
 def _restart_command(verb: str, restart: Callable[[Client, uuid.UUID], FlowRun]) -> click.Command:
-    """``pgweave retry|resume RUN``: start the new run and say what it carried over."""
+    """``pgweave retry|resume RUN``: start the new run, say what it carried over, and with
+    ``--wait`` follow it like ``pgweave start --wait``."""
 
     @click.command(verb)
     @click.argument("run_id", type=click.UUID, metavar="RUN")
     @dsn_option
-    def command(run_id: uuid.UUID, dsn: str) -> None:
-        new = restart(Client(dsn), run_id)
+    @click.option("--wait/--no-wait", default=False, help="Wait for the new run to end.")
+    @click.option("--timeout", type=float, default=None, help="Seconds to wait (with --wait).")
+    def command(run_id: uuid.UUID, dsn: str, wait: bool, timeout: float | None) -> None:
+        timeout_needs_wait(wait, timeout)
+        client = Client(dsn)
+        new = restart(client, run_id)
         done = sum(1 for step in new.state.steps.values() if step.is_terminal)
-        click.echo(
+        console = Console(log_path=False)
+        console.print(
             f"started run {new.run_id} of flow {new.state.flow_slug!r} ({new.status}), "
-            f"{verb} of run {run_id}: {done} of {len(new.state.steps)} steps already done"
+            f"{verb} of run {run_id}: {done} of {len(new.state.steps)} steps already done",
+            soft_wrap=True,
         )
+        if wait:
+            sys.exit(wait_and_show(client, new.run_id, timeout, console))
 
     return command
 

@@ -230,6 +230,20 @@ def test_status_shows_failure_details(dsn: str, conn: psycopg.Connection) -> Non
     assert tail.rstrip().endswith("ValueError: bad input 42")
 
 
+def test_retry_and_resume_wait(dsn: str, conn: psycopg.Connection) -> None:
+    failed = failed_chain(conn)
+    assert "--timeout only applies with --wait" in one_line(
+        2, "retry", str(failed), "--timeout", "5", "--dsn", dsn
+    )
+    assert json.loads(ok("runs", "--json", "--dsn", dsn).output)[0]["run_id"] == str(failed)
+    result = CliRunner().invoke(
+        main, ["resume", str(failed), "--wait", "--timeout", "1", "--dsn", dsn]
+    )
+    assert result.exit_code == 2, result.output  # nobody works on the new run
+    words = " ".join(result.output.split())  # rich wraps at 80 columns
+    assert "did not reach the awaited state within 1.0 s (it is started)" in words
+
+
 def test_unmapped_engine_error_names_the_command(dsn: str, conn: psycopg.Connection) -> None:
     failed = failed_chain(conn)
     conn.execute("select pgmq.drop_queue('chain')")
