@@ -3,7 +3,8 @@
 :class:`OneLineErrors` is the command group class of ``pgweave``: usage errors and any
 exception a command lets through become one line on stderr (exit 2 for usage errors, 1 for
 the rest) instead of click's usage block or a traceback. ``PGWEAVE_TRACEBACK=1`` shows the
-traceback instead.
+traceback instead. The engine's documented errors (the generated client's classes) keep the
+engine's message, followed by what to do (:data:`ENGINE_HINTS`).
 """
 
 from __future__ import annotations
