@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Container, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -25,6 +26,15 @@ from psycopg.types.json import Jsonb
 from pgweave.client import state_of_row
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
+from pgweave.listing import (
+    FlowSummary,
+    Query,
+    WorkerSummary,
+    flows_query,
+    runs_query,
+    tasks_query,
+    workers_query,
+)
 from pgweave.runs import (
     RECONNECT_PAUSE,
     Reconnection,
@@ -37,6 +47,9 @@ from pgweave.runs import (
     state_of,
 )
 from pgweave_client import AsyncPgflowClient
+from pgweave_client.models import FlowsRow, RunsRow, StepTasksRow
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -49,15 +62,99 @@ class AsyncClient:
         return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
 
     async def start_flow(
-        self, flow: str | Flow[Any], input: Any, *, run_id: uuid.UUID | None = None
+        self,
+        flow: str | Flow[Any],
+        input: Any,
+        *,
+        run_id: uuid.UUID | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncFlowRun:
-        """Start a run (``pgflow.start_flow_with_states``) and return its handle."""
+        """Start a run and return its handle; with ``idempotency_key`` or ``run_id`` a run
+        they already name is returned (see :meth:`pgweave.client.Client.start_flow`)."""
         slug = flow.slug if isinstance(flow, Flow) else flow
+        flow_input = Jsonb(to_json(input))
+        if idempotency_key is None and run_id is None:
+            async with await self._connect() as conn:
+                result = await AsyncPgflowClient(conn).start_flow_with_states(slug, flow_input)
+            state = state_of(result, f"start_flow_with_states returned {result!r}")
+            return AsyncFlowRun(self, state.run_id, state)
+        return await self._new_run(
+            lambda api: api.start_flow_idempotent(slug, flow_input, idempotency_key, run_id)
+        )
+
+    async def cancel_run(self, run_id: uuid.UUID | str, reason: str | None = None) -> RunsRow:
+        """Cancel a started or paused run (``pgflow.cancel_run``); its row. Idempotent."""
+        return await self._call(lambda api: api.cancel_run(uuid.UUID(str(run_id)), reason))
+
+    async def pause_run(self, run_id: uuid.UUID | str) -> RunsRow:
+        """Pause a started run (``pgflow.pause_run``): none of its tasks starts; its row."""
+        return await self._call(lambda api: api.pause_run(uuid.UUID(str(run_id))))
+
+    async def unpause_run(self, run_id: uuid.UUID | str) -> RunsRow:
+        """Let a paused run go on (``pgflow.unpause_run``); its row."""
+        return await self._call(lambda api: api.unpause_run(uuid.UUID(str(run_id))))
+
+    async def pause_flow(self, flow: str) -> FlowsRow:
+        """Pause every run of a flow, present and future (``pgflow.pause_flow``; admin)."""
+        return await self._call(lambda api: api.pause_flow(flow))
+
+    async def unpause_flow(self, flow: str) -> FlowsRow:
+        """Let a paused flow go on (``pgflow.unpause_flow``; admin)."""
+        return await self._call(lambda api: api.unpause_flow(flow))
+
+    async def retry_run(self, run_id: uuid.UUID | str) -> AsyncFlowRun:
+        """A new run of a failed or cancelled run's flow and input (``pgflow.retry_run``)."""
+        return await self._new_run(lambda api: api.retry_run(uuid.UUID(str(run_id))))
+
+    async def resume_run(self, run_id: uuid.UUID | str) -> AsyncFlowRun:
+        """A new run going on from where a failed or cancelled run stopped
+        (``pgflow.resume_run``): its completed work is carried over."""
+        return await self._new_run(lambda api: api.resume_run(uuid.UUID(str(run_id))))
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 50,
+        before: RunsRow | None = None,
+    ) -> list[RunsRow]:
+        """Runs newest first, filtered (see :func:`pgweave.listing.runs_query`); pass the last
+        row as ``before`` for the next page."""
+        query = runs_query(flow=flow, status=status, since=since, limit=limit, before=before)
+        return await self._fetch(query)
+
+    async def list_flows(self) -> list[FlowSummary]:
+        """Every flow with its step count and number of started runs."""
+        return await self._fetch(flows_query())
+
+    async def list_workers(
+        self, *, flow: str | None = None, include_stopped: bool = False
+    ) -> list[WorkerSummary]:
+        """Registered workers, newest first (reading ``pgflow.workers`` needs an admin)."""
+        return await self._fetch(workers_query(flow=flow, include_stopped=include_stopped))
+
+    async def get_tasks(
+        self, run_id: uuid.UUID | str, *, status: str | None = None
+    ) -> list[StepTasksRow]:
+        """A run's tasks with their failure details (``error_type``, ``error_traceback``)."""
+        return await self._fetch(tasks_query(uuid.UUID(str(run_id)), status=status))
+
+    async def _call(self, call: Callable[[AsyncPgflowClient], Awaitable[T]]) -> T:
         async with await self._connect() as conn:
-            result = await AsyncPgflowClient(conn).start_flow_with_states(
-                slug, Jsonb(to_json(input)), run_id
-            )
-        state = state_of(result, f"start_flow_with_states returned {result!r}")
+            return await call(AsyncPgflowClient(conn))
+
+    async def _fetch(self, query: Query[T]) -> list[T]:
+        async with await self._connect() as conn:
+            return await query.run_async(conn)
+
+    async def _new_run(
+        self, call: Callable[[AsyncPgflowClient], Awaitable[RunsRow]]
+    ) -> AsyncFlowRun:
+        async with await self._connect() as conn:
+            row = await call(AsyncPgflowClient(conn))
+            state = await _read_run(conn, row.run_id)
         return AsyncFlowRun(self, state.run_id, state)
 
     async def start_flows(self, flow: str | Flow[Any], inputs: Iterable[Any]) -> list[AsyncFlowRun]:

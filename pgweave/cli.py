@@ -15,6 +15,7 @@ from pgweave.commands import register as register_flow_commands
 from pgweave.dashboard.cli import dashboard as dashboard_command
 from pgweave.migration_cli import pending_message
 from pgweave.migration_cli import register as register_migration_commands
+from pgweave.run_commands import register as register_run_commands
 from pgweave_generator.render import GeneratedFile
 
 generated_option = out_option("Directory of the generated files.")
@@ -123,5 +124,6 @@ def smoke(spec: Path, out: Path) -> None:
 
 
 register_flow_commands(main)  # install, compile, worker, start, status, demo
+register_run_commands(main)  # runs, cancel, pause, unpause, retry, resume, flows, workers
 register_migration_commands(main)  # migration new|redo|plan
 main.add_command(dashboard_command)

@@ -3,21 +3,56 @@
 :class:`OneLineErrors` is the command group class of ``pgweave``: usage errors and any
 exception a command lets through become one line on stderr (exit 2 for usage errors, 1 for
 the rest) instead of click's usage block or a traceback. ``PGWEAVE_TRACEBACK=1`` shows the
-traceback instead.
+traceback instead. The engine's documented errors (the generated client's classes) keep the
+engine's message, followed by what to do (:data:`ENGINE_HINTS`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 import psycopg
 
 from pgweave.cli_common import fail
+from pgweave_client import PgflowError, errors
 
 INSTALL_HINT = "run `pgweave install --dsn …` first"
 ENGINE_MISSING_STATES = {"3F000", "42P01", "42883"}  # no such schema / table / function
+PERMISSION_HINT = (
+    "connect as a login with the pgflow role this needs (pausing a flow and listing workers "
+    "need pgflow_admin; see the README's Roles)"
+)
+
+
+def _restart_hint(params: Mapping[str, str]) -> str:
+    if params.get("status") == "completed":
+        return "a completed run has nothing to redo: start a new one with `pgweave start`"
+    return f"cancel it first (`pgweave cancel {params.get('run_id')}`) or wait for it to fail"
+
+
+ENGINE_HINTS: Mapping[type[PgflowError], Callable[[Mapping[str, str]], str]] = {
+    errors.RunNotFoundError: lambda _: "check the run id and --dsn (`pgweave runs` lists runs)",
+    errors.RunNotCancellableError: lambda _: "it has ended, so there is nothing to cancel",
+    errors.RunNotPausableError: lambda _: "only a started run can be paused; this one has ended",
+    errors.RunNotRestartableError: _restart_hint,
+    errors.UnknownFlowError: lambda _: "`pgweave flows` lists the flows of this database",
+    errors.IdempotencyConflictError: lambda _: (
+        "use a new --idempotency-key, or repeat the first start with the same flow and input"
+    ),
+    errors.RootMapInputNotArrayError: lambda _: "pass a JSON array as --input",
+}
+"""What to do about the engine's documented errors a command can meet, by error class."""
+
+
+def describe_engine_error(error: PgflowError) -> str:
+    """A documented engine error's message and, when known, what to do about it."""
+    message = first_line(error.message)
+    hint = ENGINE_HINTS.get(type(error))
+    params = error.params if isinstance(error, errors.EngineError) else {}
+    return f"{message}; {hint(params)}" if hint else message
 
 
 def first_line(text: str) -> str:
@@ -35,6 +70,8 @@ def describe_database_error(error: psycopg.Error) -> str:
         )
     if error.sqlstate in ENGINE_MISSING_STATES and "pgflow" in message:
         return f"this database has no pgweave engine ({message}): {INSTALL_HINT}"
+    if error.sqlstate == "42501":
+        return f"{message}: {PERMISSION_HINT}"
     hint = error.diag.message_hint
     return f"database error: {message}" + (f"; {first_line(hint)}" if hint else "")
 
@@ -45,6 +82,9 @@ def describe(error: Exception, command: str) -> str:
 
     if isinstance(error, psycopg.Error):
         return describe_database_error(error)
+    if isinstance(error, PgflowError):
+        line = describe_engine_error(error)
+        return line if type(error) in ENGINE_HINTS else f"{command} failed: {line}"
     if isinstance(error, InstallError):
         return f"install failed: {error}"
     if isinstance(error, ModuleNotFoundError) and error.name in {

@@ -6,6 +6,10 @@
     final = run.wait(timeout=60)            # RunState, completed or failed
     for event in client.events(run.run_id):  # live events until the run ends
         print(event.event, event.payload)
+    client.cancel_run(run.run_id, reason="not needed")   # run control (see the README)
+    again = client.resume_run(run.run_id)                  # a handle on the new run
+    for row in client.list_runs(flow="analyze_website", status="failed", limit=20):
+        print(row.run_id, row.started_at)
 
 Waiting LISTENs on the run's channel (``pgflow:run:<run_id>``) first and then reads the run,
 so no event can slip between the two; it reads the run again whenever an event arrives
@@ -17,13 +21,23 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Container, Iterable, Iterator
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
+from pgweave.listing import (
+    FlowSummary,
+    Query,
+    WorkerSummary,
+    flows_query,
+    runs_query,
+    tasks_query,
+    workers_query,
+)
 from pgweave.runs import (
     RECONNECT_PAUSE,
     Reconnection,
@@ -37,7 +51,9 @@ from pgweave.runs import (
 from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
 from pgweave.runs import RunTimeoutError as RunTimeoutError
 from pgweave_client import PgflowClient
-from pgweave_client.models import RunsRow
+from pgweave_client.models import FlowsRow, RunsRow, StepTasksRow
+
+T = TypeVar("T")
 
 
 class Client:
@@ -50,17 +66,101 @@ class Client:
         return psycopg.connect(self.dsn, autocommit=True)
 
     def start_flow(
-        self, flow: str | Flow[Any], input: Any, *, run_id: uuid.UUID | None = None
+        self,
+        flow: str | Flow[Any],
+        input: Any,
+        *,
+        run_id: uuid.UUID | None = None,
+        idempotency_key: str | None = None,
     ) -> FlowRun:
-        """Start a run (``pgflow.start_flow_with_states``) and return its handle.
+        """Start a run and return its handle.
 
-        Engine errors are raised as the generated client's errors (e.g.
-        ``pgweave_client.errors.FlowNotFoundError``).
+        With an ``idempotency_key`` or a ``run_id`` the start can be repeated safely
+        (``pgflow.start_flow_idempotent``): a run that key or id already names is returned
+        when flow and input match, else ``IdempotencyConflictError``. Engine errors are raised
+        as the generated client's errors (e.g. ``pgweave_client.errors.FlowNotFoundError``).
         """
         slug = flow.slug if isinstance(flow, Flow) else flow
+        flow_input = Jsonb(to_json(input))
+        if idempotency_key is None and run_id is None:
+            with self._connect() as conn:
+                result = PgflowClient(conn).start_flow_with_states(slug, flow_input)
+            state = state_of(result, f"start_flow_with_states returned {result!r}")
+            return FlowRun(self, state.run_id, state)
+        return self._new_run(
+            lambda api: api.start_flow_idempotent(slug, flow_input, idempotency_key, run_id)
+        )
+
+    def cancel_run(self, run_id: uuid.UUID | str, reason: str | None = None) -> RunsRow:
+        """Cancel a started or paused run (``pgflow.cancel_run``); its row. Idempotent."""
+        return self._call(lambda api: api.cancel_run(uuid.UUID(str(run_id)), reason))
+
+    def pause_run(self, run_id: uuid.UUID | str) -> RunsRow:
+        """Pause a started run (``pgflow.pause_run``): none of its tasks starts; its row."""
+        return self._call(lambda api: api.pause_run(uuid.UUID(str(run_id))))
+
+    def unpause_run(self, run_id: uuid.UUID | str) -> RunsRow:
+        """Let a paused run go on (``pgflow.unpause_run``); its row."""
+        return self._call(lambda api: api.unpause_run(uuid.UUID(str(run_id))))
+
+    def pause_flow(self, flow: str) -> FlowsRow:
+        """Pause every run of a flow, present and future (``pgflow.pause_flow``; admin)."""
+        return self._call(lambda api: api.pause_flow(flow))
+
+    def unpause_flow(self, flow: str) -> FlowsRow:
+        """Let a paused flow go on (``pgflow.unpause_flow``; admin)."""
+        return self._call(lambda api: api.unpause_flow(flow))
+
+    def retry_run(self, run_id: uuid.UUID | str) -> FlowRun:
+        """A new run of a failed or cancelled run's flow and input (``pgflow.retry_run``)."""
+        return self._new_run(lambda api: api.retry_run(uuid.UUID(str(run_id))))
+
+    def resume_run(self, run_id: uuid.UUID | str) -> FlowRun:
+        """A new run going on from where a failed or cancelled run stopped
+        (``pgflow.resume_run``): its completed work is carried over."""
+        return self._new_run(lambda api: api.resume_run(uuid.UUID(str(run_id))))
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 50,
+        before: RunsRow | None = None,
+    ) -> list[RunsRow]:
+        """Runs newest first, filtered (see :func:`pgweave.listing.runs_query`); pass the last
+        row as ``before`` for the next page."""
+        query = runs_query(flow=flow, status=status, since=since, limit=limit, before=before)
+        return self._fetch(query)
+
+    def list_flows(self) -> list[FlowSummary]:
+        """Every flow with its step count and number of started runs."""
+        return self._fetch(flows_query())
+
+    def list_workers(
+        self, *, flow: str | None = None, include_stopped: bool = False
+    ) -> list[WorkerSummary]:
+        """Registered workers, newest first (reading ``pgflow.workers`` needs an admin)."""
+        return self._fetch(workers_query(flow=flow, include_stopped=include_stopped))
+
+    def get_tasks(
+        self, run_id: uuid.UUID | str, *, status: str | None = None
+    ) -> list[StepTasksRow]:
+        """A run's tasks with their failure details (``error_type``, ``error_traceback``)."""
+        return self._fetch(tasks_query(uuid.UUID(str(run_id)), status=status))
+
+    def _call(self, call: Callable[[PgflowClient], T]) -> T:
         with self._connect() as conn:
-            result = PgflowClient(conn).start_flow_with_states(slug, Jsonb(to_json(input)), run_id)
-        state = state_of(result, f"start_flow_with_states returned {result!r}")
+            return call(PgflowClient(conn))
+
+    def _fetch(self, query: Query[T]) -> list[T]:
+        with self._connect() as conn:
+            return query.run(conn)
+
+    def _new_run(self, call: Callable[[PgflowClient], RunsRow]) -> FlowRun:
+        with self._connect() as conn:
+            state = _read_run(conn, call(PgflowClient(conn)).run_id)
         return FlowRun(self, state.run_id, state)
 
     def start_flows(self, flow: str | Flow[Any], inputs: Iterable[Any]) -> list[FlowRun]:

@@ -19,7 +19,7 @@ import psycopg
 from rich.console import Console
 
 from pgweave.cli_common import fail
-from pgweave.cli_errors import describe_database_error, first_line
+from pgweave.cli_errors import describe_database_error, describe_engine_error, first_line
 from pgweave.config import WorkerConfig
 from pgweave_client import PgflowError
 from pgweave_client.errors import FlowNotFoundError
@@ -137,6 +137,11 @@ def worker(
 @dsn_option
 @click.option("--input", "input_json", default="null", show_default=True, help="JSON input.")
 @click.option("--run-id", type=click.UUID, default=None, help="Choose the run id.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Start at most one run per key: again, the run the key names is shown.",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait for the run to complete or fail.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (with --wait).")
 def start(
@@ -144,16 +149,18 @@ def start(
     dsn: str,
     input_json: str,
     run_id: uuid.UUID | None,
+    idempotency_key: str | None,
     wait: bool,
     timeout: float | None,
 ) -> None:
     """Start a run of FLOW (a slug or MODULE:FLOW); with --wait show progress and the result.
 
-    Exit status with --wait: 0 completed, 1 failed, 2 timed out.
+    With --idempotency-key (or a --run-id that exists) a repeated start shows the run the
+    first one started. Exit status with --wait: 0 completed, 1 failed or cancelled, 2 timed out.
     """
     from pgweave.client import Client
 
-    _timeout_needs_wait(wait, timeout)
+    timeout_needs_wait(wait, timeout)
     try:
         flow_input = json.loads(input_json)
     except json.JSONDecodeError as exc:
@@ -161,27 +168,35 @@ def start(
     slug = _load(flow).slug if ":" in flow else flow
     client = Client(dsn)
     try:
-        run = client.start_flow(slug, flow_input, run_id=run_id)
+        run = client.start_flow(slug, flow_input, run_id=run_id, idempotency_key=idempotency_key)
     except FlowNotFoundError:
         fail(
             f"unknown flow {slug!r}: this database has no such flow: run a worker for it "
             "(`pgweave worker MODULE:FLOW` creates it) or apply its `pgweave compile` migration"
         )
     except PgflowError as exc:
-        fail(f"cannot start {slug!r}: {first_line(str(exc))}")
+        fail(f"cannot start {slug!r}: {describe_engine_error(exc)}")
     console = Console(log_path=False)
-    console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
+    if idempotency_key is None and run_id is None:
+        console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
+    else:  # a new run, or the one a first start with this key or id began
+        key = f" for idempotency key {idempotency_key!r}" if idempotency_key else ""
+        line = f"run [bold]{run.run_id}[/] of flow {slug!r}{key} ({run.status})"
+        console.print(line, soft_wrap=True)
     if not wait:
         return
-    sys.exit(_wait_and_show(client, run.run_id, timeout, console))
+    sys.exit(wait_and_show(client, run.run_id, timeout, console))
 
 
-def _timeout_needs_wait(wait: bool, timeout: float | None) -> None:
+def timeout_needs_wait(wait: bool, timeout: float | None) -> None:
+    """A usage error when ``--timeout`` is given without ``--wait``."""
     if timeout is not None and not wait:
         raise click.UsageError("--timeout only applies with --wait: add --wait or drop --timeout")
 
 
-def _wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
+def wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
+    """Follow a run with a live progress line, then show it; the exit status: 0 completed,
+    1 failed or cancelled, 2 timed out."""
     from pgweave.client import RunTimeoutError
     from pgweave.runs import RunEvent, RunState
     from pgweave.status import fetch_tasks, progress_line, run_view
@@ -216,11 +231,11 @@ def status(run_id: uuid.UUID, dsn: str, as_json: bool, wait: bool, timeout: floa
     from pgweave.client import Client, RunNotFoundError
     from pgweave.status import fetch_tasks, run_view
 
-    _timeout_needs_wait(wait, timeout)
+    timeout_needs_wait(wait, timeout)
     client = Client(dsn)
     console = Console(log_path=False)
     if wait:
-        sys.exit(_wait_and_show(client, run_id, timeout, console))
+        sys.exit(wait_and_show(client, run_id, timeout, console))
     try:
         state = client.get_run(run_id)
     except RunNotFoundError:

@@ -132,6 +132,10 @@ def apply_events(state: RunState, batch: Sequence[RunEvent]) -> tuple[RunState, 
     return state, reread or state.is_terminal
 
 
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
 def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -177,7 +181,7 @@ class StepState:
 
     @property
     def is_terminal(self) -> bool:
-        """Completed, failed or skipped."""
+        """Completed, failed, skipped or cancelled."""
         return self.status in statuses.STEP_STATE_TERMINAL
 
 
@@ -197,6 +201,13 @@ class RunState:
     steps: Mapping[str, StepState] = field(default_factory=dict)
     error_message: str | None = None
     """The failing step's error (from a ``run:failed`` event or the failed step)."""
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    paused_at: datetime | None = None
+    """Set while the run is paused (``pause_run``); a paused flow does not set it."""
+    restart_of_run_id: uuid.UUID | None = None
+    """The failed or cancelled run this one retries or resumes."""
+    idempotency_key: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
@@ -216,11 +227,16 @@ class RunState:
             failed_at=_ts(run.get("failed_at")),
             steps=steps,
             error_message=next((m for m in failed if m), None),
+            cancelled_at=_ts(run.get("cancelled_at")),
+            cancel_reason=run.get("cancel_reason"),
+            paused_at=_ts(run.get("paused_at")),
+            restart_of_run_id=_uuid_or_none(run.get("restart_of_run_id")),
+            idempotency_key=run.get("idempotency_key"),
         )
 
     @property
     def is_terminal(self) -> bool:
-        """Completed or failed."""
+        """Completed, failed or cancelled."""
         return self.status in statuses.RUN_TERMINAL
 
     def step(self, slug: str) -> StepState:
@@ -234,6 +250,10 @@ class RunState:
     def apply(self, event: RunEvent) -> RunState:
         """This state moved forward by an event (unchanged when the event is old news)."""
         payload = event.payload
+        if event.event == "run:paused":
+            return replace(self, paused_at=_ts(payload.get("paused_at")))
+        if event.event == "run:unpaused":
+            return replace(self, paused_at=None)
         if event.step_slug is None:
             if _RUN_RANK.get(event.status or "", -1) <= _RUN_RANK.get(self.status, 0):
                 return self
@@ -241,9 +261,11 @@ class RunState:
             for key in ("remaining_steps",):
                 if key in payload:
                     changes[key] = payload[key]
-            for key in ("started_at", "completed_at", "failed_at"):
+            for key in ("started_at", "completed_at", "failed_at", "cancelled_at"):
                 if payload.get(key) is not None:
                     changes[key] = _ts(payload[key])
+            if payload.get("cancel_reason"):
+                changes["cancel_reason"] = payload["cancel_reason"]
             if "output" in payload:
                 changes["output"] = payload["output"]
             if "input" in payload:
@@ -310,8 +332,8 @@ class RunEvent:
 
     @property
     def is_run_terminal(self) -> bool:
-        """``run:completed`` or ``run:failed``."""
-        return self.event in ("run:completed", "run:failed")
+        """``run:completed``, ``run:failed`` or ``run:cancelled``."""
+        return self.event in ("run:completed", "run:failed", "run:cancelled")
 
 
 class RunHandle(Generic[ClientT]):
