@@ -7,6 +7,8 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from bench.runner import (
     time_start_flow,
     time_type_violation,
 )
-from bench.workloads import workloads
+from bench.workloads import Workload, workloads
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -161,165 +163,204 @@ def _csv(text: str | None, default: list[str]) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()] if text else default
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the suite; exit 1 when any verification failed."""
-    args = parse_args(argv)
-    # SIGTERM ends the run through the cleanup below (the throwaway cluster is removed)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    console = Console(width=200)
+@dataclass
+class Plan:
+    """What one invocation runs, read from the command line."""
+
+    args: argparse.Namespace
+    ks: list[int]
+    drivers: list[str]
+    chosen: list[Workload]
+    options: Options
+    pgbench_seconds: int
+    peer_on: bool
+
+    @property
+    def quick(self) -> bool:
+        """The smoke run (small sizes, one repetition of each case)."""
+        return bool(self.args.quick)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """The cases, drivers and options the arguments ask for (exit on an unknown driver)."""
     quick = args.quick
-    ks = [int(k) for k in _csv(args.ks, ["1"] if quick else ["1", "2", "4"])]
     drivers = _csv(args.drivers, list(DRIVERS))
     unknown = sorted(set(drivers) - set(DRIVERS))
     if unknown:
         sys.exit(f"unknown drivers {unknown}; choose from {DRIVERS}")
     selected = _csv(args.workloads, [w.key for w in workloads(quick)])
-    chosen = [w for w in workloads(quick) if w.key in selected]
-    pgbench_seconds = args.pgbench_seconds or (1 if quick else 10)
-    peer_on = (not quick) if args.peer is None else args.peer
-    options = Options(
+    ks = [int(k) for k in _csv(args.ks, ["1"] if quick else ["1", "2", "4"])]
+    return Plan(
+        args=args,
         ks=ks,
         drivers=drivers,
-        batch=args.batch,
-        logs=args.out / "logs",
-        poll_seconds=1 if quick else 2,
-        checkpoint=not quick,
-        hold_seconds=1.0 if quick else 3.0,
+        chosen=[w for w in workloads(quick) if w.key in selected],
+        options=Options(
+            ks=ks,
+            drivers=drivers,
+            batch=args.batch,
+            logs=args.out / "logs",
+            poll_seconds=1 if quick else 2,
+            checkpoint=not quick,
+            hold_seconds=1.0 if quick else 3.0,
+        ),
+        pgbench_seconds=args.pgbench_seconds or (1 if quick else 10),
+        peer_on=(not quick) if args.peer is None else args.peer,
     )
-    started = time.time()
-    doc: dict[str, Any] = {
+
+
+def new_document(plan: Plan) -> dict[str, Any]:
+    """The result document before anything is measured (its ``meta``)."""
+    return {
         "meta": {
-            "mode": "quick" if quick else "full",
+            "mode": "quick" if plan.quick else "full",
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
-            "ks": ks,
-            "drivers": drivers,
-            "batch": args.batch,
-            "task_batch": options.task_batch,
-            "poll_seconds": options.poll_seconds,
-            "pgbench_seconds": pgbench_seconds,
-            "repeat": args.repeat,
+            "ks": plan.ks,
+            "drivers": plan.drivers,
+            "batch": plan.args.batch,
+            "task_batch": plan.options.task_batch,
+            "poll_seconds": plan.options.poll_seconds,
+            "pgbench_seconds": plan.pgbench_seconds,
+            "repeat": plan.args.repeat,
         },
         "pgbench": {},
         "cases": [],
     }
-    failures: list[str] = []
-    server = Server.start(args.dsn)
-    try:
-        doc["meta"]["server"] = server.server_info()
-        with phase(console, "template database (pgmq, migrations, bench flows)"):
-            server.prepare_template()
-        with phase(console, "pgbench anchor (before)"):
-            pgdb = pgbench_init(server, scale=2 if quick else 10)
-            before = {k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks}
-            console.print(f"  pgbench TPS: {before}")
 
-        results: list[CaseResult] = []
-        samples: dict[tuple[str, str, int], list[CaseResult]] = {}
-        between: list[dict[int, float]] = []
-        for rep in range(args.repeat):
-            shared = {(d, k): server.case_database() for d in drivers for k in ks} if quick else {}
-            # repetitions interleaved (not back to back), pgbench after each
-            for workload in chosen:
-                for driver in drivers:
-                    for k in ks:
-                        title = f"{workload.key} ({workload.title}) - {driver}, K={k}"
-                        if args.repeat > 1:
-                            title += f", run {rep + 1}/{args.repeat}"
-                        with phase(console, title):
-                            result = run_case(
-                                server,
-                                workload,
-                                driver,
-                                k,
-                                options,
-                                shared_db=shared.get((driver, k)),
-                            )
-                        console.print(
-                            f"  start + drain {result.start_to_finish_per_s:,.0f} tasks/s"
-                            f" ({result.start_s:.2f} + {result.seconds:.2f} s),"
-                            f" drain only {result.tasks_per_s:,.0f} tasks/s"
-                            + ("" if result.verified else f"  [red]{result.problems}[/red]")
+
+def run_cases(
+    console: Console, server: Server, plan: Plan, pgbench: Callable[[], dict[int, float]]
+) -> tuple[list[CaseResult], list[dict[int, float]]]:
+    """Every case, repetitions interleaved (pgbench between them); the median of each case
+    and the pgbench figures measured between repetitions."""
+    samples: dict[tuple[str, str, int], list[CaseResult]] = {}
+    between: list[dict[int, float]] = []
+    repeat = plan.args.repeat
+    for rep in range(repeat):
+        shared = (
+            {(d, k): server.case_database() for d in plan.drivers for k in plan.ks}
+            if plan.quick
+            else {}
+        )
+        for workload in plan.chosen:
+            for driver in plan.drivers:
+                for k in plan.ks:
+                    title = f"{workload.key} ({workload.title}) - {driver}, K={k}"
+                    if repeat > 1:
+                        title += f", run {rep + 1}/{repeat}"
+                    with phase(console, title):
+                        result = run_case(
+                            server,
+                            workload,
+                            driver,
+                            k,
+                            plan.options,
+                            shared_db=shared.get((driver, k)),
                         )
-                        samples.setdefault((workload.key, driver, k), []).append(result)
-            if rep + 1 < args.repeat:
-                with phase(console, "pgbench anchor (between repetitions)"):
-                    between.append({k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks})
-        for runs_of_case in samples.values():
-            ordered = sorted(runs_of_case, key=lambda r: r.start_to_finish_per_s)
-            median = ordered[len(ordered) // 2]
-            median.samples = [r.start_to_finish_per_s for r in runs_of_case]
-            median.drain_samples = [r.tasks_per_s for r in runs_of_case]
-            median.problems = [p for r in runs_of_case for p in r.problems]
-            results.append(median)
+                    console.print(
+                        f"  start + drain {result.start_to_finish_per_s:,.0f} tasks/s"
+                        f" ({result.start_s:.2f} + {result.seconds:.2f} s),"
+                        f" drain only {result.tasks_per_s:,.0f} tasks/s"
+                        + ("" if result.verified else f"  [red]{result.problems}[/red]")
+                    )
+                    samples.setdefault((workload.key, driver, k), []).append(result)
+        if rep + 1 < repeat:
+            with phase(console, "pgbench anchor (between repetitions)"):
+                between.append(pgbench())
+    return [median_of(runs) for runs in samples.values()], between
 
-        profiles: dict[str, Any] = {}
-        if args.profile and server.has_pgss:
-            profile_cases = (
-                [(chosen[0], "raw-batch")]
-                if quick
-                else [
-                    (w, d)
-                    for w in chosen
-                    if w.key in ("W1", "W2", "W3-10k", "W4")
-                    for d in ("raw-task", "raw-batch", "worker")
-                    if d in drivers
-                ]
-            )
-            for workload, driver in profile_cases:
-                with phase(console, f"profile {workload.key} - {driver}, K=1"):
-                    result = run_case(server, workload, driver, 1, options, profile=True)
-                profiles[f"{workload.key}/{driver}/K=1"] = {
-                    "tasks_per_s_while_profiling": result.tasks_per_s,
-                    "wal_bytes_per_task": result.wal_bytes / result.tasks,
-                    "server_cpu_ms_per_task": 1000 * result.server_cpu_s / result.tasks
-                    if result.server_cpu_s is not None
-                    else None,
-                    **(result.profile or {}),
-                }
-                if not result.verified:
-                    failures.append(f"profile {workload.key}/{driver}: {result.problems}")
-        doc["profiles"] = profiles
 
-        if args.extras:
-            with phase(console, "W3: start_flow alone, root map of 10,000"):
-                doc["start_flow"] = time_start_flow(
-                    server, 1000 if quick else 10000, 3 if quick else 5
-                )
-            with phase(console, "W5: type violation with queued map tasks (engine time)"):
-                doc["type_violation"] = time_type_violation(
-                    server, 500 if quick else 5000, 3 if quick else 5
-                )
-            with phase(console, "W6: latency at low load (real worker, event-driven client)"):
-                doc["latency"] = measure_latency(server, 10 if quick else 200, options)
-            with phase(console, "worker memory with 1,000 tasks in flight"):
-                doc["memory"] = measure_memory(server, 100 if quick else 1000, options)
-            for key in ("start_flow", "type_violation", "latency", "memory"):
-                failures += [f"{key}: {p}" for p in doc[key]["problems"]]
+def median_of(runs_of_case: list[CaseResult]) -> CaseResult:
+    """The median repetition of a case (by start + drain), carrying every sample."""
+    ordered = sorted(runs_of_case, key=lambda r: r.start_to_finish_per_s)
+    median = ordered[len(ordered) // 2]
+    median.samples = [r.start_to_finish_per_s for r in runs_of_case]
+    median.drain_samples = [r.tasks_per_s for r in runs_of_case]
+    median.problems = [p for r in runs_of_case for p in r.problems]
+    return median
 
-        peer: dict[str, Any] = {}
-        if peer_on:
-            jobs = next((w.runs for w in chosen if w.key == "W1"), 2000)
-            for k in ks:
-                with phase(console, f"peer: PgQueuer draining {jobs} jobs, K={k}"):
-                    peer[str(k)] = run_peer(server, jobs, k, options)
-                failures += [f"PgQueuer K={k}: {p}" for p in peer[str(k)]["problems"]]
 
-        with phase(console, "pgbench anchor (after)"):
-            after = {k: pgbench_tps(server, pgdb, k, pgbench_seconds) for k in ks}
-            console.print(f"  pgbench TPS: {after}")
-    except BenchError as exc:
-        console.print(f"[red]benchmark error: {exc}[/red]")
-        sys.exit(2)
-    finally:
-        server.stop()
+def run_profiles(
+    console: Console, server: Server, plan: Plan, failures: list[str]
+) -> dict[str, Any]:
+    """pg_stat_statements profiles of the main cases at K=1 (when asked and available)."""
+    profiles: dict[str, Any] = {}
+    if not (plan.args.profile and server.has_pgss):
+        return profiles
+    profile_cases = (
+        [(plan.chosen[0], "raw-batch")]
+        if plan.quick
+        else [
+            (w, d)
+            for w in plan.chosen
+            if w.key in ("W1", "W2", "W3-10k", "W4")
+            for d in ("raw-task", "raw-batch", "worker")
+            if d in plan.drivers
+        ]
+    )
+    for workload, driver in profile_cases:
+        with phase(console, f"profile {workload.key} - {driver}, K=1"):
+            result = run_case(server, workload, driver, 1, plan.options, profile=True)
+        profiles[f"{workload.key}/{driver}/K=1"] = {
+            "tasks_per_s_while_profiling": result.tasks_per_s,
+            "wal_bytes_per_task": result.wal_bytes / result.tasks,
+            "server_cpu_ms_per_task": 1000 * result.server_cpu_s / result.tasks
+            if result.server_cpu_s is not None
+            else None,
+            **(result.profile or {}),
+        }
+        if not result.verified:
+            failures.append(f"profile {workload.key}/{driver}: {result.problems}")
+    return profiles
 
-    for k in ks:
-        measured = [before[k], *[b[k] for b in between], after[k]]
+
+def run_extras(
+    console: Console, server: Server, plan: Plan, doc: dict[str, Any], failures: list[str]
+) -> None:
+    """The engine-time and latency measurements (W3 start, W5, W6, worker memory)."""
+    quick = plan.quick
+    with phase(console, "W3: start_flow alone, root map of 10,000"):
+        doc["start_flow"] = time_start_flow(server, 1000 if quick else 10000, 3 if quick else 5)
+    with phase(console, "W5: type violation with queued map tasks (engine time)"):
+        doc["type_violation"] = time_type_violation(
+            server, 500 if quick else 5000, 3 if quick else 5
+        )
+    with phase(console, "W6: latency at low load (real worker, event-driven client)"):
+        doc["latency"] = measure_latency(server, 10 if quick else 200, plan.options)
+    with phase(console, "worker memory with 1,000 tasks in flight"):
+        doc["memory"] = measure_memory(server, 100 if quick else 1000, plan.options)
+    for key in ("start_flow", "type_violation", "latency", "memory"):
+        failures += [f"{key}: {p}" for p in doc[key]["problems"]]
+
+
+def run_peers(console: Console, server: Server, plan: Plan, failures: list[str]) -> dict[str, Any]:
+    """PgQueuer enqueuing and draining as many jobs as W1 has runs, at each K."""
+    peer: dict[str, Any] = {}
+    jobs = next((w.runs for w in plan.chosen if w.key == "W1"), 2000)
+    for k in plan.ks:
+        with phase(console, f"peer: PgQueuer draining {jobs} jobs, K={k}"):
+            peer[str(k)] = run_peer(server, jobs, k, plan.options)
+        failures += [f"PgQueuer K={k}: {p}" for p in peer[str(k)]["problems"]]
+    return peer
+
+
+def summarise(
+    doc: dict[str, Any],
+    plan: Plan,
+    pgbench_runs: list[dict[int, float]],
+    results: list[CaseResult],
+    peer: dict[str, Any],
+    failures: list[str],
+) -> None:
+    """Fill in the document: pgbench means, each case with its ratios, the peer's ratios,
+    the Python worker against the raw batch driver, the targets and the verification."""
+    for k in plan.ks:
+        measured = [run[k] for run in pgbench_runs]
         doc["pgbench"][str(k)] = {
             "tps": statistics.mean(measured),
-            "before": before[k],
-            "after": after[k],
+            "before": measured[0],
+            "after": measured[-1],
             "all": measured,
         }
     for result in results:
@@ -331,31 +372,68 @@ def main(argv: list[str] | None = None) -> None:
         if not result.verified:
             failures.append(f"{result.workload}/{result.driver}/K={result.k}: {result.problems}")
     for peer_k, entry in peer.items():
-        entry["ratio_pgbench"] = ratio(
-            entry["start_to_finish_jobs_per_s"], doc["pgbench"][peer_k]["tps"]
-        )
-        entry["drain_ratio_pgbench"] = ratio(entry["jobs_per_s"], doc["pgbench"][peer_k]["tps"])
+        tps = doc["pgbench"][peer_k]["tps"]
+        entry["ratio_pgbench"] = ratio(entry["start_to_finish_jobs_per_s"], tps)
+        entry["drain_ratio_pgbench"] = ratio(entry["jobs_per_s"], tps)
     doc["peer"] = peer
     doc["worker_vs_raw"] = {}
-    for k in ks:
-        worker = [
-            c["tasks_per_s"]
-            for c in doc["cases"]
-            if c["driver"] == "worker" and c["k"] == k and c["workload"] != "W5"
-        ]
-        raw = [
-            c["tasks_per_s"]
-            for c in doc["cases"]
-            if c["driver"] == "raw-batch" and c["k"] == k and c["workload"] != "W5"
-        ]
+    for k in plan.ks:
+        per_driver = {
+            driver: [
+                c["tasks_per_s"]
+                for c in doc["cases"]
+                if c["driver"] == driver and c["k"] == k and c["workload"] != "W5"
+            ]
+            for driver in ("worker", "raw-batch")
+        }
+        worker, raw = per_driver["worker"], per_driver["raw-batch"]
         if worker and len(worker) == len(raw):
             doc["worker_vs_raw"][str(k)] = statistics.geometric_mean(
                 [w / r for w, r in zip(worker, raw, strict=True)]
             )
     doc["targets"] = targets(doc)
     doc["verification"] = {"passed": not failures, "failures": failures}
-    doc["meta"]["duration_s"] = round(time.time() - started, 1)
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the suite; exit 1 when any verification failed."""
+    args = parse_args(argv)
+    # SIGTERM ends the run through the cleanup below (the throwaway cluster is removed)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    console = Console(width=200)
+    plan = make_plan(args)
+    started = time.time()
+    doc = new_document(plan)
+    failures: list[str] = []
+    server = Server.start(args.dsn)
+    try:
+        doc["meta"]["server"] = server.server_info()
+        with phase(console, "template database (pgmq, migrations, bench flows)"):
+            server.prepare_template()
+        with phase(console, "pgbench anchor (before)"):
+            pgdb = pgbench_init(server, scale=2 if plan.quick else 10)
+
+            def pgbench() -> dict[int, float]:
+                return {k: pgbench_tps(server, pgdb, k, plan.pgbench_seconds) for k in plan.ks}
+
+            before = pgbench()
+            console.print(f"  pgbench TPS: {before}")
+        results, between = run_cases(console, server, plan, pgbench)
+        doc["profiles"] = run_profiles(console, server, plan, failures)
+        if args.extras:
+            run_extras(console, server, plan, doc, failures)
+        peer = run_peers(console, server, plan, failures) if plan.peer_on else {}
+        with phase(console, "pgbench anchor (after)"):
+            after = pgbench()
+            console.print(f"  pgbench TPS: {after}")
+    except BenchError as exc:
+        console.print(f"[red]benchmark error: {exc}[/red]")
+        sys.exit(2)
+    finally:
+        server.stop()
+
+    summarise(doc, plan, [before, *between, after], results, peer, failures)
+    doc["meta"]["duration_s"] = round(time.time() - started, 1)
     print_report(console, doc)
     write_json(args.out / "results.json", doc)
     write_plot(args.out / "results.png", doc)
