@@ -54,9 +54,10 @@ class OrdersClient:
         declared: Sequence[type[errors.OrdersError]],
         *,
         from_clause: bool,
+        count: bool = False,
     ) -> list[Row]:
         """Run one function call; rows as dicts, documented errors mapped."""
-        query, params = compose_call(function, args, from_clause=from_clause)
+        query, params = compose_call(function, args, from_clause=from_clause, count=count)
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
             try:
                 cursor.execute(query, params)
