@@ -24,6 +24,7 @@ from generator.ir import (
     TableIR,
 )
 from generator.render import GeneratedFile, header
+from generator.render.event_helpers import helper_stem
 from generator.render.python_client import (
     Method,
     async_client_class,
@@ -237,6 +238,9 @@ def render_docs(
         "events_by_name": events_by_name,
         "raised_by": raised_by,
         "emitted_by": emitted_by,
+        "helper_stems": lambda e: [
+            helper_stem(e.name, v) for v in (None, *(v.name for v in e.variants))
+        ],
         "machine_of": machine_of,
         "spec_source": source,
     }

@@ -70,18 +70,13 @@ begin
       and ss.step_slug = any(skipped_slugs)
     order by s.step_index
   loop
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:skipped',
-        'run_id', step.run_id,
-        'flow_slug', step.flow_slug,
-        'step_slug', step.step_slug,
-        'status', step.status,
-        'skip_reason', step.skip_reason,
-        'skipped_at', step.skipped_at
-      ),
-      concat('step:', step.step_slug, ':skipped'),
-      concat('pgflow:run:', step.run_id)
+    perform pgflow._emit_step_skipped_with_flow(
+      step.run_id,
+      step.step_slug,
+      step.status,
+      step.skip_reason,
+      step.skipped_at,
+      step.flow_slug
     );
   end loop;
 

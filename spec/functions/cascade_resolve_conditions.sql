@@ -93,29 +93,19 @@ begin
       where r.run_id = cascade_resolve_conditions.run_id
       returning r.* into failed_run;
 
-      perform pgflow._broadcast(
-        jsonb_build_object(
-          'event_type', 'step:failed',
-          'run_id', failed_step.run_id,
-          'step_slug', failed_step.step_slug,
-          'status', failed_step.status,
-          'error_message', failed_step.error_message,
-          'failed_at', failed_step.failed_at
-        ),
-        concat('step:', failed_step.step_slug, ':failed'),
-        concat('pgflow:run:', failed_step.run_id)
+      perform pgflow._emit_step_failed(
+        failed_step.run_id,
+        failed_step.step_slug,
+        failed_step.status,
+        failed_step.error_message,
+        failed_step.failed_at
       );
-      perform pgflow._broadcast(
-        jsonb_build_object(
-          'event_type', 'run:failed',
-          'run_id', failed_run.run_id,
-          'flow_slug', failed_run.flow_slug,
-          'status', failed_run.status,
-          'error_message', failed_step.error_message,
-          'failed_at', failed_run.failed_at
-        ),
-        'run:failed',
-        concat('pgflow:run:', failed_run.run_id)
+      perform pgflow._emit_run_failed_with_error(
+        failed_run.run_id,
+        failed_run.flow_slug,
+        failed_run.status,
+        failed_run.failed_at,
+        failed_step.error_message
       );
 
       perform pgflow._cancel_run_tasks(cascade_resolve_conditions.run_id);
@@ -139,18 +129,13 @@ begin
           and ss.step_slug = any(skip_slugs)
         order by s.step_index
       loop
-        perform pgflow._broadcast(
-          jsonb_build_object(
-            'event_type', 'step:skipped',
-            'run_id', step.run_id,
-            'flow_slug', step.flow_slug,
-            'step_slug', step.step_slug,
-            'status', step.status,
-            'skip_reason', step.skip_reason,
-            'skipped_at', step.skipped_at
-          ),
-          concat('step:', step.step_slug, ':skipped'),
-          concat('pgflow:run:', step.run_id)
+        perform pgflow._emit_step_skipped_with_flow(
+          step.run_id,
+          step.step_slug,
+          step.status,
+          step.skip_reason,
+          step.skipped_at,
+          step.flow_slug
         );
       end loop;
 

@@ -2,7 +2,6 @@ declare
   v_run pgflow.runs;
   v_state pgflow.step_states;
   v_step pgflow.steps;
-  v_topic text := 'pgflow:run:' || complete_task.run_id::text;
   v_map_child text;
   v_produced text;
   v_child_tasks integer;
@@ -77,16 +76,11 @@ begin
     returning r.* into v_run;
 
     -- No error_message key in this run:failed payload (pgflow sends none here).
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'run:failed',
-        'run_id', v_run.run_id,
-        'flow_slug', v_run.flow_slug,
-        'status', v_run.status,
-        'failed_at', v_run.failed_at
-      ),
-      'run:failed',
-      v_topic
+    perform pgflow._emit_run_failed(
+      v_run.run_id,
+      v_run.flow_slug,
+      v_run.status,
+      v_run.failed_at
     );
 
     -- The task fails first, so cancelling the run's other tasks leaves it 'failed'.
@@ -111,17 +105,12 @@ begin
       and ss.step_slug = complete_task.step_slug
     returning ss.* into v_state;
 
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:failed',
-        'run_id', v_state.run_id,
-        'step_slug', v_state.step_slug,
-        'status', v_state.status,
-        'error_message', v_state.error_message,
-        'failed_at', v_state.failed_at
-      ),
-      'step:' || v_state.step_slug || ':failed',
-      v_topic
+    perform pgflow._emit_step_failed(
+      v_state.run_id,
+      v_state.step_slug,
+      v_state.status,
+      v_state.error_message,
+      v_state.failed_at
     );
 
     perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
@@ -217,17 +206,12 @@ begin
     where r.run_id = complete_task.run_id;
 
     -- 5. Events and what the completion unlocks.
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:completed',
-        'run_id', v_state.run_id,
-        'step_slug', v_state.step_slug,
-        'status', v_state.status,
-        'output', v_state.output,
-        'completed_at', v_state.completed_at
-      ),
-      'step:' || v_state.step_slug || ':completed',
-      v_topic
+    perform pgflow._emit_step_completed(
+      v_state.run_id,
+      v_state.step_slug,
+      v_state.status,
+      v_state.output,
+      v_state.completed_at
     );
 
     if not pgflow.cascade_resolve_conditions(complete_task.run_id) then

@@ -6,7 +6,6 @@ declare
   v_base_delay integer;
   v_when_exhausted text;
   v_skipped_msg_ids bigint[];
-  v_topic text := 'pgflow:run:' || fail_task.run_id::text;
 begin
   -- Lock order: the run, then the step state (as complete_task).
   select r.* into v_run
@@ -126,29 +125,19 @@ begin
     where r.run_id = fail_task.run_id
     returning r.* into v_run;
 
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:failed',
-        'run_id', v_state.run_id,
-        'step_slug', v_state.step_slug,
-        'status', v_state.status,
-        'error_message', v_state.error_message,
-        'failed_at', v_state.failed_at
-      ),
-      'step:' || v_state.step_slug || ':failed',
-      v_topic
+    perform pgflow._emit_step_failed(
+      v_state.run_id,
+      v_state.step_slug,
+      v_state.status,
+      v_state.error_message,
+      v_state.failed_at
     );
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'run:failed',
-        'run_id', v_run.run_id,
-        'flow_slug', v_run.flow_slug,
-        'status', v_run.status,
-        'error_message', fail_task.error_message,
-        'failed_at', v_run.failed_at
-      ),
-      'run:failed',
-      v_topic
+    perform pgflow._emit_run_failed_with_error(
+      v_run.run_id,
+      v_run.flow_slug,
+      v_run.status,
+      v_run.failed_at,
+      fail_task.error_message
     );
 
     -- Every other queued or started task of the run is cancelled, its message archived.
@@ -187,18 +176,13 @@ begin
       perform pgmq.archive(v_run.flow_slug, v_skipped_msg_ids);
     end if;
 
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:skipped',
-        'run_id', v_state.run_id,
-        'step_slug', v_state.step_slug,
-        'status', v_state.status,
-        'skip_reason', v_state.skip_reason,
-        'skipped_at', v_state.skipped_at,
-        'error_message', v_state.error_message
-      ),
-      'step:' || v_state.step_slug || ':skipped',
-      v_topic
+    perform pgflow._emit_step_skipped_with_error(
+      v_state.run_id,
+      v_state.step_slug,
+      v_state.status,
+      v_state.skip_reason,
+      v_state.skipped_at,
+      v_state.error_message
     );
 
     if v_when_exhausted = 'skip-cascade' then

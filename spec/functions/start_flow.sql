@@ -53,18 +53,13 @@ begin
   from pgflow.steps as s
   where s.flow_slug = new_run.flow_slug;
 
-  perform pgflow._broadcast(
-    jsonb_build_object(
-      'event_type', 'run:started',
-      'run_id', new_run.run_id,
-      'flow_slug', new_run.flow_slug,
-      'input', new_run.input,
-      'status', new_run.status,
-      'remaining_steps', new_run.remaining_steps,
-      'started_at', new_run.started_at
-    ),
-    'run:started',
-    concat('pgflow:run:', new_run.run_id)
+  perform pgflow._emit_run_started(
+    new_run.run_id,
+    new_run.flow_slug,
+    new_run.input,
+    new_run.status,
+    new_run.remaining_steps,
+    new_run.started_at
   );
 
   -- false: an unmet condition with when_unmet = 'fail' failed the run.

@@ -1,0 +1,121 @@
+"""The event helpers the generator adds to the schema: one pair per payload shape.
+
+For each event of the spec and each of its variants, ``_emit_<event>[_<variant>]``
+(PL/pgSQL, broadcasts one event) and ``_event_<event>[_<variant>]`` (SQL, returns the
+event as ``{"event", "topic", "payload"}`` for set-based bodies). Their arguments are the
+payload keys, base keys first, with the declared types; bodies call them instead of
+building payloads, so a payload cannot drift from its declaration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from generator import spec_model as sm
+from generator.diagnostics import Path_
+from generator.ir import (
+    ArgumentIR,
+    EventIR,
+    EventVariantIR,
+    FunctionIR,
+    Language,
+    Parallel,
+    ReturnsIR,
+    Security,
+    Volatility,
+)
+from generator.render.event_helpers import builder_body, emitter_body, helper_stem
+from generator.sql_types import TypeRef
+
+Resolve = Callable[[str, Path_], TypeRef]
+Report = Callable[[Path_, str], None]
+
+EMIT_PREFIX = "_emit_"
+BUILD_PREFIX = "_event_"
+_PLACEHOLDER = re.compile(r"\{([^}]*)\}")
+
+
+def event_ir(name: str, event: sm.EventDef) -> EventIR:
+    """The catalogue entry of an event (keys only; their types are the helpers' arguments)."""
+    return EventIR(
+        name,
+        event.doc,
+        event.event,
+        event.topic,
+        ("event_type", *event.payload),
+        tuple(EventVariantIR(v, tuple(keys)) for v, keys in event.variants.items()),
+    )
+
+
+def helper_functions(
+    spec: sm.Spec, resolve: Resolve, error: Report
+) -> dict[str, FunctionIR]:
+    """The emitting and building helpers of every event's payload shapes, by name."""
+    schema = spec.settings.schema_name
+    helpers: dict[str, FunctionIR] = {}
+    for name, event in spec.events.items():
+        path: Path_ = ("events", name)
+        for field, template in (("event", event.event), ("topic", event.topic)):
+            for key in _PLACEHOLDER.findall(template):
+                if key not in event.payload:
+                    error((*path, field), f"placeholder '{{{key}}}' is not a payload key")
+        for variant, keys in event.variants.items():
+            for key in keys:
+                if key in event.payload or key == "event_type":
+                    error((*path, "variants", variant, key), f"key '{key}' is already in the payload")
+        if "event_type" in event.payload:
+            error((*path, "payload", "event_type"), "event_type is implied (the event's name)")
+        types = {
+            key: resolve(text, (*path, "payload", key)) for key, text in event.payload.items()
+        }
+        shapes: list[tuple[str | None, tuple[str, ...]]] = [(None, tuple(event.payload))]
+        for variant, keys in event.variants.items():
+            for key, text in keys.items():
+                types[key] = resolve(text, (*path, "variants", variant, key))
+            shapes.append((variant, (*event.payload, *keys)))
+        for variant, keys in shapes:
+            stem = helper_stem(name, variant)
+            args = tuple(ArgumentIR(key, types[key], None, None) for key in keys)
+            what = f"{name}" + (f" ({variant})" if variant else "")
+            emit, build = EMIT_PREFIX + stem, BUILD_PREFIX + stem
+            helpers[emit] = FunctionIR(
+                name=emit,
+                doc=f"Generated from the events catalogue: broadcast {what}.",
+                args=args,
+                returns=ReturnsIR(TypeRef("void", "base"), False, None),
+                language=Language.PLPGSQL,
+                volatility=Volatility.VOLATILE,
+                parallel=Parallel.UNSAFE,
+                security=Security.INVOKER,
+                search_path="",
+                strict=False,
+                body=emitter_body(schema, name, event.event, event.topic, keys, emit),
+                body_file="",
+                internal=True,
+                raises=(),
+                emits=(),
+                calls=("_broadcast",),
+            )
+            helpers[build] = FunctionIR(
+                name=build,
+                doc=(
+                    f"Generated from the events catalogue: {what} as"
+                    " {event, topic, payload}, for bodies that broadcast events they collect."
+                ),
+                args=args,
+                returns=ReturnsIR(TypeRef("jsonb", "base"), False, None),
+                language=Language.SQL,
+                volatility=Volatility.STABLE,
+                parallel=Parallel.SAFE,
+                security=Security.INVOKER,
+                search_path="",
+                strict=False,
+                body=builder_body(name, event.event, event.topic, keys, build),
+                body_file="",
+                internal=True,
+                raises=(),
+                emits=(),
+                calls=(),
+            )
+    return helpers
