@@ -11,6 +11,7 @@ from pathlib import Path
 
 from generator import spec_model as sm
 from generator.diagnostics import Path_, SpecError, SpecIssue
+from generator.events import event_ir, helper_functions
 from generator.ir import (
     ArgumentIR,
     AttributeIR,
@@ -37,7 +38,6 @@ from generator.ir import (
     TransitionIR,
     Volatility,
 )
-from generator.events import event_ir, helper_functions
 from generator.loader import LoadedSpec, SourceMap, load_spec
 from generator.sql_analysis import (
     BodyFacts,

@@ -48,32 +48,37 @@ def event_ir(name: str, event: sm.EventDef) -> EventIR:
     )
 
 
-def helper_functions(
-    spec: sm.Spec, resolve: Resolve, error: Report
-) -> dict[str, FunctionIR]:
+def helper_functions(spec: sm.Spec, resolve: Resolve, error: Report) -> dict[str, FunctionIR]:
     """The emitting and building helpers of every event's payload shapes, by name."""
     schema = spec.settings.schema_name
     helpers: dict[str, FunctionIR] = {}
+    if spec.events and "_broadcast" not in spec.functions:
+        error(
+            ("events",),
+            "the event helpers call function _broadcast(payload jsonb, event text, topic text),"
+            " which the spec does not declare",
+        )
     for name, event in spec.events.items():
         path: Path_ = ("events", name)
         for field, template in (("event", event.event), ("topic", event.topic)):
             for key in _PLACEHOLDER.findall(template):
                 if key not in event.payload:
                     error((*path, field), f"placeholder '{{{key}}}' is not a payload key")
-        for variant, keys in event.variants.items():
-            for key in keys:
+        for variant_name, added in event.variants.items():
+            for key in added:
                 if key in event.payload or key == "event_type":
-                    error((*path, "variants", variant, key), f"key '{key}' is already in the payload")
+                    error(
+                        (*path, "variants", variant_name, key),
+                        f"key '{key}' is already in the payload",
+                    )
         if "event_type" in event.payload:
             error((*path, "payload", "event_type"), "event_type is implied (the event's name)")
-        types = {
-            key: resolve(text, (*path, "payload", key)) for key, text in event.payload.items()
-        }
+        types = {key: resolve(text, (*path, "payload", key)) for key, text in event.payload.items()}
         shapes: list[tuple[str | None, tuple[str, ...]]] = [(None, tuple(event.payload))]
-        for variant, keys in event.variants.items():
-            for key, text in keys.items():
-                types[key] = resolve(text, (*path, "variants", variant, key))
-            shapes.append((variant, (*event.payload, *keys)))
+        for variant_name, added in event.variants.items():
+            for key, text in added.items():
+                types[key] = resolve(text, (*path, "variants", variant_name, key))
+            shapes.append((variant_name, (*event.payload, *added)))
         for variant, keys in shapes:
             stem = helper_stem(name, variant)
             args = tuple(ArgumentIR(key, types[key], None, None) for key in keys)

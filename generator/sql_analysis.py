@@ -188,7 +188,10 @@ def _statement_facts(tree: Json, text: bytes, first_line: int, facts: BodyFacts)
             names = _names(node["funcname"])
             if len(names) == 2:
                 facts.calls.append(Located(names[0], names[1], line(node)))
-            if names[-1] == "jsonb_build_object" and names[0] in ("jsonb_build_object", "pg_catalog"):
+            if names[-1] == "jsonb_build_object" and names[0] in (
+                "jsonb_build_object",
+                "pg_catalog",
+            ):
                 first = node.get("args", [{}])[0]
                 if _literals(first) == ["event_type"]:
                     facts.event_payloads.append(line(node))

@@ -61,7 +61,9 @@ def emitter_body(
     )
 
 
-def builder_body(event_type: str, event: str, topic: str, keys: tuple[str, ...], function: str) -> str:
+def builder_body(
+    event_type: str, event: str, topic: str, keys: tuple[str, ...], function: str
+) -> str:
     """An SQL body returning ``{"event": …, "topic": …, "payload": …}`` (for set-based
     bodies that collect events and broadcast them in order)."""
     return (

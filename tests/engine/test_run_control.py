@@ -37,9 +37,7 @@ from tests.engine.helpers import (
     task_statuses,
     vt_seconds_from_now,
 )
-from tests.engine.test_security import Connect, connect_as
-
-__all__ = ["connect_as"]  # the fixture, shared with the privilege tests
+from tests.engine.logins import Connect
 
 RUN_CANCELLED_KEYS = {
     "event_type",
