@@ -6,7 +6,6 @@ declare
   skip_slugs text[];
   cascade_slugs text[];
   cascade_slug text;
-  step record;
   failed_step pgflow.step_states;
   failed_run pgflow.runs;
 begin
@@ -121,23 +120,7 @@ begin
       where ss.run_id = cascade_resolve_conditions.run_id
         and ss.step_slug = any(skip_slugs);
 
-      for step in
-        select ss.*
-        from pgflow.step_states as ss
-        join pgflow.steps as s on s.flow_slug = ss.flow_slug and s.step_slug = ss.step_slug
-        where ss.run_id = cascade_resolve_conditions.run_id
-          and ss.step_slug = any(skip_slugs)
-        order by s.step_index
-      loop
-        perform pgflow._emit_step_skipped_with_flow(
-          step.run_id,
-          step.step_slug,
-          step.status,
-          step.skip_reason,
-          step.skipped_at,
-          step.flow_slug
-        );
-      end loop;
+      perform pgflow._emit_skipped_steps(cascade_resolve_conditions.run_id, skip_slugs);
 
       -- Children lose one dependency per skipped parent. A skipped dependency counts as
       -- an empty array for a map child, which therefore has no task.

@@ -8,33 +8,13 @@ declare
   v_task_flow_slug text;
   v_message_id bigint;
 begin
-  -- Lock order: the run, then the step state. Sibling tasks completing at the same time
-  -- queue up on the run row, so exactly one of them sees remaining_tasks reach 0.
-  select r.* into v_run
-  from pgflow.runs as r
-  where r.run_id = complete_task.run_id
-  for update;
-
-  -- 1. A failed (or cancelled: cancel_run) run takes no more outputs: the task row is
-  -- returned unchanged.
-  if v_run.status in ('failed', 'cancelled') then
-    return query
-      select t.* from pgflow.step_tasks as t
-      where t.run_id = complete_task.run_id
-        and t.step_slug = complete_task.step_slug
-        and t.task_index = complete_task.task_index;
-    return;
-  end if;
-
-  select ss.* into v_state
-  from pgflow.step_states as ss
-  where ss.run_id = complete_task.run_id
-    and ss.step_slug = complete_task.step_slug
-  for update;
-
-  -- 2. Late callback: the step already completed, failed or was skipped.
-  if v_state.status is distinct from 'started' then
-    perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
+  -- 1-2. The run and the step state locked; a failed or cancelled run (the task row is
+  -- returned unchanged) or a step no longer started (late callback: its message is
+  -- archived) ends here.
+  v_run := pgflow._take_task_callback(
+    complete_task.run_id, complete_task.step_slug, complete_task.task_index, false, null
+  );
+  if v_run.run_id is null then
     return query
       select t.* from pgflow.step_tasks as t
       where t.run_id = complete_task.run_id

@@ -7,42 +7,14 @@ declare
   v_when_exhausted text;
   v_skipped_msg_ids bigint[];
 begin
-  -- Lock order: the run, then the step state (as complete_task).
-  select r.* into v_run
-  from pgflow.runs as r
-  where r.run_id = fail_task.run_id
-  for update;
-
-  -- 1. The run already failed: a still running task fails too; its message goes away
-  -- whatever the task's status. A cancelled run (cancel_run) has no running task left
-  -- and its messages are archived: nothing changes.
-  if v_run.status in ('failed', 'cancelled') then
-    update pgflow.step_tasks as t
-    set status = 'failed',
-        failed_at = now(),
-        error_message = fail_task.error_message
-    where t.run_id = fail_task.run_id
-      and t.step_slug = fail_task.step_slug
-      and t.task_index = fail_task.task_index
-      and t.status = 'started';
-    perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
-    return query
-      select t.* from pgflow.step_tasks as t
-      where t.run_id = fail_task.run_id
-        and t.step_slug = fail_task.step_slug
-        and t.task_index = fail_task.task_index;
-    return;
-  end if;
-
-  select ss.* into v_state
-  from pgflow.step_states as ss
-  where ss.run_id = fail_task.run_id
-    and ss.step_slug = fail_task.step_slug
-  for update;
-
-  -- 2. Late callback: the step already completed, failed or was skipped.
-  if v_state.status is distinct from 'started' then
-    perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
+  -- 1-2. The run and the step state locked (as complete_task). The run already failed: a
+  -- still running task fails too, its message goes away whatever the task's status (a
+  -- cancelled run has no running task left: nothing changes); a step no longer started
+  -- (late callback): its message is archived. Either way the task row is returned.
+  v_run := pgflow._take_task_callback(
+    fail_task.run_id, fail_task.step_slug, fail_task.task_index, true, fail_task.error_message
+  );
+  if v_run.run_id is null then
     return query
       select t.* from pgflow.step_tasks as t
       where t.run_id = fail_task.run_id
