@@ -594,215 +594,199 @@ declare
   v_task_flow_slug text;
   v_message_id bigint;
 begin
-  -- 1-2. The run and the step state locked; a failed or cancelled run (the task row is
-  -- returned unchanged) or a step no longer started (late callback: its message is
-  -- archived) ends here.
-  v_run := pgflow._take_task_callback(
-    complete_task.run_id, complete_task.step_slug, complete_task.task_index, false, null
-  );
-  if v_run.run_id is null then
-    return query
-      select t.* from pgflow.step_tasks as t
+  -- Every path ends with the task row (exit callback: nothing more to do).
+  <<callback>>
+  begin
+    -- 1-2. The run and the step state locked; a failed or cancelled run (the task row is
+    -- returned unchanged) or a step no longer started (late callback: its message is
+    -- archived) ends here.
+    v_run := pgflow._take_task_callback(
+      complete_task.run_id, complete_task.step_slug, complete_task.task_index, false, null
+    );
+    if v_run.run_id is null then
+      exit callback;
+    end if;
+
+    select s.* into v_step
+    from pgflow.steps as s
+    where s.flow_slug = v_run.flow_slug
+      and s.step_slug = complete_task.step_slug;
+
+    -- 3. Type violation: a single step feeding a map that still waits for its array must
+    -- produce an array. A map parent is never checked (its output is always an array).
+    if v_step.step_type = 'single'
+      and (complete_task.output is null or jsonb_typeof(complete_task.output) <> 'array')
+    then
+      select child.step_slug into v_map_child
+      from pgflow.deps as d
+      join pgflow.steps as child
+        on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
+      join pgflow.step_states as child_state
+        on child_state.run_id = complete_task.run_id and child_state.step_slug = d.step_slug
+      where d.flow_slug = v_run.flow_slug
+        and d.dep_slug = complete_task.step_slug
+        and child.step_type = 'map'
+        and child_state.initial_tasks is null
+      order by child.step_index
+      limit 1;
+    end if;
+
+    if v_map_child is not null then
+      v_produced := coalesce(jsonb_typeof(complete_task.output), 'null');
+
+      update pgflow.runs as r
+      set status = 'failed', failed_at = now()
+      where r.run_id = complete_task.run_id
+      returning r.* into v_run;
+
+      -- No error_message key in this run:failed payload (pgflow sends none here).
+      perform pgflow._emit_run_failed(
+        v_run.run_id,
+        v_run.flow_slug,
+        v_run.status,
+        v_run.failed_at
+      );
+
+      -- The task fails first, so cancelling the run's other tasks leaves it 'failed'.
+      update pgflow.step_tasks as t
+      set status = 'failed',
+          failed_at = now(),
+          output = complete_task.output,
+          error_message = '[TYPE_VIOLATION] Produced ' || v_produced || ' instead of array'
       where t.run_id = complete_task.run_id
         and t.step_slug = complete_task.step_slug
         and t.task_index = complete_task.task_index;
-    return;
-  end if;
 
-  select s.* into v_step
-  from pgflow.steps as s
-  where s.flow_slug = v_run.flow_slug
-    and s.step_slug = complete_task.step_slug;
+      perform pgflow._cancel_run_tasks(complete_task.run_id);
 
-  -- 3. Type violation: a single step feeding a map that still waits for its array must
-  -- produce an array. A map parent is never checked (its output is always an array).
-  if v_step.step_type = 'single'
-    and (complete_task.output is null or jsonb_typeof(complete_task.output) <> 'array')
-  then
-    select child.step_slug into v_map_child
-    from pgflow.deps as d
-    join pgflow.steps as child
-      on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
-    join pgflow.step_states as child_state
-      on child_state.run_id = complete_task.run_id and child_state.step_slug = d.step_slug
-    where d.flow_slug = v_run.flow_slug
-      and d.dep_slug = complete_task.step_slug
-      and child.step_type = 'map'
-      and child_state.initial_tasks is null
-    order by child.step_index
-    limit 1;
-  end if;
+      update pgflow.step_states as ss
+      set status = 'failed',
+          failed_at = now(),
+          error_message = '[TYPE_VIOLATION] Map step ' || v_map_child
+            || ' expects array input but dependency ' || complete_task.step_slug
+            || ' produced ' || v_produced
+      where ss.run_id = complete_task.run_id
+        and ss.step_slug = complete_task.step_slug
+      returning ss.* into v_state;
 
-  if v_map_child is not null then
-    v_produced := coalesce(jsonb_typeof(complete_task.output), 'null');
+      perform pgflow._emit_step_failed(
+        v_state.run_id,
+        v_state.step_slug,
+        v_state.status,
+        v_state.error_message,
+        v_state.failed_at
+      );
 
-    update pgflow.runs as r
-    set status = 'failed', failed_at = now()
-    where r.run_id = complete_task.run_id
-    returning r.* into v_run;
+      perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
+      exit callback;
+    end if;
 
-    -- No error_message key in this run:failed payload (pgflow sends none here).
-    perform pgflow._emit_run_failed(
-      v_run.run_id,
-      v_run.flow_slug,
-      v_run.status,
-      v_run.failed_at
-    );
-
-    -- The task fails first, so cancelling the run's other tasks leaves it 'failed'.
+    -- 4. Normal path, only for a started task; the output is stored exactly as given
+    -- (false, 0 and "" stay what they are).
     update pgflow.step_tasks as t
-    set status = 'failed',
-        failed_at = now(),
-        output = complete_task.output,
-        error_message = '[TYPE_VIOLATION] Produced ' || v_produced || ' instead of array'
+    set status = 'completed',
+        completed_at = now(),
+        output = complete_task.output
     where t.run_id = complete_task.run_id
       and t.step_slug = complete_task.step_slug
-      and t.task_index = complete_task.task_index;
+      and t.task_index = complete_task.task_index
+      and t.status = 'started'
+    returning t.flow_slug, t.message_id into v_task_flow_slug, v_message_id;
 
-    perform pgflow._cancel_run_tasks(complete_task.run_id);
+    if not found then
+      -- Queued, completed or failed task: nothing changes, nothing is archived.
+      exit callback;
+    end if;
 
     update pgflow.step_states as ss
-    set status = 'failed',
-        failed_at = now(),
-        error_message = '[TYPE_VIOLATION] Map step ' || v_map_child
-          || ' expects array input but dependency ' || complete_task.step_slug
-          || ' produced ' || v_produced
+    set remaining_tasks = ss.remaining_tasks - 1
     where ss.run_id = complete_task.run_id
       and ss.step_slug = complete_task.step_slug
     returning ss.* into v_state;
 
-    perform pgflow._emit_step_failed(
-      v_state.run_id,
-      v_state.step_slug,
-      v_state.status,
-      v_state.error_message,
-      v_state.failed_at
-    );
-
-    perform pgflow._archive_task_message(complete_task.run_id, complete_task.step_slug, complete_task.task_index);
-    return query
-      select t.* from pgflow.step_tasks as t
-      where t.run_id = complete_task.run_id
-        and t.step_slug = complete_task.step_slug
-        and t.task_index = complete_task.task_index;
-    return;
-  end if;
-
-  -- 4. Normal path, only for a started task; the output is stored exactly as given
-  -- (false, 0 and "" stay what they are).
-  update pgflow.step_tasks as t
-  set status = 'completed',
-      completed_at = now(),
-      output = complete_task.output
-  where t.run_id = complete_task.run_id
-    and t.step_slug = complete_task.step_slug
-    and t.task_index = complete_task.task_index
-    and t.status = 'started'
-  returning t.flow_slug, t.message_id into v_task_flow_slug, v_message_id;
-
-  if not found then
-    -- Queued, completed or failed task: nothing changes, nothing is archived.
-    return query
-      select t.* from pgflow.step_tasks as t
-      where t.run_id = complete_task.run_id
-        and t.step_slug = complete_task.step_slug
-        and t.task_index = complete_task.task_index;
-    return;
-  end if;
-
-  update pgflow.step_states as ss
-  set remaining_tasks = ss.remaining_tasks - 1
-  where ss.run_id = complete_task.run_id
-    and ss.step_slug = complete_task.step_slug
-  returning ss.* into v_state;
-
-  if v_state.remaining_tasks = 0 then
-    -- The last task completes the step. A map's output is every task's output ordered by
-    -- task_index (JSON nulls kept), not by completion order.
-    -- (Two statements rather than one CASE, so each has a cached plan.)
-    if v_step.step_type = 'map' then
-      update pgflow.step_states as ss
-      set status = 'completed',
-          completed_at = now(),
-          output = coalesce(
-            (
-              select jsonb_agg(t.output order by t.task_index)
-              from pgflow.step_tasks as t
-              where t.run_id = complete_task.run_id
-                and t.step_slug = complete_task.step_slug
-                and t.status = 'completed'
-            ),
-            '[]'::jsonb
-          )
-      where ss.run_id = complete_task.run_id
-        and ss.step_slug = complete_task.step_slug
-      returning ss.* into v_state;
-    else
-      update pgflow.step_states as ss
-      set status = 'completed',
-          completed_at = now(),
-          output = complete_task.output
-      where ss.run_id = complete_task.run_id
-        and ss.step_slug = complete_task.step_slug
-      returning ss.* into v_state;
-    end if;
-
-    -- A dependent map waiting for its array learns its task count from it. The output is
-    -- an array here for a map parent, and for a single parent the type check above ran.
-    if jsonb_typeof(v_state.output) = 'array' then
-      v_child_tasks := jsonb_array_length(v_state.output);
-    end if;
-
-    update pgflow.step_states as child_state
-    set remaining_deps = child_state.remaining_deps - 1,
-        initial_tasks = case
-          when child.step_type = 'map' and child_state.initial_tasks is null then v_child_tasks
-          else child_state.initial_tasks
-        end
-    from pgflow.deps as d
-    join pgflow.steps as child
-      on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
-    where d.flow_slug = v_run.flow_slug
-      and d.dep_slug = complete_task.step_slug
-      and child_state.run_id = complete_task.run_id
-      and child_state.step_slug = d.step_slug;
-
-    update pgflow.runs as r
-    set remaining_steps = r.remaining_steps - 1
-    where r.run_id = complete_task.run_id;
-
-    -- 5. Events and what the completion unlocks.
-    perform pgflow._emit_step_completed(
-      v_state.run_id,
-      v_state.step_slug,
-      v_state.status,
-      v_state.output,
-      v_state.completed_at
-    );
-
-    if not pgflow.cascade_resolve_conditions(complete_task.run_id) then
-      -- An unmet condition with when_unmet=fail failed the run.
-      if v_message_id is not null then
-        perform pgmq.archive(v_task_flow_slug, v_message_id);
+    if v_state.remaining_tasks = 0 then
+      -- The last task completes the step. A map's output is every task's output ordered by
+      -- task_index (JSON nulls kept), not by completion order.
+      -- (Two statements rather than one CASE, so each has a cached plan.)
+      if v_step.step_type = 'map' then
+        update pgflow.step_states as ss
+        set status = 'completed',
+            completed_at = now(),
+            output = coalesce(
+              (
+                select jsonb_agg(t.output order by t.task_index)
+                from pgflow.step_tasks as t
+                where t.run_id = complete_task.run_id
+                  and t.step_slug = complete_task.step_slug
+                  and t.status = 'completed'
+              ),
+              '[]'::jsonb
+            )
+        where ss.run_id = complete_task.run_id
+          and ss.step_slug = complete_task.step_slug
+        returning ss.* into v_state;
+      else
+        update pgflow.step_states as ss
+        set status = 'completed',
+            completed_at = now(),
+            output = complete_task.output
+        where ss.run_id = complete_task.run_id
+          and ss.step_slug = complete_task.step_slug
+        returning ss.* into v_state;
       end if;
-      return query
-        select t.* from pgflow.step_tasks as t
-        where t.run_id = complete_task.run_id
-          and t.step_slug = complete_task.step_slug
-          and t.task_index = complete_task.task_index;
-      return;
+
+      -- A dependent map waiting for its array learns its task count from it. The output is
+      -- an array here for a map parent, and for a single parent the type check above ran.
+      if jsonb_typeof(v_state.output) = 'array' then
+        v_child_tasks := jsonb_array_length(v_state.output);
+      end if;
+
+      update pgflow.step_states as child_state
+      set remaining_deps = child_state.remaining_deps - 1,
+          initial_tasks = case
+            when child.step_type = 'map' and child_state.initial_tasks is null then v_child_tasks
+            else child_state.initial_tasks
+          end
+      from pgflow.deps as d
+      join pgflow.steps as child
+        on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
+      where d.flow_slug = v_run.flow_slug
+        and d.dep_slug = complete_task.step_slug
+        and child_state.run_id = complete_task.run_id
+        and child_state.step_slug = d.step_slug;
+
+      update pgflow.runs as r
+      set remaining_steps = r.remaining_steps - 1
+      where r.run_id = complete_task.run_id;
+
+      -- 5. Events and what the completion unlocks.
+      perform pgflow._emit_step_completed(
+        v_state.run_id,
+        v_state.step_slug,
+        v_state.status,
+        v_state.output,
+        v_state.completed_at
+      );
+
+      if not pgflow.cascade_resolve_conditions(complete_task.run_id) then
+        -- An unmet condition with when_unmet=fail failed the run.
+        if v_message_id is not null then
+          perform pgmq.archive(v_task_flow_slug, v_message_id);
+        end if;
+        exit callback;
+      end if;
+
+      perform pgflow.cascade_complete_taskless_steps(complete_task.run_id);
     end if;
 
-    perform pgflow.cascade_complete_taskless_steps(complete_task.run_id);
-  end if;
-
-  -- The task's message, as _archive_task_message would archive it (known from the update
-  -- above, so no lookup).
-  if v_message_id is not null then
-    perform pgmq.archive(v_task_flow_slug, v_message_id);
-  end if;
-  perform pgflow.start_ready_steps(complete_task.run_id);
-  perform pgflow.maybe_complete_run(complete_task.run_id);
+    -- The task's message, as _archive_task_message would archive it (known from the update
+    -- above, so no lookup).
+    if v_message_id is not null then
+      perform pgmq.archive(v_task_flow_slug, v_message_id);
+    end if;
+    perform pgflow.start_ready_steps(complete_task.run_id);
+    perform pgflow.maybe_complete_run(complete_task.run_id);
+  end;
 
   return query
     select t.* from pgflow.step_tasks as t
@@ -835,196 +819,185 @@ declare
   v_when_exhausted text;
   v_skipped_msg_ids bigint[];
 begin
-  -- 1-2. The run and the step state locked (as complete_task). The run already failed: a
-  -- still running task fails too, its message goes away whatever the task's status (a
-  -- cancelled run has no running task left: nothing changes); a step no longer started
-  -- (late callback): its message is archived. Either way the task row is returned.
-  v_run := pgflow._take_task_callback(
-    fail_task.run_id, fail_task.step_slug, fail_task.task_index, true, fail_task.error_message
-  );
-  if v_run.run_id is null then
-    return query
-      select t.* from pgflow.step_tasks as t
-      where t.run_id = fail_task.run_id
-        and t.step_slug = fail_task.step_slug
-        and t.task_index = fail_task.task_index;
-    return;
-  end if;
+  -- Every path ends with the task row (exit callback: nothing more to do).
+  <<callback>>
+  begin
+    -- 1-2. The run and the step state locked (as complete_task). The run already failed: a
+    -- still running task fails too, its message goes away whatever the task's status (a
+    -- cancelled run has no running task left: nothing changes); a step no longer started
+    -- (late callback): its message is archived. Either way the task row is returned.
+    v_run := pgflow._take_task_callback(
+      fail_task.run_id, fail_task.step_slug, fail_task.task_index, true, fail_task.error_message
+    );
+    if v_run.run_id is null then
+      exit callback;
+    end if;
 
-  select
-    coalesce(s.opt_max_attempts, f.opt_max_attempts),
-    coalesce(s.opt_base_delay, f.opt_base_delay),
-    s.when_exhausted
-  into v_max_attempts, v_base_delay, v_when_exhausted
-  from pgflow.steps as s
-  join pgflow.flows as f on f.flow_slug = s.flow_slug
-  where s.flow_slug = v_run.flow_slug
-    and s.step_slug = fail_task.step_slug;
+    select
+      coalesce(s.opt_max_attempts, f.opt_max_attempts),
+      coalesce(s.opt_base_delay, f.opt_base_delay),
+      s.when_exhausted
+    into v_max_attempts, v_base_delay, v_when_exhausted
+    from pgflow.steps as s
+    join pgflow.flows as f on f.flow_slug = s.flow_slug
+    where s.flow_slug = v_run.flow_slug
+      and s.step_slug = fail_task.step_slug;
 
-  -- 3. Only a started task changes. attempts_count already counts the current attempt
-  -- (start_tasks incremented it) and max_attempts counts the first one, so 0 and 1 both
-  -- mean no retry.
-  update pgflow.step_tasks as t
-  set status = case when t.attempts_count < v_max_attempts then 'queued' else 'failed' end,
-      started_at = case when t.attempts_count < v_max_attempts then null else t.started_at end,
-      failed_at = case when t.attempts_count < v_max_attempts then null else now() end,
-      error_message = fail_task.error_message
-  where t.run_id = fail_task.run_id
-    and t.step_slug = fail_task.step_slug
-    and t.task_index = fail_task.task_index
-    and t.status = 'started'
-  returning t.* into v_task;
-
-  if not found then
-    -- A finished task: nothing changes. A queued one keeps its row too, but its message
-    -- is put back by the backoff of the attempts it has had (base_delay when it never
-    -- started), as pgflow does.
-    perform pgmq.set_vt(
-      v_run.flow_slug,
-      t.message_id,
-      pgflow.calculate_retry_delay(v_base_delay, t.attempts_count)
-    )
-    from pgflow.step_tasks as t
+    -- 3. Only a started task changes. attempts_count already counts the current attempt
+    -- (start_tasks incremented it) and max_attempts counts the first one, so 0 and 1 both
+    -- mean no retry.
+    update pgflow.step_tasks as t
+    set status = case when t.attempts_count < v_max_attempts then 'queued' else 'failed' end,
+        started_at = case when t.attempts_count < v_max_attempts then null else t.started_at end,
+        failed_at = case when t.attempts_count < v_max_attempts then null else now() end,
+        error_message = fail_task.error_message
     where t.run_id = fail_task.run_id
       and t.step_slug = fail_task.step_slug
       and t.task_index = fail_task.task_index
-      and t.status = 'queued'
-      and t.message_id is not null;
-    return query
-      select t.* from pgflow.step_tasks as t
+      and t.status = 'started'
+    returning t.* into v_task;
+
+    if not found then
+      -- A finished task: nothing changes. A queued one keeps its row too, but its message
+      -- is put back by the backoff of the attempts it has had (base_delay when it never
+      -- started), as pgflow does.
+      perform pgmq.set_vt(
+        v_run.flow_slug,
+        t.message_id,
+        pgflow.calculate_retry_delay(v_base_delay, t.attempts_count)
+      )
+      from pgflow.step_tasks as t
       where t.run_id = fail_task.run_id
         and t.step_slug = fail_task.step_slug
-        and t.task_index = fail_task.task_index;
-    return;
-  end if;
-
-  if v_task.status = 'queued' then
-    -- 5. Retry after an exponential backoff (capped by calculate_retry_delay): the first
-    -- retry waits 2 x base_delay, then 4x, 8x...
-    perform pgmq.set_vt(
-      v_run.flow_slug,
-      v_task.message_id,
-      pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count)
-    );
-    return next v_task;
-    return;
-  end if;
-
-  -- 4. Out of attempts.
-  if v_when_exhausted = 'fail' then
-    update pgflow.step_states as ss
-    set status = 'failed',
-        failed_at = now(),
-        error_message = fail_task.error_message
-    where ss.run_id = fail_task.run_id
-      and ss.step_slug = fail_task.step_slug
-    returning ss.* into v_state;
-
-    update pgflow.runs as r
-    set status = 'failed', failed_at = now()
-    where r.run_id = fail_task.run_id
-    returning r.* into v_run;
-
-    perform pgflow._emit_step_failed(
-      v_state.run_id,
-      v_state.step_slug,
-      v_state.status,
-      v_state.error_message,
-      v_state.failed_at
-    );
-    perform pgflow._emit_run_failed_with_error(
-      v_run.run_id,
-      v_run.flow_slug,
-      v_run.status,
-      v_run.failed_at,
-      fail_task.error_message
-    );
-
-    -- Every other queued or started task of the run is cancelled, its message archived.
-    perform pgflow._cancel_run_tasks(fail_task.run_id);
-  else
-    -- skip / skip-cascade: the step is skipped with the handler's error and the run goes
-    -- on without it. Its other unfinished tasks are skipped and their messages archived.
-    update pgflow.step_states as ss
-    set status = 'skipped',
-        skip_reason = 'handler_failed',
-        skipped_at = now(),
-        error_message = fail_task.error_message,
-        remaining_tasks = null
-    where ss.run_id = fail_task.run_id
-      and ss.step_slug = fail_task.step_slug
-    returning ss.* into v_state;
-
-    update pgflow.runs as r
-    set remaining_steps = r.remaining_steps - 1
-    where r.run_id = fail_task.run_id;
-
-    -- Tasks first, messages second: the order start_tasks takes the same locks in.
-    with skipped as (
-      update pgflow.step_tasks as t
-      set status = 'skipped'
-      where t.run_id = fail_task.run_id
-        and t.step_slug = fail_task.step_slug
-        and t.status in ('queued', 'started')
-      returning t.message_id
-    )
-    select array_agg(skipped.message_id) into v_skipped_msg_ids
-    from skipped
-    where skipped.message_id is not null;
-
-    if v_skipped_msg_ids is not null then
-      perform pgmq.archive(v_run.flow_slug, v_skipped_msg_ids);
+        and t.task_index = fail_task.task_index
+        and t.status = 'queued'
+        and t.message_id is not null;
+      exit callback;
     end if;
 
-    perform pgflow._emit_step_skipped_with_error(
-      v_state.run_id,
-      v_state.step_slug,
-      v_state.status,
-      v_state.skip_reason,
-      v_state.skipped_at,
-      v_state.error_message
-    );
+    if v_task.status = 'queued' then
+      -- 5. Retry after an exponential backoff (capped by calculate_retry_delay): the first
+      -- retry waits 2 x base_delay, then 4x, 8x...
+      perform pgmq.set_vt(
+        v_run.flow_slug,
+        v_task.message_id,
+        pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count)
+      );
+      return next v_task;
+      return;
+    end if;
 
-    if v_when_exhausted = 'skip-cascade' then
-      -- The step itself is already skipped, so this skips (and announces) only its
-      -- downstream steps, with dependency_skipped.
-      perform pgflow._cascade_force_skip_steps(fail_task.run_id, fail_task.step_slug, 'handler_failed');
+    -- 4. Out of attempts.
+    if v_when_exhausted = 'fail' then
+      update pgflow.step_states as ss
+      set status = 'failed',
+          failed_at = now(),
+          error_message = fail_task.error_message
+      where ss.run_id = fail_task.run_id
+        and ss.step_slug = fail_task.step_slug
+      returning ss.* into v_state;
+
+      update pgflow.runs as r
+      set status = 'failed', failed_at = now()
+      where r.run_id = fail_task.run_id
+      returning r.* into v_run;
+
+      perform pgflow._emit_step_failed(
+        v_state.run_id,
+        v_state.step_slug,
+        v_state.status,
+        v_state.error_message,
+        v_state.failed_at
+      );
+      perform pgflow._emit_run_failed_with_error(
+        v_run.run_id,
+        v_run.flow_slug,
+        v_run.status,
+        v_run.failed_at,
+        fail_task.error_message
+      );
+
+      -- Every other queued or started task of the run is cancelled, its message archived.
+      perform pgflow._cancel_run_tasks(fail_task.run_id);
     else
-      -- Plain skip: children stop waiting for this step; a map child mapping over it gets
-      -- no elements, a single child runs without it in its input.
-      update pgflow.step_states as child_state
-      set remaining_deps = child_state.remaining_deps - 1,
-          initial_tasks = case
-            when child.step_type = 'map' and child.deps_count = 1 then 0
-            else child_state.initial_tasks
-          end
-      from pgflow.deps as d
-      join pgflow.steps as child
-        on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
-      where d.flow_slug = v_run.flow_slug
-        and d.dep_slug = fail_task.step_slug
-        and child_state.run_id = fail_task.run_id
-        and child_state.step_slug = d.step_slug;
+      -- skip / skip-cascade: the step is skipped with the handler's error and the run goes
+      -- on without it. Its other unfinished tasks are skipped and their messages archived.
+      update pgflow.step_states as ss
+      set status = 'skipped',
+          skip_reason = 'handler_failed',
+          skipped_at = now(),
+          error_message = fail_task.error_message,
+          remaining_tasks = null
+      where ss.run_id = fail_task.run_id
+        and ss.step_slug = fail_task.step_slug
+      returning ss.* into v_state;
 
-      if not pgflow.cascade_resolve_conditions(fail_task.run_id) then
-        perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
-        return query
-          select t.* from pgflow.step_tasks as t
-          where t.run_id = fail_task.run_id
-            and t.step_slug = fail_task.step_slug
-            and t.task_index = fail_task.task_index;
-        return;
+      update pgflow.runs as r
+      set remaining_steps = r.remaining_steps - 1
+      where r.run_id = fail_task.run_id;
+
+      -- Tasks first, messages second: the order start_tasks takes the same locks in.
+      with skipped as (
+        update pgflow.step_tasks as t
+        set status = 'skipped'
+        where t.run_id = fail_task.run_id
+          and t.step_slug = fail_task.step_slug
+          and t.status in ('queued', 'started')
+        returning t.message_id
+      )
+      select array_agg(skipped.message_id) into v_skipped_msg_ids
+      from skipped
+      where skipped.message_id is not null;
+
+      if v_skipped_msg_ids is not null then
+        perform pgmq.archive(v_run.flow_slug, v_skipped_msg_ids);
       end if;
 
-      perform pgflow.cascade_complete_taskless_steps(fail_task.run_id);
-      perform pgflow.start_ready_steps(fail_task.run_id);
+      perform pgflow._emit_step_skipped_with_error(
+        v_state.run_id,
+        v_state.step_slug,
+        v_state.status,
+        v_state.skip_reason,
+        v_state.skipped_at,
+        v_state.error_message
+      );
+
+      if v_when_exhausted = 'skip-cascade' then
+        -- The step itself is already skipped, so this skips (and announces) only its
+        -- downstream steps, with dependency_skipped.
+        perform pgflow._cascade_force_skip_steps(fail_task.run_id, fail_task.step_slug, 'handler_failed');
+      else
+        -- Plain skip: children stop waiting for this step; a map child mapping over it gets
+        -- no elements, a single child runs without it in its input.
+        update pgflow.step_states as child_state
+        set remaining_deps = child_state.remaining_deps - 1,
+            initial_tasks = case
+              when child.step_type = 'map' and child.deps_count = 1 then 0
+              else child_state.initial_tasks
+            end
+        from pgflow.deps as d
+        join pgflow.steps as child
+          on child.flow_slug = d.flow_slug and child.step_slug = d.step_slug
+        where d.flow_slug = v_run.flow_slug
+          and d.dep_slug = fail_task.step_slug
+          and child_state.run_id = fail_task.run_id
+          and child_state.step_slug = d.step_slug;
+
+        if not pgflow.cascade_resolve_conditions(fail_task.run_id) then
+          perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
+          exit callback;
+        end if;
+
+        perform pgflow.cascade_complete_taskless_steps(fail_task.run_id);
+        perform pgflow.start_ready_steps(fail_task.run_id);
+      end if;
+
+      perform pgflow.maybe_complete_run(fail_task.run_id);
     end if;
 
-    perform pgflow.maybe_complete_run(fail_task.run_id);
-  end if;
-
-  -- 5. The failed task's message leaves the queue.
-  perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
+    -- 5. The failed task's message leaves the queue.
+    perform pgflow._archive_task_message(fail_task.run_id, fail_task.step_slug, fail_task.task_index);
+  end;
 
   return query
     select t.* from pgflow.step_tasks as t
