@@ -48,6 +48,36 @@ def event_ir(name: str, event: sm.EventDef) -> EventIR:
     )
 
 
+def _helper(
+    name: str,
+    doc: str,
+    args: tuple[ArgumentIR, ...],
+    kind: tuple[str, Language, Volatility, Parallel],
+    body: str,
+    calls: tuple[str, ...],
+) -> FunctionIR:
+    """An internal, security invoker helper with a fixed empty search_path."""
+    result, language, volatility, parallel = kind
+    return FunctionIR(
+        name=name,
+        doc=doc,
+        args=args,
+        returns=ReturnsIR(TypeRef(result, "base"), False, None),
+        language=language,
+        volatility=volatility,
+        parallel=parallel,
+        security=Security.INVOKER,
+        search_path="",
+        strict=False,
+        body=body,
+        body_file="",
+        internal=True,
+        raises=(),
+        emits=(),
+        calls=calls,
+    )
+
+
 def helper_functions(spec: sm.Spec, resolve: Resolve, error: Report) -> dict[str, FunctionIR]:
     """The emitting and building helpers of every event's payload shapes, by name."""
     schema = spec.settings.schema_name
@@ -84,43 +114,21 @@ def helper_functions(spec: sm.Spec, resolve: Resolve, error: Report) -> dict[str
             args = tuple(ArgumentIR(key, types[key], None, None) for key in keys)
             what = f"{name}" + (f" ({variant})" if variant else "")
             emit, build = EMIT_PREFIX + stem, BUILD_PREFIX + stem
-            helpers[emit] = FunctionIR(
-                name=emit,
-                doc=f"Generated from the events catalogue: broadcast {what}.",
-                args=args,
-                returns=ReturnsIR(TypeRef("void", "base"), False, None),
-                language=Language.PLPGSQL,
-                volatility=Volatility.VOLATILE,
-                parallel=Parallel.UNSAFE,
-                security=Security.INVOKER,
-                search_path="",
-                strict=False,
-                body=emitter_body(schema, name, event.event, event.topic, keys, emit),
-                body_file="",
-                internal=True,
-                raises=(),
-                emits=(),
-                calls=("_broadcast",),
+            helpers[emit] = _helper(
+                emit,
+                f"Generated from the events catalogue: broadcast {what}.",
+                args,
+                ("void", Language.PLPGSQL, Volatility.VOLATILE, Parallel.UNSAFE),
+                emitter_body(schema, name, event.event, event.topic, keys, emit),
+                ("_broadcast",),
             )
-            helpers[build] = FunctionIR(
-                name=build,
-                doc=(
-                    f"Generated from the events catalogue: {what} as"
-                    " {event, topic, payload}, for bodies that broadcast events they collect."
-                ),
-                args=args,
-                returns=ReturnsIR(TypeRef("jsonb", "base"), False, None),
-                language=Language.SQL,
-                volatility=Volatility.STABLE,
-                parallel=Parallel.SAFE,
-                security=Security.INVOKER,
-                search_path="",
-                strict=False,
-                body=builder_body(name, event.event, event.topic, keys, build),
-                body_file="",
-                internal=True,
-                raises=(),
-                emits=(),
-                calls=(),
+            helpers[build] = _helper(
+                build,
+                f"Generated from the events catalogue: {what} as {{event, topic, payload}},"
+                " for bodies that broadcast events they collect.",
+                args,
+                ("jsonb", Language.SQL, Volatility.STABLE, Parallel.SAFE),
+                builder_body(name, event.event, event.topic, keys, build),
+                (),
             )
     return helpers
