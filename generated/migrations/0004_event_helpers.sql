@@ -1044,6 +1044,10 @@ begin
   -- entry does exactly what complete_task's normal path does, and no entry affects
   -- another: the statements below do it for all of them at once, and the events go out
   -- at the end in the order the complete_task calls would have sent them.
+  -- A set-based copy on purpose: the batch it serves went from 1.27 / 0.99 to 3.27 / 2.88
+  -- x pgbench (W1, K = 1 / 2, bench/README.md), and per-run functions made thin wrappers
+  -- over set-based ones halved the per-task protocol (issue 12); the events come from the
+  -- same generated helpers as the per-task path's.
 
   -- complete_task's lock order: the step state, then the task.
   perform 1
@@ -1203,7 +1207,9 @@ begin
     k := l + 1;
   end loop;
 
-  -- maybe_complete_run for every run of the batch (its statement, for many runs).
+  -- maybe_complete_run for every run of the batch (its statement, for many runs). Kept as a
+  -- copy: maybe_complete_run calling a shared set-based _complete_runs(uuid[]) lowered the
+  -- per-task protocol (bench A/B of 2026-12-06, bench/README.md "One copy per effect").
   with completed as (
     update pgflow.runs as r
     set status = 'completed',
