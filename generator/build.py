@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pgweave_generator import spec_model as sm
 from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
+from pgweave_generator.events import event_ir, helper_functions
 from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
@@ -19,7 +20,6 @@ from pgweave_generator.ir import (
     ConstraintIR,
     ConstraintKind,
     ErrorIR,
-    EventIR,
     ExternalGrantIR,
     ForeignKeyAction,
     ForeignKeyIR,
@@ -70,6 +70,7 @@ class _Builder:
         self.table_names = set(self.spec.tables)
         self.composite_names = set(self.spec.types)
         self.facts: dict[str, BodyFacts] = {}  # what each function body does, parsed
+        self.helpers: dict[str, FunctionIR] = {}  # generated event helpers, by name
         self.body_offsets: dict[str, int] = {}  # blank lines before each body in its file
         self.constraint_paths: dict[str, list[Path_]] = {}  # per table, as its constraints
 
@@ -570,12 +571,13 @@ class _Builder:
         )
         if body.strip():
             self.facts[name] = facts
-            check_body_names(name, facts, self.spec, self.body_error, self.queue)
+            check_body_names(name, facts, self.spec, self.body_error, self.queue, self.helpers)
         for arg_name, arg in function.args.items():
             if arg.default is not None:
                 self.expression(arg.default, (*path, "args", arg_name, "default"))
         called = {c.name for c in facts.calls if c.schema == self.schema}
-        calls = tuple(other for other in self.spec.functions if other != name and other in called)
+        known = [*self.spec.functions, *self.helpers]
+        calls = tuple(other for other in known if other != name and other in called)
         return FunctionIR(
             name=name,
             doc=function.doc,
@@ -759,7 +761,12 @@ class _Builder:
                 )
             )
         self.check_unique_names(tables)
+        self.helpers = helper_functions(spec, self.resolve_type, self.error)
+        for name in spec.functions:
+            if name in self.helpers:
+                self.error(("functions", name), "name clashes with a generated event helper")
         functions = {name: self.build_function(name, f) for name, f in spec.functions.items()}
+        functions.update(self.helpers)
         check_transitions(spec, self.facts, self.error, self.body_error)
         for name, error in spec.errors.items():
             if error.constraint is not None and not any(
@@ -795,10 +802,7 @@ class _Builder:
                 ErrorIR(n, e.doc, e.sqlstate, e.message, e.constraint)
                 for n, e in spec.errors.items()
             ),
-            events=tuple(
-                EventIR(n, e.doc, e.event, e.topic, tuple(e.payload))
-                for n, e in spec.events.items()
-            ),
+            events=tuple(event_ir(n, e) for n, e in spec.events.items()),
             roles=roles,
         )
 

@@ -262,14 +262,23 @@ class ErrorIR:
 
 
 @dataclass(frozen=True)
+class EventVariantIR:
+    """A payload shape of an event: the keys some emitters add to its payload."""
+
+    name: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EventIR:
-    """A realtime event."""
+    """A realtime event; ``payload`` holds its keys, ``event_type`` first."""
 
     name: str
     doc: str
     event: str
     topic: str
     payload: tuple[str, ...]
+    variants: tuple[EventVariantIR, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -368,12 +368,26 @@ class ErrorDef(SpecModel):
 
 
 class EventDef(SpecModel):
-    """A realtime event: its broadcast name, topic and payload keys."""
+    """A realtime event: its broadcast name, topic and typed payload keys.
+
+    The payload always starts with ``event_type`` (the event's name in the spec); the
+    generator makes one emitting helper per payload shape (``_emit_<event>`` and, for
+    each variant, ``_emit_<event>_<variant>``) and bodies call those.
+    """
 
     doc: str
     event: str = Field(description="Broadcast event name; {placeholders} stand for payload values.")
-    topic: str
-    payload: list[Identifier] = Field(min_length=1)
+    topic: str = Field(description="Topic; {placeholders} stand for payload values.")
+    payload: dict[Identifier, SqlText] = Field(
+        min_length=1, description="Payload keys after event_type, each with its SQL type."
+    )
+    variants: dict[Identifier, dict[Identifier, SqlText]] = Field(
+        default={},
+        description=(
+            "Payload shapes some emitters send: the keys (with their SQL types) they add to"
+            " the payload."
+        ),
+    )
 
 
 TablePrivilege = Literal["select", "insert", "update", "delete", "truncate", "references"]

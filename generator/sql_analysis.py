@@ -3,8 +3,9 @@
 Expressions (checks, index predicates, defaults) and function bodies are parsed at
 generate time. A body yields ``BodyFacts``: the schema-qualified functions it calls and
 relations it names, the status literals it writes (``update … set col = 'x'``,
-``insert … (col) values ('x')``), the tables it inserts into, and syntax errors - each
-with its line in the body file. PL/pgSQL bodies go through pglast's PL/pgSQL parser, then
+``insert … (col) values ('x')``), the tables it inserts into, the event payloads it builds
+by hand (``jsonb_build_object('event_type', …)``), and syntax errors - each with its line
+in the body file. PL/pgSQL bodies go through pglast's PL/pgSQL parser, then
 every SQL statement and expression inside them through the SQL parser.
 """
 
@@ -51,6 +52,8 @@ class BodyFacts:
     relations: list[Located] = field(default_factory=list)
     inserts: list[Located] = field(default_factory=list)
     status_writes: list[StatusWrite] = field(default_factory=list)
+    # lines of jsonb_build_object('event_type', …) calls: event payloads built by hand
+    event_payloads: list[int] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -185,6 +188,13 @@ def _statement_facts(tree: Json, text: bytes, first_line: int, facts: BodyFacts)
             names = _names(node["funcname"])
             if len(names) == 2:
                 facts.calls.append(Located(names[0], names[1], line(node)))
+            if names[-1] == "jsonb_build_object" and names[0] in (
+                "jsonb_build_object",
+                "pg_catalog",
+            ):
+                first = node.get("args", [{}])[0]
+                if _literals(first) == ["event_type"]:
+                    facts.event_payloads.append(line(node))
         elif kind == "RangeVar" and "schemaname" in node:
             facts.relations.append(Located(node["schemaname"], node["relname"], line(node)))
         elif kind == "UpdateStmt":

@@ -3,7 +3,8 @@
 Every SQL fragment (check expressions, index predicates, defaults, bodies) is parsed with
 PostgreSQL's parser (``pgweave_generator.sql_analysis``); names it can resolve are checked - the
 columns of the table in checks and index predicates, the tables and functions of the
-schema (and pgmq's functions) that bodies name. A body that writes a status literal to a
+schema (and pgmq's functions) that bodies name; a body may not build an event payload
+itself (the generated event helpers do). A body that writes a status literal to a
 column governed by a state machine must be listed in ``by`` of a transition to that
 state, and each function listed in ``by`` must perform it (itself or through a function
 it calls). Problems are reported through the callbacks the builder passes in.
@@ -11,7 +12,7 @@ it calls). Problems are reported through the callbacks the builder passes in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from pgweave_generator import spec_model as sm
 from pgweave_generator.diagnostics import Path_
@@ -55,15 +56,28 @@ def check_expression(
 
 
 def check_body_names(
-    function: str, facts: BodyFacts, spec: sm.Spec, report: BodyReport, queue: str | None
+    function: str,
+    facts: BodyFacts,
+    spec: sm.Spec,
+    report: BodyReport,
+    queue: str | None,
+    helpers: Collection[str] = (),
 ) -> None:
-    """Syntax errors, tables and functions of the schema or the queue that do not exist, and
-    queue functions called by a spec that declares no queue."""
+    """Syntax errors, tables and functions of the schema or the queue that do not exist
+    (``helpers``: the generated ones), queue functions called by a spec that declares no
+    queue, and event payloads built by hand."""
     schema = spec.settings.schema_name
     for line, message in facts.errors:
         report(function, line, f"invalid SQL: {message}")
+    for line in facts.event_payloads:
+        report(
+            function,
+            line,
+            "builds an event payload by hand (jsonb_build_object('event_type', …)); call the "
+            f"event's generated helper ({schema}._emit_<event> or {schema}._event_<event>)",
+        )
     for call in facts.calls:
-        if call.schema == schema and call.name not in spec.functions:
+        if call.schema == schema and call.name not in spec.functions and call.name not in helpers:
             report(function, call.line, f"unknown function '{schema}.{call.name}'")
         elif call.schema == queue and call.name not in pgmq_functions():
             report(function, call.line, f"unknown function '{queue}.{call.name}'")

@@ -24,6 +24,7 @@ from pgweave_generator.ir import (
     TableIR,
 )
 from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.event_helpers import helper_stem
 from pgweave_generator.render.python_client import Method, class_names, error_class, method
 from pgweave_generator.render.python_models import camel, row_model, status_enum, type_model
 from pgweave_generator.render.sql import constraint_definition, function_returns, implied_reason
@@ -233,6 +234,9 @@ def render_docs(
         "events_by_name": events_by_name,
         "raised_by": raised_by,
         "emitted_by": emitted_by,
+        "helper_stems": lambda e: [
+            helper_stem(e.name, v) for v in (None, *(v.name for v in e.variants))
+        ],
         "machine_of": machine_of,
         "spec_source": source,
     }

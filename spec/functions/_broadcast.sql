@@ -35,14 +35,11 @@ begin
 
   if octet_length(message) > max_notify_bytes then
     -- Still too large (pathological keys): keep only what identifies the event.
-    slim := jsonb_strip_nulls(jsonb_build_object(
-      'event_type', _broadcast.payload -> 'event_type',
-      'run_id', _broadcast.payload -> 'run_id',
-      'flow_slug', _broadcast.payload -> 'flow_slug',
-      'step_slug', _broadcast.payload -> 'step_slug',
-      'status', _broadcast.payload -> 'status',
-      'truncated', true
-    ));
+    select jsonb_object_agg(f.key, f.value) || jsonb_build_object('truncated', true)
+    into slim
+    from jsonb_each(_broadcast.payload) as f
+    where f.key in ('event_type', 'run_id', 'flow_slug', 'step_slug', 'status')
+      and jsonb_typeof(f.value) <> 'null';
     message := jsonb_build_object('event', _broadcast.event, 'payload', slim)::text;
   end if;
 

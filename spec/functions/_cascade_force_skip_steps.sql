@@ -2,7 +2,6 @@ declare
   run_flow_slug text;
   skipped_slugs text[];
   message_ids bigint[];
-  step record;
 begin
   select r.flow_slug into run_flow_slug
   from pgflow.runs as r
@@ -61,29 +60,7 @@ begin
     perform pgmq.archive(run_flow_slug, message_ids);
   end if;
 
-  -- One event per skipped step; step_index order puts parents before their children.
-  for step in
-    select ss.*
-    from pgflow.step_states as ss
-    join pgflow.steps as s on s.flow_slug = ss.flow_slug and s.step_slug = ss.step_slug
-    where ss.run_id = _cascade_force_skip_steps.run_id
-      and ss.step_slug = any(skipped_slugs)
-    order by s.step_index
-  loop
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:skipped',
-        'run_id', step.run_id,
-        'flow_slug', step.flow_slug,
-        'step_slug', step.step_slug,
-        'status', step.status,
-        'skip_reason', step.skip_reason,
-        'skipped_at', step.skipped_at
-      ),
-      concat('step:', step.step_slug, ':skipped'),
-      concat('pgflow:run:', step.run_id)
-    );
-  end loop;
+  perform pgflow._emit_skipped_steps(_cascade_force_skip_steps.run_id, skipped_slugs);
 
   update pgflow.runs as r
   set remaining_steps = r.remaining_steps - cardinality(skipped_slugs)

@@ -22,6 +22,10 @@ begin
   -- entry does exactly what complete_task's normal path does, and no entry affects
   -- another: the statements below do it for all of them at once, and the events go out
   -- at the end in the order the complete_task calls would have sent them.
+  -- A set-based copy on purpose: the batch it serves went from 1.27 / 0.99 to 3.27 / 2.88
+  -- x pgbench (W1, K = 1 / 2, bench/README.md), and per-run functions made thin wrappers
+  -- over set-based ones halved the per-task protocol (issue 12); the events come from the
+  -- same generated helpers as the per-task path's.
 
   -- complete_task's lock order: the step state, then the task.
   perform 1
@@ -79,20 +83,10 @@ begin
       and ss.step_slug = e.step_slug
     returning ss.run_id, ss.step_slug, ss.status, ss.output, ss.completed_at, e.ord
   )
-  select coalesce(jsonb_agg(jsonb_build_object(
-    'ord', c.ord,
-    'seq', 0,
-    'event', 'step:' || c.step_slug || ':completed',
-    'topic', 'pgflow:run:' || c.run_id::text,
-    'payload', jsonb_build_object(
-      'event_type', 'step:completed',
-      'run_id', c.run_id,
-      'step_slug', c.step_slug,
-      'status', c.status,
-      'output', c.output,
-      'completed_at', c.completed_at
-    )
-  )), '[]'::jsonb)
+  select coalesce(jsonb_agg(
+    jsonb_build_object('ord', c.ord, 'seq', 0)
+    || pgflow._event_step_completed(c.run_id, c.step_slug, c.status, c.output, c.completed_at)
+  ), '[]'::jsonb)
   into v_events
   from completed as c;
 
@@ -146,21 +140,12 @@ begin
     array_agg(o.step_slug order by o.nth),
     array_agg(o.initial_tasks order by o.nth),
     array_agg(o.delay order by o.nth),
-    coalesce(jsonb_agg(jsonb_build_object(
-      'ord', o.ord,
-      'seq', o.nth,
-      'event', 'step:' || o.step_slug || ':started',
-      'topic', 'pgflow:run:' || o.run_id::text,
-      'payload', jsonb_build_object(
-        'event_type', 'step:started',
-        'run_id', o.run_id,
-        'step_slug', o.step_slug,
-        'status', o.status,
-        'started_at', o.started_at,
-        'remaining_tasks', o.remaining_tasks,
-        'remaining_deps', o.remaining_deps
+    coalesce(jsonb_agg(
+      jsonb_build_object('ord', o.ord, 'seq', o.nth)
+      || pgflow._event_step_started(
+        o.run_id, o.step_slug, o.status, o.started_at, o.remaining_tasks, o.remaining_deps
       )
-    )), '[]'::jsonb)
+    ), '[]'::jsonb)
   into st_flow, st_run, st_step, st_tasks, st_delay, v_more
   from ordered as o;
   v_events := v_events || v_more;
@@ -200,7 +185,9 @@ begin
     k := l + 1;
   end loop;
 
-  -- maybe_complete_run for every run of the batch (its statement, for many runs).
+  -- maybe_complete_run for every run of the batch (its statement, for many runs). Kept as a
+  -- copy: maybe_complete_run calling a shared set-based _complete_runs(uuid[]) lowered the
+  -- per-task protocol (bench A/B of 2026-12-06, bench/README.md "One copy per effect").
   with completed as (
     update pgflow.runs as r
     set status = 'completed',
@@ -222,20 +209,10 @@ begin
       and r.status <> 'completed'
     returning r.*
   )
-  select coalesce(jsonb_agg(jsonb_build_object(
-    'ord', e.ord,
-    'seq', 2147483647,
-    'event', 'run:completed',
-    'topic', 'pgflow:run:' || c.run_id::text,
-    'payload', jsonb_build_object(
-      'event_type', 'run:completed',
-      'run_id', c.run_id,
-      'flow_slug', c.flow_slug,
-      'status', c.status,
-      'output', c.output,
-      'completed_at', c.completed_at
-    )
-  )), '[]'::jsonb)
+  select coalesce(jsonb_agg(
+    jsonb_build_object('ord', e.ord, 'seq', 2147483647)
+    || pgflow._event_run_completed(c.run_id, c.flow_slug, c.status, c.output, c.completed_at)
+  ), '[]'::jsonb)
   into v_more
   from completed as c
   join unnest(p_run_ids) with ordinality as e(run_id, ord) on e.run_id = c.run_id;

@@ -38,15 +38,11 @@ begin
     perform pgflow._park_messages(p_flow_slug, v_msg_ids, 'unpark');
   end if;
 
-  perform pgflow._broadcast(
-    jsonb_build_object(
-      'event_type', case when p_paused then 'flow:paused' else 'flow:unpaused' end,
-      'flow_slug', v_flow.flow_slug,
-      case when p_paused then 'paused_at' else 'unpaused_at' end, coalesce(v_flow.paused_at, now())
-    ),
-    case when p_paused then 'flow:paused' else 'flow:unpaused' end,
-    concat('pgflow:flow:', v_flow.flow_slug)
-  );
+  if p_paused then
+    perform pgflow._emit_flow_paused(v_flow.flow_slug, v_flow.paused_at);
+  else
+    perform pgflow._emit_flow_unpaused(v_flow.flow_slug, now());
+  end if;
 
   return v_flow;
 end;

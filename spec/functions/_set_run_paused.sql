@@ -43,17 +43,11 @@ begin
     perform pgflow._park_messages(v_run.flow_slug, v_msg_ids, 'unpark');
   end if;
 
-  perform pgflow._broadcast(
-    jsonb_build_object(
-      'event_type', case when p_paused then 'run:paused' else 'run:unpaused' end,
-      'run_id', v_run.run_id,
-      'flow_slug', v_run.flow_slug,
-      'status', v_run.status,
-      case when p_paused then 'paused_at' else 'unpaused_at' end, coalesce(v_run.paused_at, now())
-    ),
-    case when p_paused then 'run:paused' else 'run:unpaused' end,
-    concat('pgflow:run:', v_run.run_id)
-  );
+  if p_paused then
+    perform pgflow._emit_run_paused(v_run.run_id, v_run.flow_slug, v_run.status, v_run.paused_at);
+  else
+    perform pgflow._emit_run_unpaused(v_run.run_id, v_run.flow_slug, v_run.status, now());
+  end if;
 
   return v_run;
 end;

@@ -131,30 +131,18 @@ begin
   -- Events, in one statement (its sorted subquery fixes the order of the calls): each
   -- run's run:started in input order, followed by the step:started of the runs started
   -- above (by step_slug, as start_ready_steps sends them).
-  perform pgflow._broadcast(e.payload, e.event, concat('pgflow:run:', e.run_id))
+  perform pgflow._broadcast(e.ev -> 'payload', e.ev ->> 'event', e.ev ->> 'topic')
   from (
-    select u.ord, 0 as kind, '' as step_slug, r.run_id, 'run:started' as event,
-      jsonb_build_object(
-        'event_type', 'run:started',
-        'run_id', r.run_id,
-        'flow_slug', r.flow_slug,
-        'input', r.input,
-        'status', r.status,
-        'remaining_steps', r.remaining_steps,
-        'started_at', r.started_at
-      ) as payload
+    select u.ord, 0 as kind, '' as step_slug,
+      pgflow._event_run_started(
+        r.run_id, r.flow_slug, r.input, r.status, r.remaining_steps, r.started_at
+      ) as ev
     from unnest(new_ids) with ordinality as u(run_id, ord)
     join pgflow.runs as r on r.run_id = u.run_id
     union all
-    select u.ord, 1, ss.step_slug, ss.run_id, concat('step:', ss.step_slug, ':started'),
-      jsonb_build_object(
-        'event_type', 'step:started',
-        'run_id', ss.run_id,
-        'step_slug', ss.step_slug,
-        'status', ss.status,
-        'started_at', ss.started_at,
-        'remaining_tasks', ss.remaining_tasks,
-        'remaining_deps', ss.remaining_deps
+    select u.ord, 1, ss.step_slug,
+      pgflow._event_step_started(
+        ss.run_id, ss.step_slug, ss.status, ss.started_at, ss.remaining_tasks, ss.remaining_deps
       )
     from unnest(new_ids) with ordinality as u(run_id, ord)
     join pgflow.step_states as ss

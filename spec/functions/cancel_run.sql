@@ -39,17 +39,12 @@ begin
   -- before queue rows, the order start_tasks locks them in).
   perform pgflow._cancel_run_tasks(cancel_run.run_id);
 
-  perform pgflow._broadcast(
-    jsonb_build_object(
-      'event_type', 'run:cancelled',
-      'run_id', v_run.run_id,
-      'flow_slug', v_run.flow_slug,
-      'status', v_run.status,
-      'cancel_reason', v_run.cancel_reason,
-      'cancelled_at', v_run.cancelled_at
-    ),
-    'run:cancelled',
-    concat('pgflow:run:', v_run.run_id)
+  perform pgflow._emit_run_cancelled(
+    v_run.run_id,
+    v_run.flow_slug,
+    v_run.status,
+    v_run.cancel_reason,
+    v_run.cancelled_at
   );
 
   return v_run;

@@ -44,20 +44,15 @@ begin
         and ss.step_slug = any(wave_slugs)
       order by s.step_index
     loop
-      perform pgflow._broadcast(
-        jsonb_build_object(
-          'event_type', 'step:completed',
-          'run_id', step.run_id,
-          'step_slug', step.step_slug,
-          'status', step.status,
-          'output', step.output,
-          'started_at', step.started_at,
-          'completed_at', step.completed_at,
-          'remaining_tasks', 0,
-          'remaining_deps', 0
-        ),
-        concat('step:', step.step_slug, ':completed'),
-        concat('pgflow:run:', step.run_id)
+      perform pgflow._emit_step_completed_taskless(
+        step.run_id,
+        step.step_slug,
+        step.status,
+        step.output,
+        step.completed_at,
+        step.started_at,
+        0,
+        0
       );
     end loop;
 

@@ -6,7 +6,6 @@ declare
   skip_slugs text[];
   cascade_slugs text[];
   cascade_slug text;
-  step record;
   failed_step pgflow.step_states;
   failed_run pgflow.runs;
 begin
@@ -93,29 +92,19 @@ begin
       where r.run_id = cascade_resolve_conditions.run_id
       returning r.* into failed_run;
 
-      perform pgflow._broadcast(
-        jsonb_build_object(
-          'event_type', 'step:failed',
-          'run_id', failed_step.run_id,
-          'step_slug', failed_step.step_slug,
-          'status', failed_step.status,
-          'error_message', failed_step.error_message,
-          'failed_at', failed_step.failed_at
-        ),
-        concat('step:', failed_step.step_slug, ':failed'),
-        concat('pgflow:run:', failed_step.run_id)
+      perform pgflow._emit_step_failed(
+        failed_step.run_id,
+        failed_step.step_slug,
+        failed_step.status,
+        failed_step.error_message,
+        failed_step.failed_at
       );
-      perform pgflow._broadcast(
-        jsonb_build_object(
-          'event_type', 'run:failed',
-          'run_id', failed_run.run_id,
-          'flow_slug', failed_run.flow_slug,
-          'status', failed_run.status,
-          'error_message', failed_step.error_message,
-          'failed_at', failed_run.failed_at
-        ),
-        'run:failed',
-        concat('pgflow:run:', failed_run.run_id)
+      perform pgflow._emit_run_failed_with_error(
+        failed_run.run_id,
+        failed_run.flow_slug,
+        failed_run.status,
+        failed_run.failed_at,
+        failed_step.error_message
       );
 
       perform pgflow._cancel_run_tasks(cascade_resolve_conditions.run_id);
@@ -131,28 +120,7 @@ begin
       where ss.run_id = cascade_resolve_conditions.run_id
         and ss.step_slug = any(skip_slugs);
 
-      for step in
-        select ss.*
-        from pgflow.step_states as ss
-        join pgflow.steps as s on s.flow_slug = ss.flow_slug and s.step_slug = ss.step_slug
-        where ss.run_id = cascade_resolve_conditions.run_id
-          and ss.step_slug = any(skip_slugs)
-        order by s.step_index
-      loop
-        perform pgflow._broadcast(
-          jsonb_build_object(
-            'event_type', 'step:skipped',
-            'run_id', step.run_id,
-            'flow_slug', step.flow_slug,
-            'step_slug', step.step_slug,
-            'status', step.status,
-            'skip_reason', step.skip_reason,
-            'skipped_at', step.skipped_at
-          ),
-          concat('step:', step.step_slug, ':skipped'),
-          concat('pgflow:run:', step.run_id)
-        );
-      end loop;
+      perform pgflow._emit_skipped_steps(cascade_resolve_conditions.run_id, skip_slugs);
 
       -- Children lose one dependency per skipped parent. A skipped dependency counts as
       -- an empty array for a map child, which therefore has no task.

@@ -25,17 +25,12 @@ begin
   returning r.* into completed_run;
 
   if found then
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'run:completed',
-        'run_id', completed_run.run_id,
-        'flow_slug', completed_run.flow_slug,
-        'status', completed_run.status,
-        'output', completed_run.output,
-        'completed_at', completed_run.completed_at
-      ),
-      'run:completed',
-      concat('pgflow:run:', completed_run.run_id)
+    perform pgflow._emit_run_completed(
+      completed_run.run_id,
+      completed_run.flow_slug,
+      completed_run.status,
+      completed_run.output,
+      completed_run.completed_at
     );
   end if;
 end;

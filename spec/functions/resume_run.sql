@@ -68,18 +68,13 @@ begin
     and t.status = 'completed'
     and (src.status = 'completed' or (s.step_type = 'map' and src.status <> 'skipped'));
 
-  perform pgflow._broadcast(
-    jsonb_build_object(
-      'event_type', 'run:started',
-      'run_id', v_run.run_id,
-      'flow_slug', v_run.flow_slug,
-      'input', v_run.input,
-      'status', v_run.status,
-      'remaining_steps', v_run.remaining_steps,
-      'started_at', v_run.started_at
-    ),
-    'run:started',
-    concat('pgflow:run:', v_run.run_id)
+  perform pgflow._emit_run_started(
+    v_run.run_id,
+    v_run.flow_slug,
+    v_run.input,
+    v_run.status,
+    v_run.remaining_steps,
+    v_run.started_at
   );
 
   -- Partially completed maps start at once (they were started in the source, so their
@@ -101,15 +96,13 @@ begin
       and ss.status = 'created'
     returning ss.*
   loop
-    -- The payload start_ready_steps sends for a started step.
-    perform pgflow._broadcast(
-      jsonb_build_object('event_type', 'step:started') || (
-        select jsonb_object_agg(f.key, f.value)
-        from jsonb_each(to_jsonb(v_state)) as f
-        where f.key in ('run_id', 'step_slug', 'status', 'started_at', 'remaining_tasks', 'remaining_deps')
-      ),
-      concat('step:', v_state.step_slug, ':started'),
-      concat('pgflow:run:', v_run.run_id)
+    perform pgflow._emit_step_started(
+      v_state.run_id,
+      v_state.step_slug,
+      v_state.status,
+      v_state.started_at,
+      v_state.remaining_tasks,
+      v_state.remaining_deps
     );
   end loop;
 

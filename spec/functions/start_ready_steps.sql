@@ -38,18 +38,13 @@ begin
     join pgflow.steps as s on s.flow_slug = started.flow_slug and s.step_slug = started.step_slug
     order by started.step_slug
   loop
-    perform pgflow._broadcast(
-      jsonb_build_object(
-        'event_type', 'step:started',
-        'run_id', step.run_id,
-        'step_slug', step.step_slug,
-        'status', step.status,
-        'started_at', step.started_at,
-        'remaining_tasks', step.remaining_tasks,
-        'remaining_deps', step.remaining_deps
-      ),
-      concat('step:', step.step_slug, ':started'),
-      concat('pgflow:run:', step.run_id)
+    perform pgflow._emit_step_started(
+      step.run_id,
+      step.step_slug,
+      step.status,
+      step.started_at,
+      step.remaining_tasks,
+      step.remaining_deps
     );
 
     -- One batch per step, task_index 0..n-1 in order, so message ids ascend with

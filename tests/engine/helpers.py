@@ -18,6 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from tests.engine.event_catalogue import check_event
+
 DEFAULT_WORKER = uuid.UUID("11111111-1111-1111-1111-111111111111")
 
 Row = dict[str, Any]
@@ -438,8 +440,14 @@ def install_realtime_stub(conn: psycopg.Connection) -> None:
 
 
 def realtime_events(conn: psycopg.Connection) -> list[Row]:
-    """Events recorded by the realtime stub, in call order."""
-    return fetch(conn, "select event, topic, payload, private from realtime.messages order by seq")
+    """Events recorded by the realtime stub, in call order (each checked against the
+    events catalogue)."""
+    events = fetch(
+        conn, "select event, topic, payload, private from realtime.messages order by seq"
+    )
+    for event in events:
+        check_event(event["event"], event["topic"], event["payload"])
+    return events
 
 
 def take_events(conn: psycopg.Connection) -> list[Row]:
@@ -476,8 +484,11 @@ def ts(value: Any) -> datetime:
 
 
 def notify_events(listener: psycopg.Connection, timeout: float = 0.2) -> list[Row]:
-    """Drain NOTIFY events a listening connection has received (payloads decoded)."""
+    """Drain NOTIFY events a listening connection has received (payloads decoded, each
+    checked against the events catalogue)."""
     events = []
     for note in listener.notifies(timeout=timeout, stop_after=None):
-        events.append({"channel": note.channel, **json.loads(note.payload)})
+        event = {"channel": note.channel, **json.loads(note.payload)}
+        check_event(event["event"], note.channel, event["payload"])
+        events.append(event)
     return events

@@ -15,6 +15,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from pgweave_generator.ir import EventIR
+from pgweave_generator.render.event_helpers import helper_stem
+from tests.engine.event_catalogue import catalogue, catalogue_ir
 from tests.engine.helpers import (
     CASCADE_SKIPPED_KEYS,
     RUN_COMPLETED_KEYS,
@@ -35,6 +38,7 @@ from tests.engine.helpers import (
     read_and_start,
     realtime_events,
     run_row,
+    scalar,
     start_flow,
     states,
     take_events,
@@ -483,3 +487,67 @@ def test_broadcast_never_fails_on_oversized_payloads(
         "status": "completed",
         "truncated": True,
     }
+
+
+SAMPLES: dict[str, Any] = {
+    "uuid": uuid.UUID("22222222-2222-2222-2222-222222222222"),
+    "text": "some_slug",
+    "jsonb": Jsonb({"k": [1, 2]}),
+    "integer": 3,
+    "timestamptz": "2026-01-02T03:04:05.5+00:00",
+}
+SENT: dict[str, Any] = {
+    "uuid": "22222222-2222-2222-2222-222222222222",
+    "text": "some_slug",
+    "jsonb": {"k": [1, 2]},
+    "integer": 3,
+    "timestamptz": "2026-01-02T03:04:05.5+00:00",
+}
+
+
+def _event_ir(name: str) -> EventIR:
+    return next(e for e in catalogue_ir().events if e.name == name)
+
+
+@pytest.mark.parametrize(
+    ("event", "shape"),
+    [(name, index) for name, d in catalogue().items() for index in range(len(d.shapes))],
+)
+def test_each_generated_helper_sends_exactly_its_declared_payload(
+    rt: psycopg.Connection, event: str, shape: int
+) -> None:
+    declared = catalogue()[event]
+    keys = declared.shapes[shape]
+    variant = (None, *(v.name for v in _event_ir(event).variants))[shape]
+    stem = helper_stem(event, variant)
+    arguments = [k for k in keys if k != "event_type"]
+    placeholders = ", ".join(f"{k} => %s" for k in arguments)
+    values = [SAMPLES[keys[k]] for k in arguments]
+    expected = {"event_type": event} | {k: SENT[keys[k]] for k in arguments}
+
+    rt.execute("set timezone = 'UTC'")
+    rt.execute(f"select pgflow._emit_{stem}({placeholders})", values)
+    built = scalar(rt, f"select pgflow._event_{stem}({placeholders})", *values)
+
+    (sent,) = realtime_events(rt)
+    rt.execute("delete from realtime.messages")
+    assert sent["payload"] == expected
+    assert built == {"event": sent["event"], "topic": sent["topic"], "payload": expected}
+
+
+def test_an_event_off_the_catalogue_is_caught(rt: psycopg.Connection) -> None:
+    run_id = uuid.uuid4()
+    # run:completed without its output, then with a text where a timestamp belongs
+    for payload in (
+        {"event_type": "run:completed", "run_id": str(run_id), "flow_slug": "f",
+         "status": "completed", "completed_at": "2026-01-01T00:00:00+00:00"},
+        {"event_type": "run:completed", "run_id": str(run_id), "flow_slug": "f",
+         "status": "completed", "output": None, "completed_at": "yesterday"},
+    ):  # fmt: skip
+        rt.execute(
+            "select pgflow._broadcast(%s, 'run:completed', %s)",
+            (Jsonb(payload), f"pgflow:run:{run_id}"),
+        )
+        with pytest.raises(AssertionError):
+            realtime_events(rt)
+        rt.execute("delete from realtime.messages")

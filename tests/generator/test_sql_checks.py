@@ -160,3 +160,79 @@ def test_duplicate_constraint_is_reported_at_the_duplicate(mini: SpecCopy) -> No
         f"{mini.file}:{line + 2}: tables.orders.checks[0].name: duplicate constraint name "
         "'orders_pkey'"
     ) in problems(mini)
+
+
+def test_event_payload_built_by_hand_is_an_error(mini: SpecCopy) -> None:
+    body = edit_body(
+        mini,
+        "ship_order.sql",
+        "  if not found then\n",
+        "  perform shop._broadcast(\n"
+        "    jsonb_build_object('event_type', 'order:shipped', 'order_id', ship_order.order_id),\n"
+        "    'order:shipped', 'orders:' || ship_order.order_id);\n"
+        "  if not found then\n",
+    )
+    assert (
+        f"{body}:8: functions.ship_order.body: builds an event payload by hand "
+        "(jsonb_build_object('event_type', …)); call the event's generated helper "
+        "(shop._emit_<event> or shop._event_<event>)"
+    ) in problems(mini)
+
+
+def test_event_helpers_are_generated_and_callable_from_bodies(mini: SpecCopy) -> None:
+    edit_body(
+        mini,
+        "ship_order.sql",
+        "  if not found then\n",
+        "  perform shop._emit_order_shipped(ship_order.order_id, now());\n  if not found then\n",
+    )
+    schema = load_ir(mini.file)
+    functions = {f.name: f for f in schema.functions}
+    emit, build = functions["_emit_order_shipped"], functions["_event_order_shipped"]
+    assert [(a.name, a.type.name) for a in emit.args] == [
+        ("order_id", "bigint"),
+        ("shipped_at", "timestamptz"),
+    ]
+    assert emit.args == build.args
+    assert emit.internal
+    assert build.internal
+    assert emit.calls == ("_broadcast",)
+    assert "_emit_order_shipped" in functions["ship_order"].calls
+    assert "'event_type', 'order:shipped'" in emit.body
+    assert "'orders:' || _emit_order_shipped.order_id" in emit.body
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "    topic: orders:{order_id}\n",
+            "    topic: orders:{order}\n",
+            "events.order:shipped.topic: placeholder '{order}' is not a payload key",
+            id="unknown-placeholder",
+        ),
+        pytest.param(
+            "    payload: {order_id: bigint, shipped_at: timestamptz}\n",
+            "    payload: {order_id: bigint, shipped_at: timestamptz}\n"
+            "    variants: {late: {order_id: bigint}}\n",
+            "events.order:shipped.variants.late.order_id: key 'order_id' is already in the payload",
+            id="variant-repeats-a-key",
+        ),
+        pytest.param(
+            "    payload: {order_id: bigint, shipped_at: timestamptz}\n",
+            "    payload: {order_id: bigint, shipped_at: timestampz}\n",
+            "events.order:shipped.payload.shipped_at: unknown type 'timestampz'",
+            id="unknown-payload-type",
+        ),
+    ],
+)
+def test_event_declarations_are_checked(mini: SpecCopy, old: str, new: str, expected: str) -> None:
+    mini.replace(old, new)
+    assert any(expected in p for p in problems(mini)), problems(mini)
+
+
+def test_events_need_a_broadcast_function(mini: SpecCopy) -> None:
+    mini.replace("  _broadcast:\n", "  _send:\n")
+    assert any("events: the event helpers call function _broadcast" in p for p in problems(mini)), (
+        problems(mini)
+    )

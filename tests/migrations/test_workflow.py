@@ -181,7 +181,7 @@ def test_destructive_refusal_lists_drops_and_narrowing(mini_ws: Workspace) -> No
     ws.new("initial")
     ws.edit("      shipped_at: timestamptz\n", "")
     ws.edit("      shipped: {timestamp: shipped_at, after: [placed]}\n", "      shipped: {}\n")
-    ws.edit("payload: [order_id, shipped_at]", "payload: [order_id]")
+    ws.edit("payload: {order_id: bigint, shipped_at: timestamptz}", "payload: {order_id: bigint}")
     ws.edit(
         "order_id: {type: bigint, nullable: false}", "order_id: {type: integer, nullable: false}"
     )
@@ -249,7 +249,7 @@ def test_renames_are_declared_never_guessed(mini_ws: Workspace) -> None:
     ws.new("initial")
     ws.edit("      shipped_at: timestamptz\n", "      sent_at: timestamptz\n")
     ws.edit("shipped: {timestamp: shipped_at,", "shipped: {timestamp: sent_at,")
-    ws.edit("payload: [order_id, shipped_at]", "payload: [order_id, sent_at]")
+    ws.edit("shipped_at: timestamptz}", "sent_at: timestamptz}")
     code, output = ws.cli("migration", "plan")
     assert code == 0
     assert "drop column orders.shipped_at" in output  # without renamed_from: a drop and an add

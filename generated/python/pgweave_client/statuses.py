@@ -139,7 +139,11 @@ STEP_TASK_TRANSITIONS: Final[
         ("complete_task", "complete_tasks", "_complete_final_tasks"),
     ),
     (StepTaskStatus.STARTED, StepTaskStatus.QUEUED, ("fail_task", "requeue_stalled_tasks")),
-    (StepTaskStatus.STARTED, StepTaskStatus.FAILED, ("fail_task", "complete_task")),
+    (
+        StepTaskStatus.STARTED,
+        StepTaskStatus.FAILED,
+        ("fail_task", "complete_task", "_take_task_callback"),
+    ),
     (
         StepTaskStatus.QUEUED,
         StepTaskStatus.CANCELLED,
