@@ -2163,7 +2163,7 @@ begin
 
   -- maybe_complete_run for every run of the batch (its statement, for many runs). Kept as a
   -- copy: maybe_complete_run calling a shared set-based _complete_runs(uuid[]) lowered the
-  -- per-task protocol (bench A/B of 2026-12-06, bench/README.md "One copy per effect").
+  -- per-task protocol (the alternated bench A/B in bench/README.md, "One copy per effect").
   with completed as (
     update pgflow.runs as r
     set status = 'completed',
