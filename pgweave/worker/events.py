@@ -78,8 +78,6 @@ class EventListener:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.subscribers: list[Subscriber] = []
-        self.listening = asyncio.Event()
-        """Set while LISTEN is in place (workers rely on wake-ups only then)."""
         self._task: asyncio.Task[None] | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -102,7 +100,6 @@ class EventListener:
             try:
                 await self._listen(backoff)
             except (psycopg.Error, OSError) as exc:
-                self.listening.clear()
                 delay = backoff.next()
                 log.warning(
                     "worker.events_lost",
@@ -114,7 +111,6 @@ class EventListener:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         async with conn:
             await conn.execute(f'listen "{CHANNEL}"')
-            self.listening.set()
             backoff.reset()
             log.info("worker.events_listening", extra=fields(channel=CHANNEL))
             for subscriber in self.subscribers:

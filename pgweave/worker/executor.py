@@ -65,7 +65,7 @@ class Outcome:
             error=message or error_text(exc),
             exception=exc,
             error_type=f"{module}{kind.__qualname__}",
-            traceback="".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:],
+            traceback=storable_text("".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]),
             retry_delay=exc.seconds if isinstance(exc, RetryAfter) else None,
         )
 
