@@ -21,7 +21,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,7 @@ class Executor:
             max_workers=max_concurrent, thread_name_prefix=f"pgweave-{flow.slug}"
         )
         self._running: dict[asyncio.Task[None], TaskRecord] = {}
+        self._busy_threads: set[Future[Any]] = set()
 
     # -- what needs a context -------------------------------------------------------------
 
@@ -175,6 +176,11 @@ class Executor:
         await asyncio.gather(*tasks, return_exceptions=True)
         return records
 
+    @property
+    def threads_busy(self) -> bool:
+        """Whether sync handlers still run in threads (e.g. stopped ones finishing)."""
+        return any(not thread.done() for thread in list(self._busy_threads))
+
     def close(self) -> None:
         """Stop the thread pool without waiting for handlers still running in it."""
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -232,8 +238,10 @@ class Executor:
             args.append(self._context(record, context, cancel_event))
         if info.is_async:
             return await step.handler(*args)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._threads, lambda: step.handler(*args))
+        thread = self._threads.submit(step.handler, *args)
+        self._busy_threads.add(thread)
+        thread.add_done_callback(self._busy_threads.discard)
+        result = await asyncio.wrap_future(thread)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -261,8 +261,8 @@ class Worker:
 
     @property
     def abandoned_threads(self) -> bool:
-        """True when tasks were abandoned (sync handlers' threads may still be running)."""
-        return self.stats.abandoned > 0
+        """True when tasks were abandoned or stopped handlers' threads still run."""
+        return self.stats.abandoned > 0 or self.executor.threads_busy
 
     # -- polling --------------------------------------------------------------------------
 

@@ -132,6 +132,8 @@ def slow(seconds: float, ctx: StepContext) -> dict[str, Any]:
 
 
 slow_map = Flow[list[float]]("slow_map", timeout=3).map("sleep", slow)
+patient_map = Flow[list[float]]("patient_map", timeout=60).map("sleep", slow)
+"""For handlers that must outlive a shutdown (slow_map's would time out first)."""
 
 # -- shape mismatch -------------------------------------------------------------------------
 
