@@ -94,6 +94,9 @@ def compile_command(flow_ref: str, out_dir: Path, to_stdout: bool) -> None:
 @click.option("--no-compile", is_flag=True, help="Do not create or verify the flow at start.")
 @click.option("--function-name", default=None, help="Name recorded in pgflow.workers.")
 @click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port."
+)
+@click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--log-level", default="INFO", show_default=True)
@@ -165,10 +168,16 @@ def start(
         flow_input = json.loads(input_json)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    from pgweave.telemetry import start_span
+
     slug = _load(flow).slug if ":" in flow else flow
     client = Client(dsn)
+    run_id = run_id or uuid.uuid4()  # chosen here: the run's trace id is its run id
     try:
-        run = client.start_flow(slug, flow_input, run_id=run_id, idempotency_key=idempotency_key)
+        with start_span(run_id, slug):
+            run = client.start_flow(
+                slug, flow_input, run_id=run_id, idempotency_key=idempotency_key
+            )
     except FlowNotFoundError:
         fail(
             f"unknown flow {slug!r}: this database has no such flow: run a worker for it "

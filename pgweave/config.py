@@ -36,6 +36,11 @@ class WorkerConfig:
     """Call ensure_flow_compiled at start (creating the flow when missing)."""
     function_name: str | None = None
     """Name recorded in pgflow.workers (default ``pgweave:<flow_slug>``)."""
+    metrics_port: int | None = None
+    """Serve Prometheus task metrics at ``http://127.0.0.1:<port>/metrics`` (0 = any port)."""
+    listen: bool = True
+    """Listen to the engine's events (cancellations stop handlers, new messages wake idle
+    workers); without it, workers only poll."""
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -51,6 +56,8 @@ class WorkerConfig:
         for name in ("heartbeat_interval", "shutdown_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be from 0 to 65535, got {self.metrics_port!r}")
         if self.requeue_interval < 0:
             raise ValueError(f"requeue_interval must be >= 0, got {self.requeue_interval!r}")
 

@@ -23,6 +23,7 @@ producers and consumers do not contradict each other.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import uuid
@@ -83,11 +84,41 @@ class StepContext:
     attempt: int = 1
     """Which delivery of the task this is (pgmq's read count of its message)."""
     shutdown_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def shutting_down(self) -> bool:
         """True once the worker is stopping; long handlers may wrap up early."""
         return self.shutdown_event.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task's result will be discarded: its run was cancelled or the
+        step's timeout passed. Sync handlers should check it and return early."""
+        return self.cancel_event.is_set()
+
+
+RETRY_DELAY_CAP = 3600
+"""The engine's largest handler-chosen retry delay, in seconds (``fail_task_with_details``)."""
+
+
+class RetryAfter(Exception):  # noqa: N818 (the name users ask for: a signal, not an error)
+    """Raised by a handler: fail this attempt and retry the task after ``seconds``.
+
+    The delay replaces the step's exponential backoff while attempts remain (it is ignored
+    once they are exhausted). It must be finite and from 0 to :data:`RETRY_DELAY_CAP`;
+    anything else raises ``ValueError`` here, before the worker calls the database.
+    """
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError(f"RetryAfter needs a number of seconds, got {seconds!r}")
+        if not math.isfinite(seconds) or not 0 <= seconds <= RETRY_DELAY_CAP:
+            raise ValueError(
+                f"RetryAfter seconds must be finite and from 0 to {RETRY_DELAY_CAP}, got {seconds!r}"
+            )
+        self.seconds = float(seconds)
+        super().__init__(message or f"retry after {self.seconds:g} s")
 
 
 Handler: TypeAlias = Callable[[I], object] | Callable[[I, StepContext], object]

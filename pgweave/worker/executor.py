@@ -5,6 +5,12 @@ handler's outcome is its output as storable JSON text (see
 :func:`pgweave.handlers.stored_json`) or the error text to fail the task with: an output
 PostgreSQL would reject fails the task like an exception does, so the engine counts it as
 an attempt and retries it per the step's options.
+
+A handler runs at most its step's ``timeout`` (the flow's, else 60 s): past it an ``async``
+handler is cancelled, a plain one's result is discarded while its thread finishes (its
+:attr:`~pgweave.dsl.StepContext.cancelled` turns true), and the task fails with a timeout
+error. :meth:`Executor.cancel_run` stops every handler of a cancelled run the same way; its
+tasks are then never reported. Each handler runs in a :func:`~pgweave.telemetry.task_span`.
 """
 
 from __future__ import annotations
@@ -12,15 +18,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pgweave.dsl import Flow, StepContext, StepDefinition
+from pgweave.dsl import Flow, RetryAfter, StepContext, StepDefinition
 from pgweave.handlers import storable_text, stored_json
+from pgweave.telemetry import TaskMetrics, TaskRef, task_span
 from pgweave.worker.records import TaskRecord, WorkerError
+
+DEFAULT_TIMEOUT = 60
+"""Seconds a handler may run when neither its step nor its flow sets ``timeout`` (SQL's)."""
+TRACEBACK_LIMIT = 8000
+"""Characters of a failure's traceback sent to the engine (its last ones)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,23 @@ class Outcome:
     output: str | None = None
     error: str | None = None
     exception: BaseException | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    retry_delay: float | None = None
+    """Seconds before the next attempt, chosen by the handler (:class:`RetryAfter`)."""
+
+    @classmethod
+    def failed(cls, exc: BaseException, message: str | None = None) -> Outcome:
+        """The outcome of a handler that raised ``exc``."""
+        kind = type(exc)
+        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        return cls(
+            error=message or error_text(exc),
+            exception=exc,
+            error_type=f"{module}{kind.__qualname__}",
+            traceback=storable_text("".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]),
+            retry_delay=exc.seconds if isinstance(exc, RetryAfter) else None,
+        )
 
     @property
     def ok(self) -> bool:
@@ -59,16 +89,26 @@ class Executor:
         worker_id: uuid.UUID,
         max_concurrent: int,
         shutdown_event: threading.Event,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.flow = flow
         self.worker_id = worker_id
         self.max_concurrent = max_concurrent
         self.shutdown_event = shutdown_event
+        self.metrics = metrics
         self._steps = {step.slug: step for step in flow.steps}
+        self._timeouts = {
+            step.slug: step.options.timeout or flow.options.timeout or DEFAULT_TIMEOUT
+            for step in flow.steps
+        }
+        self._cancel_events: dict[tuple[uuid.UUID, str, int], threading.Event] = {}
+        self.discarded: set[tuple[uuid.UUID, str, int]] = set()
+        """Tasks of cancelled runs stopped here: never reported (see :meth:`cancel_run`)."""
         self._threads = ThreadPoolExecutor(
             max_workers=max_concurrent, thread_name_prefix=f"pgweave-{flow.slug}"
         )
         self._running: dict[asyncio.Task[None], TaskRecord] = {}
+        self._busy_threads: set[Future[Any]] = set()
 
     # -- what needs a context -------------------------------------------------------------
 
@@ -93,7 +133,29 @@ class Executor:
         """Run ``work`` (the handler and its report) as a task counted against the limit."""
         task = asyncio.create_task(work())
         self._running[task] = record
-        task.add_done_callback(self._running.pop)
+        self._cancel_events[record.key] = threading.Event()
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        record = self._running.pop(task)
+        self._cancel_events.pop(record.key, None)
+        self.discarded.discard(record.key)
+
+    def run_ids(self) -> set[uuid.UUID]:
+        """The runs with a task in flight."""
+        return {record.run_id for record in self._running.values()}
+
+    def cancel_run(self, run_id: uuid.UUID) -> list[TaskRecord]:
+        """Stop the run's handlers now (async ones cancelled, sync ones told through
+        ``ctx.cancelled``); their results are discarded. Returns the tasks stopped."""
+        stopped = []
+        for task, record in self._running.items():
+            if record.run_id == run_id and record.key not in self.discarded:
+                self.discarded.add(record.key)
+                self._cancel_events[record.key].set()
+                task.cancel()
+                stopped.append(record)
+        return stopped
 
     async def wait_for_slot(self, event: asyncio.Event, timeout: float | None = None) -> None:
         """Return once a task finished, ``event`` is set, or ``timeout`` s passed."""
@@ -114,6 +176,11 @@ class Executor:
         await asyncio.gather(*tasks, return_exceptions=True)
         return records
 
+    @property
+    def threads_busy(self) -> bool:
+        """Whether sync handlers still run in threads (e.g. stopped ones finishing)."""
+        return any(not thread.done() for thread in list(self._busy_threads))
+
     def close(self) -> None:
         """Stop the thread pool without waiting for handlers still running in it."""
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -122,14 +189,29 @@ class Executor:
 
     async def execute(self, record: TaskRecord, context: TaskContext | None) -> Outcome:
         """Run the record's handler; its output as storable JSON, or why the task fails."""
+        cancel_event = self._cancel_events.get(record.key) or threading.Event()
         try:
             step = self._step(record)
-            result = await self._call(step, record, context)
+            timeout = self._timeouts[step.slug]
+            ref = TaskRef(record.run_id, record.flow_slug, record.step_slug, record.task_index)
+            with task_span(ref, self.metrics):
+                async with asyncio.timeout(timeout) as limit:
+                    try:
+                        result = await self._call(step, record, context, cancel_event)
+                    except asyncio.CancelledError:
+                        cancel_event.set()  # a sync handler's thread runs on: tell it
+                        raise
             return Outcome(output=stored_json(result))
         except asyncio.CancelledError:
             raise
+        except TimeoutError as exc:
+            if not limit.expired():
+                return Outcome.failed(exc)
+            return Outcome.failed(
+                exc, f"handler timed out after {timeout} s (the step's timeout); result discarded"
+            )
         except Exception as exc:
-            return Outcome(error=error_text(exc), exception=exc)
+            return Outcome.failed(exc)
 
     def _step(self, record: TaskRecord) -> StepDefinition:
         step = self._steps.get(record.step_slug)
@@ -140,7 +222,11 @@ class Executor:
         return step
 
     async def _call(
-        self, step: StepDefinition, record: TaskRecord, context: TaskContext | None
+        self,
+        step: StepDefinition,
+        record: TaskRecord,
+        context: TaskContext | None,
+        cancel_event: threading.Event,
     ) -> Any:
         info = step.info
         # start_tasks hands a root single step {} as input and the run's input separately.
@@ -149,16 +235,20 @@ class Executor:
         if info.takes_context:
             if context is None:
                 raise WorkerError(f"no context loaded for step {record.step_slug!r}")
-            args.append(self._context(record, context))
+            args.append(self._context(record, context, cancel_event))
         if info.is_async:
             return await step.handler(*args)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._threads, lambda: step.handler(*args))
+        thread = self._threads.submit(step.handler, *args)
+        self._busy_threads.add(thread)
+        thread.add_done_callback(self._busy_threads.discard)
+        result = await asyncio.wrap_future(thread)
         if inspect.isawaitable(result):
             result = await result
         return result
 
-    def _context(self, record: TaskRecord, context: TaskContext) -> StepContext:
+    def _context(
+        self, record: TaskRecord, context: TaskContext, cancel_event: threading.Event
+    ) -> StepContext:
         return StepContext(
             run_id=record.run_id,
             flow_slug=record.flow_slug,
@@ -169,4 +259,5 @@ class Executor:
             worker_id=self.worker_id,
             attempt=context.attempt,
             shutdown_event=self.shutdown_event,
+            cancel_event=cancel_event,
         )

@@ -13,8 +13,9 @@ each task's real attempt number and its run's input.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -27,7 +28,9 @@ from pgweave_client import AsyncPgflowClient
 BATCH_PROTOCOL_CHECK = (
     "select to_regprocedure('pgflow.read_and_start_tasks(text, uuid, integer, integer)') is not null"
     " and to_regprocedure('pgflow.complete_tasks(uuid[], text[], integer[], jsonb[])') is not null"
-    " and to_regprocedure('pgflow.poll_messages(text, integer, integer, integer, integer)') is not null"
+    " and to_regprocedure('pgflow.poll_messages(text, integer, integer, integer, integer)') is not null,"
+    " to_regprocedure('pgflow.fail_task_with_details(uuid, text, integer, text, numeric, text, text)')"
+    " is not null"
 )
 # pgflow's own schema has no poll_messages: there the worker long-polls pgmq directly.
 READ_WITH_POLL = "select msg_id from pgmq.read_with_poll(%s, %s, %s, %s, %s)"
@@ -59,25 +62,35 @@ class Poller:
         self.worker_id = worker_id
         self.config = config
         self.batch_protocol = False
+        self.fail_details = False
+        """The engine offers ``fail_task_with_details`` (retry delays, failure details)."""
         self.ignored = 0
         """Messages read whose tasks could not be started (late, cancelled, …)."""
 
     async def detect_protocol(self) -> bool:
-        """Use the batch protocol when the engine offers it (pgweave does, pgflow does not)."""
+        """Use the batch protocol when the engine offers it (pgweave does, pgflow does not);
+        also notes whether it offers ``fail_task_with_details``."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(BATCH_PROTOCOL_CHECK)).fetchone()
         self.batch_protocol = bool(row and row[0])
+        self.fail_details = bool(row and row[1])
         return self.batch_protocol
 
-    async def poll(self, qty: int, stopping: Callable[[], bool]) -> list[TaskRecord]:
-        """Start up to ``qty`` tasks; [] after an empty long poll or when ``stopping()``."""
+    async def poll(
+        self, qty: int, stopping: Callable[[], bool], wake: asyncio.Event | None = None
+    ) -> list[TaskRecord]:
+        """Start up to ``qty`` tasks; [] after an empty long poll, when ``stopping()``, or
+        when ``wake`` is set during the long poll (the caller then polls again at once)."""
+        if wake is not None:
+            wake.clear()  # what arrives from now on ends the long poll below
         if self.batch_protocol:
             rows = await self.api.read_and_start_tasks_raw(
                 self.flow_slug, self.worker_id, qty, self.config.visibility_timeout
             )
             if rows:
                 return [TaskRecord.from_row(row) for row in rows]
-        ids = await self._read_with_poll(qty)
+        long_poll = self._read_with_poll(qty)
+        ids = await (long_poll if wake is None else _unless_woken(long_poll, wake))
         if not ids or stopping():
             # Read during shutdown: left alone, they reappear after the visibility timeout.
             return []
@@ -122,3 +135,19 @@ class Poller:
             (run_id, step_slug, task_index): TaskContext(attempt=attempts, flow_input=run_input)
             for run_id, step_slug, task_index, attempts, run_input in rows
         }
+
+
+async def _unless_woken(call: Awaitable[list[int]], wake: asyncio.Event) -> list[int]:
+    """``call``'s result, or [] when ``wake`` is set first (the call is then cancelled: a
+    long poll cancelled mid-statement reads nothing)."""
+    task = asyncio.ensure_future(call)
+    waiter = asyncio.create_task(wake.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return []

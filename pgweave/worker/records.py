@@ -84,6 +84,8 @@ class WorkerStats:
     unreported: int = 0
     abandoned: int = 0
     requeued: int = 0
+    discarded: int = 0
+    """Tasks stopped because their run was cancelled (never reported)."""
 
     def count(self, reported: Reported) -> None:
         """Count one reported outcome."""

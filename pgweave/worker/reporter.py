@@ -4,7 +4,9 @@ Outputs go to ``complete_task`` one by one, or, with the batch protocol, the out
 handlers finishing together go in one ``complete_tasks`` call (the same effects, fewer
 round trips and commits). A batch the engine refuses is reported again task by task, and
 an output the engine refuses on its own fails that task with the engine's error, so it
-counts as an attempt instead of being re-run forever. Failures go to ``fail_task``.
+counts as an attempt instead of being re-run forever. Failures go to
+``fail_task_with_details`` (with the exception's type, its bounded traceback and a
+handler-chosen retry delay) where the engine offers it, else to ``fail_task``.
 
 Connection problems are retried (:mod:`pgweave.worker.retry`); when they persist the
 outcome is *unreported*: the task stays started and ``requeue_stalled_tasks`` hands it out
@@ -23,7 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pgweave.logs import fields
-from pgweave.worker.executor import error_text
+from pgweave.worker.executor import Outcome, error_text
 from pgweave.worker.records import Reported, TaskRecord
 from pgweave.worker.retry import is_transient, with_retries
 from pgweave_client import AsyncPgflowClient, PgflowError
@@ -59,6 +61,8 @@ class Reporter:
         self.api = api
         self.batch = False
         """Use ``complete_tasks`` (set once the engine is known to offer it)."""
+        self.details = False
+        """Use ``fail_task_with_details`` (set once the engine is known to offer it)."""
         self._log_fields = log_fields
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -73,15 +77,29 @@ class Reporter:
             self._flusher = asyncio.create_task(self._flush(), name="complete_tasks")
         return await asyncio.shield(done)
 
-    async def fail(self, record: TaskRecord, message: str) -> Reported:
-        """Fail a task with ``message`` (the engine retries it or fails its step)."""
-        try:
-            await with_retries(
-                lambda: self.api.fail_task(
+    async def fail(
+        self, record: TaskRecord, message: str, outcome: Outcome | None = None
+    ) -> Reported:
+        """Fail a task with ``message`` and the ``outcome``'s details (the engine retries it
+        or fails its step)."""
+
+        def call() -> Any:
+            if not self.details:
+                return self.api.fail_task(
                     record.run_id, record.step_slug, record.task_index, message
-                ),
-                attempts=ATTEMPTS,
+                )
+            return self.api.fail_task_with_details(
+                record.run_id,
+                record.step_slug,
+                record.task_index,
+                message,
+                outcome.retry_delay if outcome else None,
+                outcome.error_type if outcome else None,
+                outcome.traceback if outcome else None,
             )
+
+        try:
+            await with_retries(call, attempts=ATTEMPTS)
         except (psycopg.Error, PgflowError, OSError) as exc:
             self._report_failed(record, exc)
             return Reported.UNREPORTED

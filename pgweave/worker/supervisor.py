@@ -4,6 +4,10 @@ SIGTERM/SIGINT asks every worker to stop gracefully, a second signal forces the 
 (in-flight tasks are cancelled and reported as abandoned). Signals are honoured from the
 start: while the pool still waits for an unreachable database, a stop ends the wait at
 once. :class:`WorkerThread` runs the same in a background thread, for embedding.
+
+The process's workers share one :class:`~pgweave.worker.events.EventListener` (unless
+``listen`` is off) and, with ``metrics_port``, one :class:`~pgweave.telemetry.TaskMetrics`
+served over HTTP.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 from pgweave.config import WorkerConfig
 from pgweave.dsl import Flow
 from pgweave.logs import fields
+from pgweave.telemetry import TaskMetrics
+from pgweave.worker.events import EventListener
 from pgweave.worker.records import WorkerError, WorkerStats
 from pgweave.worker.worker import Worker
 
@@ -69,6 +75,10 @@ class Supervisor:
         self.workers: list[Worker] = []
         self.stop_requested = asyncio.Event()
         self.signals_seen = 0
+        self.metrics = TaskMetrics() if self.config.metrics_port is not None else None
+        self.metrics_server: Any = None
+        """The HTTP server of the metrics, while it runs (``.server_port`` is its port)."""
+        self.events = EventListener(dsn) if self.config.listen else None
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -140,10 +150,13 @@ class Supervisor:
                 log.info("worker.stopped_before_start")
                 return []
             self.workers = [
-                Worker(flow, pool, self.config) for flow in self.flows for _ in range(self.replicas)
+                Worker(flow, pool, self.config, metrics=self.metrics)
+                for flow in self.flows
+                for _ in range(self.replicas)
             ]
             if not await self._prepare():
                 return self.workers
+            self._start_extras()
             if on_ready is not None:
                 on_ready(self.workers)
             if self.stop_requested.is_set():  # a stop that came while preparing
@@ -152,11 +165,32 @@ class Supervisor:
                 *(self._serve(worker) for worker in self.workers), return_exceptions=True
             )
         finally:
+            await self._stop_extras()
             await pool.close(POOL_CLOSE)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return self.workers
+
+    def _start_extras(self) -> None:
+        """Start the event listener and the metrics server (once the workers are ready)."""
+        if self.events is not None:
+            for worker in self.workers:
+                self.events.subscribe(worker)
+            self.events.start()
+        if self.metrics is not None and self.config.metrics_port is not None:
+            self.metrics_server = self.metrics.serve(self.config.metrics_port)
+            log.info(
+                "worker.metrics_serving",
+                extra=fields(port=self.metrics_server.server_port, path="/metrics"),
+            )
+
+    async def _stop_extras(self) -> None:
+        if self.events is not None:
+            await self.events.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server = None
 
     async def _prepare(self) -> bool:
         """Prepare one worker at a time (replicas would race to compile their flow)."""

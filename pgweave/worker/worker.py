@@ -11,6 +11,10 @@ A stop request stops polling (a poll waiting for an unreachable database is canc
 once) and lets in-flight tasks finish within ``shutdown_timeout``; a forced stop (a second
 signal) cancels them at once. Tasks not finished are reported as abandoned (the engine
 requeues them later), then the worker records ``mark_worker_stopped``.
+
+A worker is a :class:`~pgweave.worker.events.Subscriber` of the process's engine events: a
+cancelled run's handlers are stopped and their results discarded (:meth:`Worker.on_cancel`),
+and a wake-up ends an idle long poll so new messages are read at once (:meth:`Worker.on_wake`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pgweave.compile import flow_shape
 from pgweave.config import WorkerConfig
 from pgweave.dsl import Flow
 from pgweave.logs import fields
+from pgweave.telemetry import TaskMetrics
 from pgweave.worker.executor import Executor, TaskContext
 from pgweave.worker.maintenance import Maintenance, sleep_unless
 from pgweave.worker.poller import Poller
@@ -50,6 +55,7 @@ log = logging.getLogger("pgweave.worker")
 T = TypeVar("T")
 MARK_STOPPED_TIMEOUT = 2.0
 """Seconds ``mark_worker_stopped`` may take at the end (the database may be gone)."""
+CANCELLED_AMONG = "select run_id from pgflow.runs where run_id = any(%s) and status = 'cancelled'"
 
 
 class Worker:
@@ -62,8 +68,10 @@ class Worker:
         config: WorkerConfig | None = None,
         *,
         worker_id: uuid.UUID | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.flow = flow
+        self.flow_slug = flow.slug
         self.pool = pool
         self.config = config or WorkerConfig()
         self.worker_id = worker_id or uuid.uuid4()
@@ -72,11 +80,14 @@ class Worker:
         self.stopping = asyncio.Event()
         self.forced = asyncio.Event()
         self.shutdown_event = threading.Event()
+        self.wake = asyncio.Event()
+        """Set by engine events that may have queued messages for this flow."""
+        self._checks: set[asyncio.Task[None]] = set()
         self.api = AsyncPgflowClient(pool)
         self._log_fields: dict[str, Any] = {"worker_id": self.worker_id, "flow": flow.slug}
         self.poller = Poller(self.api, pool, flow.slug, self.worker_id, self.config)
         self.executor = Executor(
-            flow, self.worker_id, self.config.max_concurrent, self.shutdown_event
+            flow, self.worker_id, self.config.max_concurrent, self.shutdown_event, metrics
         )
         self.reporter = Reporter(self.api, self._log_fields)
         self.maintenance = Maintenance(
@@ -111,6 +122,7 @@ class Worker:
             status = await self._ensure_compiled()
         await self.api.register_worker(self.worker_id, self.flow.slug, self.function_name)
         self.reporter.batch = await self.poller.detect_protocol()
+        self.reporter.details = self.poller.fail_details
         log.info(
             "worker.started",
             extra=fields(
@@ -121,6 +133,40 @@ class Worker:
             ),
         )
         return status
+
+    # -- engine events --------------------------------------------------------------------
+
+    def on_cancel(self, run_id: uuid.UUID) -> None:
+        """The run was cancelled: stop its handlers here; their results are discarded."""
+        stopped = self.executor.cancel_run(run_id)
+        if stopped:
+            log.info(
+                "run.cancelled",
+                extra=fields(**self._log_fields, run_id=run_id, stopped_tasks=len(stopped)),
+            )
+
+    def on_wake(self) -> None:
+        """New messages may wait in this flow's queue: end an idle long poll."""
+        self.wake.set()
+
+    def on_resubscribed(self) -> None:
+        """Events may have been missed: look up cancelled runs among those in flight."""
+        self.wake.set()
+        run_ids = self.executor.run_ids()
+        if run_ids:
+            check = asyncio.create_task(self._cancel_missed(list(run_ids)))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+
+    async def _cancel_missed(self, run_ids: list[uuid.UUID]) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                rows = await (await conn.execute(CANCELLED_AMONG, (run_ids,))).fetchall()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("worker.cancel_check_failed", extra=fields(**self._log_fields, error=exc))
+            return
+        for (run_id,) in rows:
+            self.on_cancel(run_id)
 
     @property
     def batch_protocol(self) -> bool:
@@ -215,8 +261,8 @@ class Worker:
 
     @property
     def abandoned_threads(self) -> bool:
-        """True when tasks were abandoned (sync handlers' threads may still be running)."""
-        return self.stats.abandoned > 0
+        """True when tasks were abandoned or stopped handlers' threads still run."""
+        return self.stats.abandoned > 0 or self.executor.threads_busy
 
     # -- polling --------------------------------------------------------------------------
 
@@ -255,7 +301,7 @@ class Worker:
     async def _poll(
         self, qty: int
     ) -> tuple[list[TaskRecord], dict[tuple[uuid.UUID, str, int], TaskContext]]:
-        records = await self.poller.poll(qty, self.stopping.is_set)
+        records = await self.poller.poll(qty, self.stopping.is_set, self.wake)
         needing = [r for r in records if self.executor.needs_context(r)]
         return records, await self.poller.contexts(needing)
 
@@ -287,14 +333,21 @@ class Worker:
     # -- one task -------------------------------------------------------------------------
 
     async def _run_task(self, record: TaskRecord, context: TaskContext | None) -> None:
+        try:
+            await self._handle(record, context)
+        except asyncio.CancelledError:
+            fields_ = {**self._log_fields, **task_fields(record)}
+            if record.key not in self.executor.discarded:
+                log.warning("task.cancelled", extra=fields(**fields_))
+                raise
+            self.stats.discarded += 1  # its run was cancelled: nothing to report
+            log.info("task.discarded", extra=fields(**fields_, reason="run cancelled"))
+
+    async def _handle(self, record: TaskRecord, context: TaskContext | None) -> None:
         fields_ = {**self._log_fields, **task_fields(record)}
         if log.isEnabledFor(logging.DEBUG):  # skips building the record's fields on a hot path
             log.debug("task.started", extra=fields(**fields_))
-        try:
-            outcome = await self.executor.execute(record, context)
-        except asyncio.CancelledError:
-            log.warning("task.cancelled", extra=fields(**fields_))
-            raise
+        outcome = await self.executor.execute(record, context)
         if outcome.ok:
             assert outcome.output is not None
             reported = await self.reporter.complete(record, outcome.output)
@@ -304,7 +357,7 @@ class Worker:
                 exc_info=outcome.exception if log.isEnabledFor(logging.DEBUG) else None,
                 extra=fields(**fields_, error=outcome.error),
             )
-            reported = await self.reporter.fail(record, outcome.error or "")
+            reported = await self.reporter.fail(record, outcome.error or "", outcome)
         self.stats.count(reported)
         if reported is Reported.COMPLETED and log.isEnabledFor(logging.INFO):
             log.info("task.completed", extra=fields(**fields_))

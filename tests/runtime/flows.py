@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
+import pgweave
 from pgweave.dsl import Flow, StepContext
 
 
@@ -131,6 +132,8 @@ def slow(seconds: float, ctx: StepContext) -> dict[str, Any]:
 
 
 slow_map = Flow[list[float]]("slow_map", timeout=3).map("sleep", slow)
+patient_map = Flow[list[float]]("patient_map", timeout=60).map("sleep", slow)
+"""For handlers that must outlive a shutdown (slow_map's would time out first)."""
 
 # -- shape mismatch -------------------------------------------------------------------------
 
@@ -166,3 +169,91 @@ def third_time_lucky(value: Any, ctx: StepContext) -> dict[str, int]:
 attempts = Flow[Any]("attempts", base_delay=1, timeout=5).step(
     "lucky", third_time_lucky, max_attempts=3
 )
+
+# -- run control: cancellation, timeouts, handler-chosen retry delays -----------------------
+
+
+def _stamp(ctx: StepContext, what: str) -> None:
+    """A marker ``<run_id>-<step>-<attempt>.<what>`` holding the time (runs apart)."""
+    directory = os.environ.get("PGWEAVE_TEST_MARKERS")
+    if directory:
+        name = f"{ctx.run_id}-{ctx.step_slug}-{ctx.attempt}.{what}"
+        (Path(directory) / name).write_text(str(time.time()), encoding="utf-8")
+
+
+class Wait(TypedDict):
+    seconds: float
+
+
+async def wait_async(value: Wait, ctx: StepContext) -> dict[str, float]:
+    _stamp(ctx, "start")
+    try:
+        await asyncio.sleep(value["seconds"])
+    except asyncio.CancelledError:
+        _stamp(ctx, "stopped")
+        raise
+    _stamp(ctx, "end")
+    return {"slept": value["seconds"]}
+
+
+def wait_sync(value: Wait, ctx: StepContext) -> dict[str, float]:
+    _stamp(ctx, "start")
+    deadline = time.monotonic() + value["seconds"]
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            _stamp(ctx, "stopped")
+            return {"stopped": True}  # discarded by the worker
+        time.sleep(0.01)
+    _stamp(ctx, "end")
+    return {"slept": value["seconds"]}
+
+
+cancellable = (
+    Flow[Wait]("cancellable", timeout=60)
+    .step("async_wait", wait_async)
+    .step("sync_wait", wait_sync)
+)
+
+
+async def late_async(value: Any, ctx: StepContext) -> dict[str, int]:
+    _stamp(ctx, "start")
+    if ctx.attempt == 1:
+        await asyncio.sleep(30)
+    _stamp(ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
+def late_sync(value: Any, ctx: StepContext) -> dict[str, int]:
+    _stamp(ctx, "start")
+    if ctx.attempt == 1:
+        time.sleep(5)  # ignores ctx.cancelled: its result must be discarded
+    _stamp(ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
+overtime = (
+    Flow[Any]("overtime", base_delay=1, timeout=3, max_attempts=2)
+    .step("late_async", late_async)
+    .step("late_sync", late_sync)
+)
+
+
+def retry_later(value: Any, ctx: StepContext) -> dict[str, int]:
+    _stamp(ctx, "start")
+    if ctx.attempt == 1:
+        raise pgweave.RetryAfter(2.5, "not ready yet")
+    return {"attempt": ctx.attempt}
+
+
+class BrokenError(ValueError):
+    pass
+
+
+def broken(value: Any) -> None:
+    raise BrokenError("nothing works")
+
+
+retrying = Flow[Any]("retrying", base_delay=30, timeout=5, max_attempts=3).step(
+    "later", retry_later
+)
+breaking = Flow[Any]("breaking", timeout=5, max_attempts=1).step("broken", broken)

@@ -147,9 +147,9 @@ def test_lost_connections_are_logged_in_the_log_format_and_work_goes_on(
 def test_a_second_ctrl_c_stops_at_once_and_reports_the_abandoned_tasks(
     db: str, conn: psycopg.Connection, spawn: Spawn, markers: Path
 ) -> None:
-    worker = spawn("slow_map")
+    worker = spawn("patient_map")
     wait_for(registered(conn), 30, "the worker to register")
-    run = Client(db).start_flow("slow_map", [30])
+    run = Client(db).start_flow("patient_map", [30])
     wait_for(lambda: (markers / "sleep-0-1.start").exists(), 30, "the task to start")
     worker.signal(signal.SIGINT)
     wait_for(lambda: "worker.draining" in worker.logs(), 30, "the worker to drain")

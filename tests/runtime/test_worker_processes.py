@@ -107,9 +107,9 @@ def test_sigterm_finishes_in_flight_tasks_and_starts_no_new_ones(
 def test_tasks_still_running_at_the_shutdown_deadline_are_abandoned(
     db: str, conn: psycopg.Connection, spawn: Spawn, markers: Path
 ) -> None:
-    worker = spawn("slow_map", args=("--shutdown-timeout", "0.5"))
+    worker = spawn("patient_map", args=("--shutdown-timeout", "0.5"))
     wait_for(registered(conn), 30, "the worker to register")
-    run = Client(db).start_flow("slow_map", [30])
+    run = Client(db).start_flow("patient_map", [30])
     wait_for(lambda: (markers / "sleep-0-1.start").exists(), 30, "the task to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 3  # exits without waiting for the handler's thread
@@ -127,7 +127,7 @@ def test_sigkill_mid_task_another_worker_completes_it_once(
 ) -> None:
     victim = spawn("slow_map")
     wait_for(registered(conn), 30, "the first worker to register")
-    run = Client(db).start_flow("slow_map", [4])
+    run = Client(db).start_flow("slow_map", [2])  # within the step's 3 s timeout
     wait_for(lambda: (markers / "sleep-0-1.start").exists(), 30, "the task to start")
     victim.signal(signal.SIGKILL)
     victim.wait(30)
@@ -140,7 +140,7 @@ def test_sigkill_mid_task_another_worker_completes_it_once(
             n.payload for n in listener.notifies(timeout=0.5) if '"run:completed"' in n.payload
         ]
     assert final.status == "completed"
-    assert final.output == {"sleep": [{"slept": 4, "pid": rescuer.pid}]}
+    assert final.output == {"sleep": [{"slept": 2, "pid": rescuer.pid}]}
     row = conn.execute(
         "select status, attempts_count, requeued_count, last_worker_id is not null"
         " from pgflow.step_tasks where run_id = %s",
