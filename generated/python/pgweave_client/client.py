@@ -34,6 +34,7 @@ from ._base import (
 from .models import (
     FlowsRow,
     GetRunWithStatesJson,
+    PruneDataOlderThanBatchedRow,
     RunsRow,
     StepsRow,
     StepTaskRecord,
@@ -809,6 +810,42 @@ class PgflowClient:
             (),
             from_clause=False,
         )
+
+    def prune_data_older_than_batched(
+        self,
+        retention_interval: datetime.timedelta,
+        batch_size: int = 1000,
+        max_batches: int = 1,
+    ) -> list[PruneDataOlderThanBatchedRow]:
+        """Prune like prune_data_older_than, in bounded batches (not in pgflow): each batch deletes
+        at most batch_size finished runs with their step states and tasks, at most batch_size
+        silent workers and at most batch_size archived messages per flow queue, locking only the
+        rows it deletes (rows another transaction holds are skipped); it stops after max_batches
+        batches or when a batch finds nothing left. One call is one transaction: for short ones
+        call it with max_batches 1 (the default) until every count is 0, one statement per
+        transaction (a client loop, or a DO block that commits after each call). Returns the
+        rows removed per table, the engine tables first, then each flow's archive table.
+
+        Calls ``pgflow.prune_data_older_than_batched(retention_interval interval, batch_size integer default 1000, max_batches integer default 1)``.
+
+        Args:
+            retention_interval: How much history to keep, e.g. '30 days'.
+            batch_size: At most this many runs, workers and archived messages per queue in one batch;
+                must be positive.
+            max_batches: At most this many batches in this call; null runs batches until nothing old is
+                left.
+        """
+        rows = self._call(
+            "prune_data_older_than_batched",
+            (
+                Arg("retention_interval", "interval", retention_interval),
+                Arg("batch_size", "integer", batch_size),
+                Arg("max_batches", "integer", max_batches),
+            ),
+            (),
+            from_clause=True,
+        )
+        return [PruneDataOlderThanBatchedRow.model_validate(row) for row in rows]
 
     def read_and_start_tasks(
         self,

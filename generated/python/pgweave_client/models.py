@@ -572,6 +572,37 @@ class PruneDataOlderThanArgs(BaseModel):
     """
 
 
+class PruneDataOlderThanBatchedArgs(BaseModel):
+    """
+    Arguments of pgflow.prune_data_older_than_batched: Prune like prune_data_older_than, in bounded batches (not in pgflow): each batch deletes at most batch_size finished runs with their step states and tasks, at most batch_size silent workers and at most batch_size archived messages per flow queue, locking only the rows it deletes (rows another transaction holds are skipped); it stops after max_batches batches or when a batch finds nothing left. One call is one transaction: for short ones call it with max_batches 1 (the default) until every count is 0, one statement per transaction (a client loop, or a DO block that commits after each call). Returns the rows removed per table, the engine tables first, then each flow's archive table.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    retention_interval: timedelta
+    """
+    How much history to keep, e.g. '30 days'.
+    """
+    batch_size: int = 1000
+    """
+    At most this many runs, workers and archived messages per queue in one batch; must be positive.
+    """
+    max_batches: int = 1
+    """
+    At most this many batches in this call; null runs batches until nothing old is left.
+    """
+
+
+class PruneDataOlderThanBatchedRow(BaseModel):
+    """
+    A row returned by pgflow.prune_data_older_than_batched.
+    """
+
+    table_name: str | None
+    rows_deleted: int | None
+
+
 class ReadAndStartTasksArgs(BaseModel):
     """
     Arguments of pgflow.read_and_start_tasks: Both polling phases in one call and one transaction: pgmq.read of up to qty visible messages of the flow's queue (hidden for vt seconds), then start_tasks on the ids read; returns what start_tasks returns. It does not wait for messages: on an empty result, pause and call again. A task whose row another transaction holds (cancelling or skipping it) is not waited for but left, like an id start_tasks ignores.

@@ -13,6 +13,7 @@ from pydantic import JsonValue
 from .models import (
     FlowsRow,
     GetRunWithStatesJson,
+    PruneDataOlderThanBatchedRow,
     RunsRow,
     StepsRow,
     StepTaskRecord,
@@ -73,6 +74,9 @@ PollMessagesResult: TypeAlias = list[int]
 
 PruneDataOlderThanResult: TypeAlias = None
 """Result of ``pgflow.prune_data_older_than`` (arguments: ``PruneDataOlderThanArgs``)."""
+
+PruneDataOlderThanBatchedResult: TypeAlias = list[PruneDataOlderThanBatchedRow]
+"""Result of ``pgflow.prune_data_older_than_batched`` (arguments: ``PruneDataOlderThanBatchedArgs``)."""
 
 ReadAndStartTasksResult: TypeAlias = list[StepTaskRecord]
 """Result of ``pgflow.read_and_start_tasks`` (arguments: ``ReadAndStartTasksArgs``)."""
