@@ -6,6 +6,7 @@ They are added to the ``pgweave`` group of :mod:`pgweave.cli` by :func:`register
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -172,9 +173,12 @@ def start(
 
     slug = _load(flow).slug if ":" in flow else flow
     client = Client(dsn)
-    run_id = run_id or uuid.uuid4()  # chosen here: the run's trace id is its run id
+    repeatable = idempotency_key is not None or run_id is not None
+    if idempotency_key is None:
+        # chosen here: the run's trace id is its run id (with a key, the run may exist already)
+        run_id = run_id or uuid.uuid4()
     try:
-        with start_span(run_id, slug):
+        with start_span(run_id, slug) if run_id is not None else contextlib.nullcontext():
             run = client.start_flow(
                 slug, flow_input, run_id=run_id, idempotency_key=idempotency_key
             )
@@ -186,7 +190,7 @@ def start(
     except PgflowError as exc:
         fail(f"cannot start {slug!r}: {describe_engine_error(exc)}")
     console = Console(log_path=False)
-    if idempotency_key is None and run_id is None:
+    if not repeatable:
         console.print(f"started run [bold]{run.run_id}[/] of flow {slug!r} ({run.status})")
     else:  # a new run, or the one a first start with this key or id began
         key = f" for idempotency key {idempotency_key!r}" if idempotency_key else ""

@@ -119,6 +119,8 @@ async def full_cycle(client: RecordingAsyncClient) -> None:
     await run_control(client)
     assert await client.requeue_stalled_tasks() == 0
     await client.prune_data_older_than(datetime.timedelta(hours=1))
+    pruned = await client.prune_data_older_than_batched(datetime.timedelta(hours=1), max_batches=2)
+    assert all(row.rows_deleted == 0 for row in pruned)
     await client.mark_worker_stopped(WORKER)
     compiled = await client.ensure_flow_compiled(
         "copy", {"steps": [{"slug": "only", "stepType": "single", "dependencies": []}]}

@@ -168,6 +168,11 @@ def test_workers_and_maintenance(client: RecordingClient) -> None:
     assert stopped[0] is not None
     assert client.requeue_stalled_tasks() == 0
     client.prune_data_older_than(datetime.timedelta(days=7))
+    pruned = client.prune_data_older_than_batched(datetime.timedelta(days=7), batch_size=10)
+    assert {"pgflow.runs", "pgflow.step_states", "pgflow.step_tasks"} <= {
+        r.table_name for r in pruned
+    }
+    assert all(row.rows_deleted == 0 for row in pruned)
 
 
 def test_scalar_functions(client: RecordingClient) -> None:

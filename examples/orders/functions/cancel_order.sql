@@ -10,8 +10,6 @@ begin
   set status = 'cancelled', cancelled_at = now(), cancel_reason = cancel_order.reason
   where o.order_id = cancel_order.order_id
   returning * into target;
-  perform fulfilment._notify(
-    target.order_id, 'order:cancelled', jsonb_build_object('reason', target.cancel_reason)
-  );
+  perform fulfilment._emit_order_cancelled(target.order_id, target.cancel_reason);
   return target;
 end

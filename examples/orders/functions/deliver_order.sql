@@ -6,8 +6,6 @@ begin
   set status = 'delivered', delivered_at = now()
   where o.order_id = deliver_order.order_id
   returning * into target;
-  perform fulfilment._notify(
-    target.order_id, 'order:delivered', jsonb_build_object('delivered_at', target.delivered_at)
-  );
+  perform fulfilment._emit_order_delivered(target.order_id, target.delivered_at);
   return target;
 end

@@ -10,6 +10,6 @@ begin
   set status = 'paid', paid_at = now()
   where o.order_id = pay_order.order_id
   returning * into target;
-  perform fulfilment._notify(target.order_id, 'order:paid', jsonb_build_object('paid_at', target.paid_at));
+  perform fulfilment._emit_order_paid(target.order_id, target.paid_at);
   return target;
 end

@@ -39,10 +39,6 @@ begin
   update fulfilment.orders as o set total_cents = total
   where o.order_id = placed.order_id
   returning * into placed;
-  perform fulfilment._notify(
-    placed.order_id,
-    'order:placed',
-    jsonb_build_object('customer_id', placed.customer_id, 'total_cents', placed.total_cents)
-  );
+  perform fulfilment._emit_order_placed(placed.order_id, placed.customer_id, placed.total_cents);
   return placed;
 end

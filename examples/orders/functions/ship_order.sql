@@ -6,8 +6,6 @@ begin
   set status = 'shipped', shipped_at = now(), tracking_code = ship_order.tracking_code
   where o.order_id = ship_order.order_id
   returning * into target;
-  perform fulfilment._notify(
-    target.order_id, 'order:shipped', jsonb_build_object('tracking_code', target.tracking_code)
-  );
+  perform fulfilment._emit_order_shipped(target.order_id, target.tracking_code);
   return target;
 end
