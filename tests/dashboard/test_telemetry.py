@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from pgweave.telemetry import TaskMetrics, TaskRef, start_span, task_span
 from tests.dashboard.conftest import free_port
+from tests.spans import recording_spans
 
 RUN = uuid.UUID("0123456789abcdef0123456789abcdef")
 
 
 @pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    """Spans recorded by an SDK installed for this module (the global provider is set once)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return exporter
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans recorded by the SDK."""
+    yield from recording_spans()
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import pgweave
@@ -25,6 +22,7 @@ from pgweave.dsl import RETRY_DELAY_CAP
 from pgweave.worker import WorkerThread
 from tests.runtime.flows import arithmetic
 from tests.runtime.processes import Spawn, log_events, registered, wait_for
+from tests.spans import recording_spans
 
 LISTENER = (
     "select pid from pg_stat_activity"
@@ -108,15 +106,8 @@ def test_worker_metrics_port_serves_task_metrics(
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans recorded by the SDK (the global provider is set once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()
+    """Spans recorded by the SDK."""
+    yield from recording_spans()
 
 
 def test_start_and_every_task_of_the_run_share_one_trace(
