@@ -9,7 +9,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from pgweave_generator.loader import load_spec
+from tests import PROJECT_ROOT
+
 Connect = Callable[[str | None], psycopg.Connection]
+SPEC_FILE = PROJECT_ROOT / "spec" / "pgflow.yaml"
+SPEC = load_spec(SPEC_FILE).spec
+"""The engine's spec: the roles these logins are members of."""
 
 
 class Logins:

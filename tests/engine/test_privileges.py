@@ -14,14 +14,11 @@ import pytest
 
 from pgweave.install import apply_migrations, install_pgmq
 from pgweave_generator.build import load_ir
-from pgweave_generator.loader import load_spec
 from pgweave_generator.spec_model import Role
 from tests import PROJECT_ROOT
 from tests.engine.helpers import fetch, scalar
-from tests.engine.logins import Connect, attempt
+from tests.engine.logins import SPEC, SPEC_FILE, Connect, attempt
 
-SPEC_FILE = Path(__file__).resolve().parents[2] / "spec" / "pgflow.yaml"
-SPEC = load_spec(SPEC_FILE).spec
 # the spec's functions and the event helpers generated from its events
 FUNCTIONS = {f.name for f in load_ir(SPEC_FILE).all_functions}
 SCHEMA = SPEC.settings.schema_name

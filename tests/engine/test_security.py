@@ -15,8 +15,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.engine.helpers import Row, fetch, scalar, shape_step, start_tasks
-from tests.engine.logins import Connect, refused
-from tests.engine.test_privileges import SPEC
+from tests.engine.logins import SPEC, Connect, refused
 
 SHAPE = {"steps": [shape_step("first"), shape_step("second", ["first"])]}
 
