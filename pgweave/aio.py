@@ -44,6 +44,7 @@ from pgweave.runs import (
     RunTimeoutError,
     apply_events,
     listen_statement,
+    missed_events,
     state_of,
 )
 from pgweave_client import AsyncPgflowClient
@@ -210,12 +211,17 @@ class AsyncClient:
     ) -> AsyncIterator[RunState]:
         deadline = None if timeout is None else time.monotonic() + timeout
         reconnection = Reconnection(deadline)
+        seen: RunState | None = None  # the last state a caller saw, kept across reconnects
         while True:
             try:
                 async with await self._connect() as listener, await self._connect() as reader:
                     await listener.execute(listen_statement(run_id))
                     state = await _read_run(reader, run_id)
                     reconnection.subscribed()
+                    if seen is not None and on_event is not None:
+                        for event in missed_events(seen, state):
+                            on_event(event, state)
+                    seen = state
                     yield state
                     while not state.is_terminal:
                         remaining = None if deadline is None else deadline - time.monotonic()
@@ -233,6 +239,7 @@ class AsyncClient:
                         for event in batch:
                             if on_event is not None:
                                 on_event(event, state)
+                        seen = state
                         yield state
                     return
             except psycopg.OperationalError:

@@ -46,6 +46,7 @@ from pgweave.runs import (
     RunState,
     apply_events,
     listen_statement,
+    missed_events,
     state_of,
 )
 from pgweave.runs import RunNotFoundError as RunNotFoundError  # the errors of Client
@@ -235,10 +236,12 @@ class Client:
 
         Stops after a terminal state (or when ``timeout`` expires). A lost connection is
         replaced (see :class:`~pgweave.runs.Reconnection`): it subscribes again and re-reads
-        the run, so events of the outage are not replayed but the state is complete.
+        the run, and replays what it missed as events rebuilt from the two states (see
+        :func:`~pgweave.runs.missed_events`).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         reconnection = Reconnection(deadline)
+        seen: RunState | None = None  # the last state a caller saw, kept across reconnects
         while True:
             try:
                 with self._connect() as listener, self._connect() as reader:
@@ -246,6 +249,10 @@ class Client:
                     listener.execute(listen_statement(run_id))
                     state = _read_run(reader, run_id)
                     reconnection.subscribed()
+                    if seen is not None and on_event is not None:
+                        for event in missed_events(seen, state):
+                            on_event(event, state)
+                    seen = state
                     yield state
                     while not state.is_terminal:
                         remaining = None if deadline is None else deadline - time.monotonic()
@@ -263,6 +270,7 @@ class Client:
                         for event in batch:
                             if on_event is not None:
                                 on_event(event, state)
+                        seen = state
                         yield state
                     return
             except psycopg.OperationalError:

@@ -132,6 +132,79 @@ def apply_events(state: RunState, batch: Sequence[RunEvent]) -> tuple[RunState, 
     return state, reread or state.is_terminal
 
 
+_STEP_EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "started": ("started_at", "remaining_tasks", "remaining_deps"),
+    "completed": ("output", "completed_at"),
+    "failed": ("error_message", "failed_at"),
+    "skipped": ("skip_reason", "skipped_at"),
+}
+"""The step statuses that have an event, and the step columns each event carries."""
+_RUN_EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "completed": ("output", "completed_at"),
+    "failed": ("error_message", "failed_at"),
+    "cancelled": ("cancel_reason", "cancelled_at"),
+}
+"""The terminal run statuses, and the run columns each of their events carries."""
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _replayed(name: str, event_type: str, fields: Mapping[str, Any]) -> RunEvent:
+    payload = {"event_type": event_type, **{k: _json_value(v) for k, v in fields.items()}}
+    return RunEvent(event=name, payload={**payload, "replayed": True})
+
+
+def _step_events(run_id: uuid.UUID, before: StepState | None, after: StepState) -> list[RunEvent]:
+    """The events of one step's moves from ``before`` to ``after`` (started, then its end)."""
+    rank = _STEP_RANK.get(before.status, 0) if before else 0
+    reached = [after.status]
+    if rank == 0 and after.status != "started" and after.started_at is not None:
+        reached.insert(0, "started")
+    events = []
+    for status in reached:
+        if status not in _STEP_EVENT_FIELDS or _STEP_RANK.get(status, 0) <= rank:
+            continue
+        fields = {key: getattr(after, key) for key in _STEP_EVENT_FIELDS[status]}
+        events.append(
+            _replayed(
+                f"step:{after.step_slug}:{status}",
+                f"step:{status}",
+                {"run_id": str(run_id), "step_slug": after.step_slug, "status": status, **fields},
+            )
+        )
+    return events
+
+
+def missed_events(before: RunState, after: RunState) -> list[RunEvent]:
+    """The events a follower missed between two reads of a run (e.g. across a reconnect).
+
+    Rebuilt from the two states, marked ``"replayed": true`` in their payloads: each step's
+    move (its ``started`` event and, if it ended, its end, in the order they happened), a
+    pause or unpause, and the run's end last. Only the latest state of the outage is known,
+    so a step that started and ended in it gets both events with the final state's values.
+    """
+    run = {"run_id": str(after.run_id), "flow_slug": after.flow_slug}
+    timed: list[tuple[str, RunEvent]] = []
+    for slug, step in after.steps.items():
+        for event in _step_events(after.run_id, before.steps.get(slug), step):
+            timed.append((str(event.payload.get(f"{event.status}_at") or ""), event))
+    events = [event for _at, event in sorted(timed, key=lambda pair: (not pair[0], pair[0]))]
+    if after.paused_at != before.paused_at and not after.is_terminal:
+        if after.paused_at is None:
+            events.append(_replayed("run:unpaused", "run:unpaused", run))
+        else:
+            events.append(
+                _replayed("run:paused", "run:paused", {**run, "paused_at": after.paused_at})
+            )
+    if after.status in _RUN_EVENT_FIELDS and not before.is_terminal:
+        fields = {key: getattr(after, key) for key in _RUN_EVENT_FIELDS[after.status]}
+        name = f"run:{after.status}"
+        events.append(_replayed(name, name, {**run, "status": after.status, **fields}))
+    return events
+
+
 def _uuid_or_none(value: Any) -> uuid.UUID | None:
     return None if value is None else uuid.UUID(str(value))
 

@@ -30,6 +30,9 @@ def server() -> Iterator[EmbeddedPostgres]:
         with psycopg.connect(own.dsn("chaos"), autocommit=True) as conn:
             conn.execute("select pgflow.create_flow('one')")
             conn.execute("select pgflow.add_step('one', 'only')")
+            conn.execute("select pgflow.create_flow('two')")
+            conn.execute("select pgflow.add_step('two', 'first')")
+            conn.execute("select pgflow.add_step('two', 'second', array['first'])")
         yield own
 
 
@@ -52,14 +55,53 @@ def crash_restart_while_listening(server: EmbeddedPostgres, run_id: uuid.UUID) -
         wait_for(lambda: listening(conn, run_id), 30, "the wait to LISTEN again")
 
 
-def complete_the_task(dsn: str, run_id: uuid.UUID) -> None:
-    """Do the run's only task as a worker would."""
+def complete_the_task(dsn: str, run_id: uuid.UUID, flow: str = "one", step: str = "only") -> None:
+    """Do the run's next task as a worker would."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         api = PgflowClient(conn)
         worker = uuid.uuid4()
-        api.register_worker(worker, "one", "test")
-        assert [t.run_id for t in api.read_and_start_tasks("one", worker, 1)] == [run_id]
-        api.complete_task(run_id, "only", 0, "done")
+        api.register_worker(worker, flow, "test")
+        assert [t.run_id for t in api.read_and_start_tasks(flow, worker, 1)] == [run_id]
+        api.complete_task(run_id, step, 0, "done")
+
+
+class HeldClient(Client):
+    """A client whose connections after the first two (a wait's) wait for ``release``."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.connections = 0
+        self.release = threading.Event()
+
+    def _connect(self) -> psycopg.Connection:
+        self.connections += 1
+        if self.connections > 2:
+            self.release.wait(30)
+        return super()._connect()
+
+
+class HeldAsyncClient(AsyncClient):
+    """The asyncio twin of :class:`HeldClient`."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.connections = 0
+        self.release = threading.Event()
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        self.connections += 1
+        if self.connections > 2:
+            await asyncio.to_thread(self.release.wait, 30)
+        return await super()._connect()
+
+
+def crash_restart_while_held(server: EmbeddedPostgres, run_id: uuid.UUID) -> None:
+    """Crash and restart the server once a wait listens (the wait cannot reconnect yet)."""
+    with psycopg.connect(server.dsn("chaos"), autocommit=True) as conn:
+        wait_for(lambda: listening(conn, run_id), 30, "the wait to LISTEN")
+    server.crash()
+    time.sleep(0.5)
+    server.restart()
 
 
 def test_a_sync_wait_reconnects_and_receives_the_events_after_a_crash(
@@ -94,6 +136,65 @@ def test_an_async_wait_reconnects_after_a_crash(server: EmbeddedPostgres, dsn: s
 
     final = asyncio.run(scenario())
     assert (final.status, final.output) == ("completed", {"only": "done"})
+
+
+def test_a_wait_that_reconnects_after_the_run_ended_replays_what_it_missed(
+    server: EmbeddedPostgres, dsn: str
+) -> None:
+    client = HeldClient(dsn)
+    run_id = Client(dsn).start_flow("two", {}).run_id
+    events: list[RunEvent] = []
+    finals: list[RunState] = []
+
+    def wait() -> None:
+        finals.append(client.wait(run_id, timeout=60, on_event=lambda e, _s: events.append(e)))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    crash_restart_while_held(server, run_id)
+    complete_the_task(dsn, run_id, "two", "first")
+    complete_the_task(dsn, run_id, "two", "second")
+    client.release.set()
+    waiter.join(30)
+    assert [f.status for f in finals] == ["completed"]
+    assert [e.event for e in events] == [
+        "step:first:completed",
+        "step:second:started",
+        "step:second:completed",
+        "run:completed",
+    ]
+    assert all(e.payload["replayed"] is True for e in events)
+    assert events[0].payload["output"] == "done"
+    assert events[-1].payload["output"] == {"second": "done"}
+    assert events[-1].payload["completed_at"] == finals[0].completed_at.isoformat()  # type: ignore[union-attr]
+    # nothing was replayed twice: the follow-up wait sees only what is new
+    assert len({e.event for e in events}) == len(events)
+
+
+def test_an_async_events_stream_ends_with_the_replayed_end_of_the_run(
+    server: EmbeddedPostgres, dsn: str
+) -> None:
+    async def scenario() -> list[RunEvent]:
+        client = HeldAsyncClient(dsn)
+        run = await AsyncClient(dsn).start_flow("one", {})
+        received: list[RunEvent] = []
+
+        async def follow() -> None:
+            async for event in client.events(run.run_id, timeout=60):
+                received.append(event)
+
+        following = asyncio.create_task(follow())
+        await asyncio.to_thread(crash_restart_while_held, server, run.run_id)
+        await asyncio.to_thread(complete_the_task, dsn, run.run_id)
+        client.release.set()
+        await asyncio.wait_for(following, 30)
+        return received
+
+    events = asyncio.run(scenario())
+    assert [(e.event, e.payload.get("replayed")) for e in events] == [
+        ("step:only:completed", True),
+        ("run:completed", True),
+    ]
 
 
 def test_a_wait_gives_up_when_the_outage_outlasts_the_reconnect_window(
