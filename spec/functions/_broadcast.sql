@@ -3,11 +3,14 @@ declare
   max_notify_bytes constant integer := 7999;
   message text;
   slim jsonb;
+  -- pg_notify's (empty) result: a plain assignment runs as a simple expression, cheaper
+  -- than a PERFORM statement on this path taken by every event.
+  ignored text;
 begin
   -- Every event, in brief, also goes to one database-wide channel, so that a monitor such
   -- as `pgweave dashboard` follows all runs with a single LISTEN (the per-run topics below
   -- stay exactly as pgflow callers know them).
-  perform pg_notify('pgweave:events', jsonb_strip_nulls(jsonb_build_object(
+  ignored := pg_notify('pgweave:events', jsonb_strip_nulls(jsonb_build_object(
     'event', _broadcast.event,
     'run_id', _broadcast.payload -> 'run_id',
     'flow_slug', _broadcast.payload -> 'flow_slug',
@@ -15,8 +18,10 @@ begin
   ))::text);
 
   -- Supabase: exactly one realtime.send call per event, as pgflow makes it. Looked up at
-  -- call time, so installing or dropping the realtime schema later needs no migration.
-  if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null then
+  -- call time, so installing or dropping the realtime schema later needs no migration
+  -- (the schema first: a cheap lookup that settles it on plain PostgreSQL).
+  if to_regnamespace('realtime') is not null
+     and to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null then
     perform realtime.send(_broadcast.payload, _broadcast.event, _broadcast.topic, false);
     return;
   end if;
@@ -43,5 +48,5 @@ begin
     message := jsonb_build_object('event', _broadcast.event, 'payload', slim)::text;
   end if;
 
-  perform pg_notify(_broadcast.topic, message);
+  ignored := pg_notify(_broadcast.topic, message);
 end;
