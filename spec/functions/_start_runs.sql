@@ -6,6 +6,7 @@ declare
   bad_input jsonb;
   new_ids uuid[];
   simple_ids uuid[];
+  other_ids uuid[];
   start_delay integer;
   messages jsonb[];
   msg_ids bigint[];
@@ -68,15 +69,20 @@ begin
 
   -- Runs whose start is nothing but queueing their root steps' tasks (no condition to
   -- resolve, no taskless root step, at least one step) start together, set-based; the
-  -- others go through the cascades one by one below.
-  if step_count > 0 and not has_conditions then
-    simple_ids := array(
-      select r.run_id
-      from unnest(new_ids, _start_runs.inputs) with ordinality as r(run_id, input, ord)
-      where not has_root_map or jsonb_array_length(r.input) > 0
-      order by r.ord
-    );
+  -- others go through the cascades one by one below. Both lists in input order, split
+  -- in one pass.
+  select
+    coalesce(array_agg(r.run_id order by r.ord) filter (where r.simple), '{}'),
+    coalesce(array_agg(r.run_id order by r.ord) filter (where not r.simple), '{}')
+  into simple_ids, other_ids
+  from (
+    select u.run_id, u.ord,
+      step_count > 0 and not has_conditions
+        and (not has_root_map or jsonb_array_length(u.input) > 0) as simple
+    from unnest(new_ids, _start_runs.inputs) with ordinality as u(run_id, input, ord)
+  ) as r;
 
+  if cardinality(simple_ids) > 0 then
     update pgflow.step_states as ss
     set status = 'started',
         started_at = now(),
@@ -130,7 +136,8 @@ begin
 
   -- Events, in one statement (its sorted subquery fixes the order of the calls): each
   -- run's run:started in input order, followed by the step:started of the runs started
-  -- above (by step_slug, as start_ready_steps sends them).
+  -- above (by step_slug, as start_ready_steps sends them; the other runs have no started
+  -- step yet).
   perform pgflow._broadcast(e.ev -> 'payload', e.ev ->> 'event', e.ev ->> 'topic')
   from (
     select u.ord, 0 as kind, '' as step_slug,
@@ -148,16 +155,11 @@ begin
     join pgflow.step_states as ss
       on ss.run_id = u.run_id
      and ss.status = 'started'
-    where u.run_id = any(simple_ids)
     order by 1, 2, 3
   ) as e;
 
   -- The other runs, one by one in input order.
-  for other_run_id in
-    select u.run_id
-    from unnest(new_ids) with ordinality as u(run_id, ord)
-    where not coalesce(u.run_id = any(simple_ids), false)
-    order by u.ord
+  foreach other_run_id in array other_ids
   loop
     -- false: an unmet condition with when_unmet = 'fail' failed the run.
     if pgflow.cascade_resolve_conditions(other_run_id) then
