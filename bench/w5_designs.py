@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -47,19 +48,33 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def variant_templates(server: Server) -> dict[str, str]:
-    """One template database per variant, made from the engine template."""
-    names = {}
+STORAGE = """
+select
+  (select count(*) from pg_indexes
+   where schemaname = 'pgflow' and tablename = 'step_tasks' and indexdef like '%status%'),
+  coalesce((select reloptions from pg_class where oid = 'pgflow.step_tasks'::regclass), '{}')
+"""
+"""How many of step_tasks' indexes name ``status``, and the table's storage options."""
+
+
+def variant_templates(server: Server) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """One template database per variant, made from the engine template, and the storage
+    each one ended up with (read back from the catalog)."""
+    names: dict[str, str] = {}
+    storage: dict[str, dict[str, Any]] = {}
     for variant, statements in VARIANTS.items():
         name = "bench_w5_" + variant.replace("-", "_").replace("+", "_")
         server.create_database(name, server.template)
         with psycopg.connect(server.dsn(name), autocommit=True) as conn:
             for statement in statements:
                 conn.execute(statement)
+            row = conn.execute(STORAGE).fetchone()
+            assert row is not None
+            storage[variant] = {"status_indexes": row[0], "reloptions": row[1]}
         with server.admin() as conn:
             conn.execute(f"alter database {name} is_template true")
         names[variant] = name
-    return names
+    return names, storage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
 
     server = Server.start(args.dsn)
     samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    storage: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     try:
         server.prepare_template()
-        templates = variant_templates(server)
+        templates, storage = variant_templates(server)
         for _ in range(args.repeat):
             for variant, template in templates.items():
                 result = time_type_violation(server, args.elements, args.calls, template)
@@ -98,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps(
             {
                 "elements": args.elements,
+                "storage": storage,
                 "samples_ms": samples,
                 "medians_ms": medians,
                 "problems": problems,

@@ -47,3 +47,24 @@ def test_quick_mode_runs_and_verifies_every_workload(tmp_path: Path) -> None:
     if doc["meta"]["server"]["embedded"]:  # pg_stat_statements preloaded
         assert doc["profiles"], "the profile pass recorded nothing"
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_w5_designs_times_every_storage_variant(tmp_path: Path) -> None:
+    from bench import w5_designs
+
+    args = ["--repeat", "1", "--calls", "1", "--elements", "200", "--out", str(tmp_path)]
+    if os.environ.get("PGFLOW_TEST_DSN"):
+        args += ["--dsn", os.environ["PGFLOW_TEST_DSN"]]
+    w5_designs.main(args)  # raises SystemExit when a W5 run did not fail its run as expected
+
+    doc = json.loads((tmp_path / "w5_designs.json").read_text())
+    assert set(doc["medians_ms"]) == set(w5_designs.VARIANTS)
+    assert doc["storage"] == {
+        "contract": {"status_indexes": 6, "reloptions": []},
+        "ff50": {"status_indexes": 6, "reloptions": ["fillfactor=50"]},
+        "no-status-idx": {"status_indexes": 0, "reloptions": []},
+        "no-status-idx+ff50": {"status_indexes": 0, "reloptions": ["fillfactor=50"]},
+    }
+    assert doc["problems"] == []
+    assert all(len(samples) == 1 and samples[0] > 0 for samples in doc["samples_ms"].values())
