@@ -68,3 +68,23 @@ def test_w5_designs_times_every_storage_variant(tmp_path: Path) -> None:
     }
     assert doc["problems"] == []
     assert all(len(samples) == 1 and samples[0] > 0 for samples in doc["samples_ms"].values())
+
+
+@pytest.mark.slow
+def test_ab_compares_an_older_engine_with_the_generated_one(tmp_path: Path) -> None:
+    from bench import ab
+
+    args = ["--quick", "--repeat", "1", "--workloads", "W1", "--drivers", "raw-task,raw-batch"]
+    args += ["--baseline", "HEAD", "--out", str(tmp_path)]  # HEAD: present in any clone
+    if os.environ.get("PGFLOW_TEST_DSN"):
+        args += ["--dsn", os.environ["PGFLOW_TEST_DSN"]]
+    ab.main(args)  # raises SystemExit when a case's verification failed
+
+    doc = json.loads((tmp_path / "ab.json").read_text())
+    assert doc["problems"] == []
+    assert set(doc["summary"]) == {"W1 raw-task K=1", "W1 raw-batch K=1"}
+    for entry in doc["summary"].values():
+        assert entry["old"]["tasks_per_s"] > 0
+        assert entry["new"]["tasks_per_s"] > 0
+        assert entry["ratio"]["tasks_per_s"] > 0
+    assert (tmp_path / "baseline-HEAD" / "0001_initial.sql").exists()
