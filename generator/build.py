@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pgweave_generator import spec_model as sm
 from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
-from pgweave_generator.events import event_ir, helper_functions
+from pgweave_generator.events import event_ir, helper_events, helper_functions
 from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
@@ -50,6 +50,7 @@ from pgweave_generator.sql_analysis import (
 )
 from pgweave_generator.sql_checks import (
     check_body_names,
+    check_emits,
     check_expression,
     check_transitions,
 )
@@ -768,6 +769,7 @@ class _Builder:
         functions = {name: self.build_function(name, f) for name, f in spec.functions.items()}
         functions.update(self.helpers)
         check_transitions(spec, self.facts, self.error, self.body_error)
+        check_emits(spec, self.facts, helper_events(spec), self.error, self.body_error)
         for name, error in spec.errors.items():
             if error.constraint is not None and not any(
                 c.name == error.constraint for t in tables for c in t.constraints
