@@ -140,7 +140,8 @@ def test_diagrams_follow_the_spec() -> None:
         "    [*] --> started: start_flow, start_flows, _start_runs, resume_run",
         "    started --> cancelled: cancel_run",
         "    started --> completed: maybe_complete_run, _complete_final_tasks",
-        "    started --> failed: fail_task, complete_task, cascade_resolve_conditions",
+        "    started --> failed: fail_task, complete_task, cascade_resolve_conditions,"
+        " _fail_step_and_run",
         "    completed --> [*]",
         "    failed --> [*]",
         "    cancelled --> [*]",
