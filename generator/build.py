@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pgweave_generator import spec_model as sm
 from pgweave_generator.diagnostics import Path_, SpecError, SpecIssue, did_you_mean
-from pgweave_generator.events import event_ir, helper_functions
+from pgweave_generator.events import event_ir, helper_events, helper_functions
 from pgweave_generator.ir import (
     ArgumentIR,
     AttributeIR,
@@ -32,8 +32,10 @@ from pgweave_generator.ir import (
     RoleIR,
     SchemaIR,
     Security,
+    StateCheckIR,
     StateIR,
     StateMachineIR,
+    StateRule,
     TableIR,
     TransitionIR,
     Volatility,
@@ -50,6 +52,7 @@ from pgweave_generator.sql_analysis import (
 )
 from pgweave_generator.sql_checks import (
     check_body_names,
+    check_emits,
     check_expression,
     check_transitions,
 )
@@ -144,7 +147,7 @@ class _Builder:
             ref = self.resolve_type(column.type, (*column_path, "type"), allow_rows=False)
             default = column.default
             governed = self.machine_for(name, column_name)
-            machine_name = None
+            machine_name = initial = None
             if governed is not None:
                 machine_name, machine = governed
                 if default is not None:
@@ -153,7 +156,7 @@ class _Builder:
                         f"status column default is derived from state machine '{machine_name}'"
                         f" (initial state '{machine.initial}'); remove it",
                     )
-                default = f"'{machine.initial}'"
+                default, initial = None, machine.initial
             elif default is not None:
                 self.expression(default, (*column_path, "default"))
             columns.append(
@@ -165,6 +168,7 @@ class _Builder:
                     column.doc,
                     machine_name,
                     column.renamed_from,
+                    initial,
                 )
             )
             if column.renamed_from is not None and column.renamed_from in table.columns:
@@ -298,15 +302,12 @@ class _Builder:
         name: str,
         expression: str,
         columns: tuple[str, ...],
-        origin: str | None = None,
         doc: str | None = None,
     ) -> ConstraintIR:
-        """A CHECK constraint with the schema's functions its expression calls."""
+        """A CHECK constraint of the spec with the schema's functions its expression calls."""
         called = self.called_in(expression)
         calls = tuple(f for f in self.spec.functions if f in called)
-        return ConstraintIR(
-            name, ConstraintKind.CHECK, columns, expression, None, calls, origin, doc
-        )
+        return ConstraintIR(name, ConstraintKind.CHECK, columns, expression, calls=calls, doc=doc)
 
     def columns_in(self, table: str, expression: str) -> tuple[str, ...]:
         """The table's columns an expression names, in table order (none if unparsable)."""
@@ -424,28 +425,42 @@ class _Builder:
         )
         return ir, self.derived_checks(ir, machine)
 
-    def derived_checks(self, ir: StateMachineIR, machine: sm.StateMachine) -> list[ConstraintIR]:
-        origin = f"state machine {ir.name}"
-        quoted = ", ".join(f"'{state.name}'" for state in ir.states)
+    @staticmethod
+    def derived_checks(ir: StateMachineIR, machine: sm.StateMachine) -> list[ConstraintIR]:
+        """The checks a state machine implies, as data (render/sql.py spells them)."""
+
+        def derived(
+            name: str,
+            rule: StateRule,
+            columns: tuple[str, ...],
+            doc: str,
+            states: tuple[str, ...] = (),
+        ) -> ConstraintIR:
+            return ConstraintIR(
+                name,
+                ConstraintKind.CHECK,
+                columns,
+                origin=f"state machine {ir.name}",
+                doc=doc,
+                state_check=StateCheckIR(rule, states),
+            )
+
         checks = [
-            self.check_constraint(
+            derived(
                 machine.check_name,
-                f"{ir.column} in ({quoted})",
+                StateRule.IS_STATE,
                 (ir.column,),
-                origin,
                 f"{ir.column} is a state of state machine {ir.name}",
+                tuple(state.name for state in ir.states),
             )
         ]
         if machine.exclusive_timestamps_check is not None:
-            stamps = list(
-                dict.fromkeys(s.timestamp for s in ir.states if s.terminal and s.timestamp)
-            )
+            stamps = dict.fromkeys(s.timestamp for s in ir.states if s.terminal and s.timestamp)
             checks.append(
-                self.check_constraint(
+                derived(
                     machine.exclusive_timestamps_check,
-                    f"num_nonnulls({', '.join(stamps)}) <= 1",
+                    StateRule.ONE_TERMINAL_TIMESTAMP,
                     tuple(stamps),
-                    origin,
                     "at most one terminal timestamp is set",
                 )
             )
@@ -455,11 +470,10 @@ class _Builder:
                 if state.timestamp is None or other_stamp is None:
                     continue
                 checks.append(
-                    self.check_constraint(
+                    derived(
                         f"{state.timestamp}_is_after_{other_stamp}",
-                        f"{state.timestamp} is null or {state.timestamp} >= {other_stamp}",
+                        StateRule.TIMESTAMP_ORDER,
                         (state.timestamp, other_stamp),
-                        origin,
                         f"a row enters '{state_name}' no earlier than '{other}'",
                     )
                 )
@@ -768,6 +782,7 @@ class _Builder:
         functions = {name: self.build_function(name, f) for name, f in spec.functions.items()}
         functions.update(self.helpers)
         check_transitions(spec, self.facts, self.error, self.body_error)
+        check_emits(spec, self.facts, helper_events(spec), self.error, self.body_error)
         for name, error in spec.errors.items():
             if error.constraint is not None and not any(
                 c.name == error.constraint for t in tables for c in t.constraints

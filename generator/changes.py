@@ -140,17 +140,23 @@ class DropFunction(Change):
         return f"drop function {self.function.name} ({self.reason})"
 
 
+def _default_words(column: ColumnIR) -> str:
+    """How a summary names a column's default (the spec's text, or the initial state)."""
+    if column.initial_state is not None:
+        return f"default initial state {column.initial_state}"
+    return f"default {column.default}"
+
+
 @dataclass(frozen=True)
 class SetDefault(Change):
-    """``alter column … set default`` / ``drop default``."""
+    """``alter column … set default`` / ``drop default``: the column's default now."""
 
     table: str
-    column: str
-    default: str | None
+    column: ColumnIR
 
     def describe(self) -> str:
-        what = "drop default" if self.default is None else f"set default {self.default}"
-        return f"{what} of {self.table}.{self.column}"
+        what = f"set {_default_words(self.column)}" if self.column.has_default else "drop default"
+        return f"{what} of {self.table}.{self.column.name}"
 
 
 @dataclass(frozen=True)
@@ -258,8 +264,8 @@ class AddColumn(Change):
         text = f"add column {self.table}.{self.column.name} {self.column.type.sql(self.schema)}"
         if not self.column.nullable:
             text += " not null"
-        if self.column.default is not None:
-            text += f" default {self.column.default}"
+        if self.column.has_default:
+            text += f" {_default_words(self.column)}"
         return text
 
 

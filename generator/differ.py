@@ -405,8 +405,8 @@ def diff_tables(new: SchemaIR, base: Baseline, constraints: ConstraintDiff) -> l
                 continue
             if old.type != column.type:
                 changes.append(AlterColumnType(table.name, old, column, new.schema))
-            elif old.default != column.default:
-                changes.append(SetDefault(table.name, column.name, column.default))
+            elif (old.default, old.initial_state) != (column.default, column.initial_state):
+                changes.append(SetDefault(table.name, column))
             if old.nullable != column.nullable:
                 changes.append(SetNullable(table.name, column.name, column.nullable))
             if old.doc != column.doc:

@@ -48,6 +48,16 @@ def event_ir(name: str, event: sm.EventDef) -> EventIR:
     )
 
 
+def helper_events(spec: sm.Spec) -> dict[str, str]:
+    """The event each generated helper broadcasts or builds, by helper name."""
+    return {
+        prefix + helper_stem(name, variant): name
+        for name, event in spec.events.items()
+        for variant in (None, *event.variants)
+        for prefix in (EMIT_PREFIX, BUILD_PREFIX)
+    }
+
+
 def _helper(
     name: str,
     doc: str,

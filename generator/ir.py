@@ -41,6 +41,14 @@ class ForeignKeyAction(StrEnum):
     SET_DEFAULT = "set default"
 
 
+class StateRule(StrEnum):
+    """What a check derived from a state machine enforces."""
+
+    IS_STATE = "is a state"  # the status column holds one of the machine's states
+    ONE_TERMINAL_TIMESTAMP = "one terminal timestamp"  # at most one of the columns is set
+    TIMESTAMP_ORDER = "timestamp order"  # the first column is null or not before the second
+
+
 class Language(StrEnum):
     """The language of a function body."""
 
@@ -82,6 +90,13 @@ class ColumnIR:
     doc: str | None
     state_machine: str | None = None
     renamed_from: str | None = None  # previous name, for the migration that renames it
+    initial_state: str | None = field(default=None, metadata=OPTIONAL)
+    """A status column's default: its machine's initial state (``default`` is then None)."""
+
+    @property
+    def has_default(self) -> bool:
+        """Whether an insert that leaves the column out gets a value other than null."""
+        return self.default is not None or self.initial_state is not None
 
 
 @dataclass(frozen=True)
@@ -95,21 +110,33 @@ class ForeignKeyIR:
 
 
 @dataclass(frozen=True)
+class StateCheckIR:
+    """A check a state machine implies: its rule over the constraint's columns and, for
+    ``IS_STATE``, the machine's states in declaration order."""
+
+    rule: StateRule
+    states: tuple[str, ...] = field(default=(), metadata=OPTIONAL)
+
+
+@dataclass(frozen=True)
 class ConstraintIR:
     """A named table constraint as data: key columns, a foreign key's target, a check.
 
     ``columns`` are the key's columns (primary key, unique, foreign key) or the columns a
-    check expression mentions; ``calls`` the schema's functions a check expression calls.
+    check mentions; ``calls`` the schema's functions a check expression calls. A check
+    is either the spec's ``expression`` or, derived from a state machine, a ``state_check``
+    over ``columns`` (for ``TIMESTAMP_ORDER`` the later timestamp first).
     """
 
     name: str
     kind: ConstraintKind
     columns: tuple[str, ...]
-    expression: str | None = None  # checks: the boolean expression
+    expression: str | None = None  # checks written in the spec: the boolean expression
     references: ForeignKeyIR | None = None  # foreign keys
     calls: tuple[str, ...] = ()
     origin: str | None = None  # e.g. "state machine run" for derived checks
     doc: str | None = None
+    state_check: StateCheckIR | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)

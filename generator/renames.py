@@ -46,7 +46,13 @@ def rename_words(text: str, mapping: dict[str, str]) -> str:
 
 def definition(constraint: ConstraintIR) -> object:
     """What a constraint enforces, without its name and notes."""
-    return (constraint.kind, constraint.columns, constraint.expression, constraint.references)
+    return (
+        constraint.kind,
+        constraint.columns,
+        constraint.expression,
+        constraint.references,
+        constraint.state_check,
+    )
 
 
 class _Named(Protocol):

@@ -43,7 +43,7 @@ def _change_notes(new: SchemaIR, changes: Sequence[Change]) -> list[str]:
     notes = []
     for change in changes:
         if isinstance(change, AddColumn) and not change.column.nullable:
-            if change.column.default is None:
+            if not change.column.has_default:
                 notes.append(
                     f"column {change.table}.{change.column.name} is not null without a "
                     "default: the migration fails if the table has rows"

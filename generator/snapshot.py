@@ -14,25 +14,35 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pgweave_generator.ir import OPTIONAL, SchemaIR
+from pgweave_generator.ir import (
+    OPTIONAL,
+    ColumnIR,
+    ConstraintIR,
+    SchemaIR,
+    StateCheckIR,
+    StateMachineIR,
+    StateRule,
+)
 from pgweave_generator.render import GeneratedFile
+from pgweave_generator.render.sql import check_expression
 from pgweave_generator.sql_analysis import (
     SqlSyntaxError,
     called_functions,
     foreign_key,
     parse_expression,
 )
+from pgweave_generator.templating import sql_literal
 
 SNAPSHOTS_DIR = "snapshots"
 MIGRATIONS_DIR = "migrations"
 SUM_FILE = f"{MIGRATIONS_DIR}/pgweave.sum"
-FORMAT = 2  # 1: constraints as SQL text (still read, see _upgrade_format_1)
+FORMAT = 3  # still read: 1 (constraints as SQL text), 2 (state machines' checks as SQL text)
 SNAPSHOT_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.json$")
 MIGRATION_LABEL = re.compile(r"^[a-z0-9_]+$")
 
@@ -182,6 +192,50 @@ def _upgrade_format_1(schema: dict[str, Any], file_name: str) -> dict[str, Any]:
     return schema
 
 
+def _typed_default(column: ColumnIR, machines: dict[str, StateMachineIR]) -> ColumnIR:
+    machine = machines.get(column.state_machine or "")
+    if machine is None or column.default is None:
+        return column
+    initial = machine.initial.name
+    if column.default != sql_literal(initial):
+        raise SnapshotError(f"status column {column.name}: default is not '{initial}'")
+    return replace(column, default=None, initial_state=initial)
+
+
+def _typed_check(constraint: ConstraintIR, machines: dict[str, StateMachineIR]) -> ConstraintIR:
+    if constraint.origin is None or constraint.state_check is not None:
+        return constraint
+    machine = machines.get(constraint.origin.removeprefix("state machine "))
+    states = () if machine is None else tuple(state.name for state in machine.states)
+    count = len(constraint.columns)
+    candidates = [StateCheckIR(StateRule.ONE_TERMINAL_TIMESTAMP)]
+    candidates += [StateCheckIR(StateRule.IS_STATE, states)] if count == 1 else []
+    candidates += [StateCheckIR(StateRule.TIMESTAMP_ORDER)] if count == 2 else []
+    for candidate in candidates:
+        typed = replace(constraint, expression=None, state_check=candidate)
+        if check_expression(typed) == constraint.expression:
+            return typed
+    raise SnapshotError(f"check {constraint.name}: not a rule of {constraint.origin}")
+
+
+def _upgrade_format_2(schema: SchemaIR, file_name: str) -> SchemaIR:
+    """Format 2 kept the checks and status defaults derived from state machines as SQL
+    text: each becomes the rule (or initial state) whose spelling is the recorded text."""
+    machines = {machine.name: machine for machine in schema.state_machines}
+    try:
+        tables = tuple(
+            replace(
+                table,
+                columns=tuple(_typed_default(c, machines) for c in table.columns),
+                constraints=tuple(_typed_check(c, machines) for c in table.constraints),
+            )
+            for table in schema.tables
+        )
+    except SnapshotError as exc:
+        raise SnapshotError(f"{file_name}: {exc}") from None
+    return replace(schema, tables=tables)
+
+
 def dumps(snapshot: Snapshot) -> str:
     """The canonical JSON text of a snapshot."""
     document = {
@@ -205,12 +259,14 @@ def loads(text: str, file_name: str) -> Snapshot:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{file_name}: not valid JSON ({exc})") from exc
-    if not isinstance(document, dict) or document.get("format") not in (1, FORMAT):
+    if not isinstance(document, dict) or document.get("format") not in (1, 2, FORMAT):
         raise SnapshotError(f"{file_name}: not a format {FORMAT} pgweave snapshot")
     data = document.get("schema")
     if document["format"] == 1 and isinstance(data, dict):
         data = _upgrade_format_1(data, file_name)
     schema = from_data(SchemaIR, data, f"{file_name}: schema")
+    if document["format"] < FORMAT:
+        schema = _upgrade_format_2(schema, file_name)
     return Snapshot(int(match.group(1)), match.group(2), schema)
 
 

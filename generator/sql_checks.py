@@ -7,7 +7,9 @@ schema (and pgmq's functions) that bodies name; a body may not build an event pa
 itself (the generated event helpers do). A body that writes a status literal to a
 column governed by a state machine must be listed in ``by`` of a transition to that
 state, and each function listed in ``by`` must perform it (itself or through a function
-it calls). Problems are reported through the callbacks the builder passes in.
+it calls). Likewise for events: a body calling an event's generated helper must list the
+event in ``emits``, and each listed event must be emitted by the body or a function it
+calls. Problems are reported through the callbacks the builder passes in.
 """
 
 from __future__ import annotations
@@ -173,3 +175,43 @@ def check_transitions(
                         ("state_machines", name, "transitions", index, "by", position),
                         f"no body of {function} (or of a function it calls) {what}",
                     )
+
+
+def check_emits(
+    spec: sm.Spec,
+    facts: Mapping[str, BodyFacts],
+    helper_events: Mapping[str, str],
+    error: Report,
+    report: BodyReport,
+) -> None:
+    """A body calling ``_emit_<event>``/``_event_<event>`` lists the event in ``emits``; an
+    event listed in ``emits`` is emitted by the body or by a function it calls.
+
+    ``emits`` says what a call may broadcast, so it is not required to hold everything
+    the callees emit: ``pause_run`` calls ``_set_run_paused``, which emits ``run:paused``
+    or ``run:unpaused`` as its argument says.
+    """
+    schema = spec.settings.schema_name
+    emitted: dict[str, set[str]] = {}  # events each body emits itself
+    for function, found in facts.items():
+        declared = spec.functions[function].emits
+        emitted[function] = set()
+        for call in found.calls:
+            event = helper_events.get(call.name) if call.schema == schema else None
+            if event is None:
+                continue
+            emitted[function].add(event)
+            if event not in declared:
+                report(
+                    function,
+                    call.line,
+                    f"calls {schema}.{call.name} but '{event}' is not in the 'emits' of {function}",
+                )
+    for function in facts:
+        reached = set().union(*(emitted.get(f, set()) for f in _callees(spec, facts, function)))
+        for index, event in enumerate(spec.functions[function].emits):
+            if event in spec.events and event not in reached:
+                error(
+                    ("functions", function, "emits", index),
+                    f"no body of {function} (or of a function it calls) emits '{event}'",
+                )

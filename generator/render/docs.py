@@ -27,7 +27,12 @@ from pgweave_generator.render import GeneratedFile, header
 from pgweave_generator.render.event_helpers import helper_stem
 from pgweave_generator.render.python_client import Method, class_names, error_class, method
 from pgweave_generator.render.python_models import camel, row_model, status_enum, type_model
-from pgweave_generator.render.sql import constraint_definition, function_returns, implied_reason
+from pgweave_generator.render.sql import (
+    column_default,
+    constraint_definition,
+    function_returns,
+    implied_reason,
+)
 from pgweave_generator.sql_types import TypeRef
 from pgweave_generator.targets import Targets
 from pgweave_generator.templating import render
@@ -211,6 +216,7 @@ def render_docs(
         "type_link": lambda ref, prefix="../": type_link(ref, schema, prefix),
         "returns_sql": lambda f: function_returns(schema, f),
         "definition": lambda c: constraint_definition(schema.schema, c),
+        "column_default": column_default,
         "implied_reason": implied_reason,
         "transitions_by": lambda name: [
             (m.name, t) for m in schema.state_machines for t in m.transitions if name in t.by

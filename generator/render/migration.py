@@ -41,6 +41,7 @@ from pgweave_generator.changes import (
 from pgweave_generator.ir import SchemaIR
 from pgweave_generator.render import GeneratedFile, header
 from pgweave_generator.render.sql import (
+    column_default,
     constraint_definition,
     function_identity,
     grant_sql,
@@ -108,29 +109,31 @@ def statements(change: Change, new: SchemaIR) -> str:
             spec = f"{column.name} {column.type.sql(s)}"
             if not column.nullable:
                 spec += " not null"
-            if column.default is not None:
-                spec += f" default {column.default}"
+            if column.has_default:
+                spec += f" default {column_default(column)}"
             return _alter(s, table, f"add column {spec}")
         case DropColumn(table=table, column=column):
             return _alter(s, table, f"drop column {column.name}")
         case AlterColumnType(table=table, old=before, new=after):
             text = ""
-            if before.default is not None:
+            if before.has_default:
                 text += _alter(s, table, f"alter column {after.name} drop default")
             kind = after.type.sql(s)
             text += _alter(
                 s, table, f"alter column {after.name} type {kind} using {after.name}::{kind}"
             )
-            if after.default is not None:
-                text += _alter(s, table, f"alter column {after.name} set default {after.default}")
+            if after.has_default:
+                default = column_default(after)
+                text += _alter(s, table, f"alter column {after.name} set default {default}")
             return text
         case SuspendDefault(table=table, column=column):
             return _alter(s, table, f"alter column {column} drop default")
         case RestoreDefault(table=table, column=column, default=default):
             return _alter(s, table, f"alter column {column} set default {default}")
-        case SetDefault(table=table, column=column, default=default):
+        case SetDefault(table=table, column=column):
+            default = column_default(column)
             action = "drop default" if default is None else f"set default {default}"
-            return _alter(s, table, f"alter column {column} {action}")
+            return _alter(s, table, f"alter column {column.name} {action}")
         case SetNullable(table=table, column=column, nullable=nullable):
             action = "drop not null" if nullable else "set not null"
             return _alter(s, table, f"alter column {column} {action}")

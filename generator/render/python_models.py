@@ -131,7 +131,7 @@ def _table_defs(schema: SchemaIR, table: TableIR) -> dict[str, dict[str, Any]]:
     name = camel(table.name)
     qualified = f"{schema.schema}.{table.name}"
     columns = {c.name: _column_schema(schema, c) for c in table.columns}
-    insert_required = [c.name for c in table.columns if not c.nullable and c.default is None]
+    insert_required = [c.name for c in table.columns if not c.nullable and not c.has_default]
     return {
         f"{name}Row": _object(
             f"A row of {qualified}: {table.doc}", columns, [c.name for c in table.columns],

@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from pgweave_generator.ir import (
+    ColumnIR,
     ConstraintIR,
     ConstraintKind,
     ForeignKeyAction,
@@ -14,9 +15,10 @@ from pgweave_generator.ir import (
     GrantTarget,
     ImpliedExecuteIR,
     SchemaIR,
+    StateRule,
 )
 from pgweave_generator.render import GeneratedFile, header
-from pgweave_generator.templating import environment, render
+from pgweave_generator.templating import environment, render, sql_literal
 
 INITIAL_MIGRATION = "migrations/0001_initial.sql"
 
@@ -27,12 +29,36 @@ def function_identity(schema: SchemaIR, function: FunctionIR) -> str:
     return f"{schema.schema}.{function.name}({types})"
 
 
+def check_expression(constraint: ConstraintIR) -> str:
+    """A check's boolean expression: the spec's text, or a state machine's rule spelled out."""
+    derived = constraint.state_check
+    if derived is None:
+        assert constraint.expression is not None
+        return constraint.expression
+    columns = constraint.columns
+    match derived.rule:
+        case StateRule.IS_STATE:
+            states = ", ".join(sql_literal(state) for state in derived.states)
+            return f"{columns[0]} in ({states})"
+        case StateRule.ONE_TERMINAL_TIMESTAMP:
+            return f"num_nonnulls({', '.join(columns)}) <= 1"
+    later, earlier = columns
+    return f"{later} is null or {later} >= {earlier}"
+
+
+def column_default(column: ColumnIR) -> str | None:
+    """The DEFAULT expression of a column: the spec's, or a status column's initial state."""
+    if column.initial_state is not None:
+        return sql_literal(column.initial_state)
+    return column.default
+
+
 def constraint_definition(schema: str, constraint: ConstraintIR) -> str:
     """What follows ``constraint <name>``: ``primary key (…)``, ``check (…)`` …"""
     columns = ", ".join(constraint.columns)
     match constraint.kind:
         case ConstraintKind.CHECK:
-            return f"check ({constraint.expression})"
+            return f"check ({check_expression(constraint)})"
         case ConstraintKind.FOREIGN_KEY:
             target = constraint.references
             assert target is not None
@@ -134,6 +160,7 @@ def template_context(schema: SchemaIR) -> dict[str, object]:
         "returns": lambda f: function_returns(schema, f),
         "search_path": search_path_clause,
         "definition": lambda c: constraint_definition(schema.schema, c),
+        "column_default": column_default,
         "grant": grant_sql,
     }
 

@@ -6,8 +6,6 @@ declare
   skip_slugs text[];
   cascade_slugs text[];
   cascade_slug text;
-  failed_step pgflow.step_states;
-  failed_run pgflow.runs;
 begin
   select r.status into run_status
   from pgflow.runs as r
@@ -78,36 +76,7 @@ begin
 
     -- Phase 1a: the first unmet step with when_unmet = 'fail' fails the step and the run.
     if fail_slug is not null then
-      update pgflow.step_states as ss
-      set status = 'failed',
-          failed_at = now(),
-          error_message = 'Condition not met'
-      where ss.run_id = cascade_resolve_conditions.run_id
-        and ss.step_slug = fail_slug
-      returning ss.* into failed_step;
-
-      update pgflow.runs as r
-      set status = 'failed',
-          failed_at = now()
-      where r.run_id = cascade_resolve_conditions.run_id
-      returning r.* into failed_run;
-
-      perform pgflow._emit_step_failed(
-        failed_step.run_id,
-        failed_step.step_slug,
-        failed_step.status,
-        failed_step.error_message,
-        failed_step.failed_at
-      );
-      perform pgflow._emit_run_failed_with_error(
-        failed_run.run_id,
-        failed_run.flow_slug,
-        failed_run.status,
-        failed_run.failed_at,
-        failed_step.error_message
-      );
-
-      perform pgflow._cancel_run_tasks(cascade_resolve_conditions.run_id);
+      perform pgflow._fail_step_and_run(cascade_resolve_conditions.run_id, fail_slug, 'Condition not met');
       return false;
     end if;
 

@@ -46,6 +46,10 @@ begin
     end if;
 
     if v_map_child is not null then
+      -- The step and the run fail as in _fail_step_and_run (fail_task, unmet conditions),
+      -- but not through it: pgflow announces run:failed first here, without
+      -- error_message, then step:failed; and this task must be failed before the run's
+      -- other tasks are cancelled.
       v_produced := coalesce(jsonb_typeof(complete_task.output), 'null');
 
       update pgflow.runs as r

@@ -77,36 +77,11 @@ begin
 
     -- 4. Out of attempts.
     if v_when_exhausted = 'fail' then
-      update pgflow.step_states as ss
-      set status = 'failed',
-          failed_at = now(),
-          error_message = fail_task.error_message
-      where ss.run_id = fail_task.run_id
-        and ss.step_slug = fail_task.step_slug
-      returning ss.* into v_state;
-
-      update pgflow.runs as r
-      set status = 'failed', failed_at = now()
-      where r.run_id = fail_task.run_id
-      returning r.* into v_run;
-
-      perform pgflow._emit_step_failed(
-        v_state.run_id,
-        v_state.step_slug,
-        v_state.status,
-        v_state.error_message,
-        v_state.failed_at
-      );
-      perform pgflow._emit_run_failed_with_error(
-        v_run.run_id,
-        v_run.flow_slug,
-        v_run.status,
-        v_run.failed_at,
-        fail_task.error_message
-      );
-
-      -- Every other queued or started task of the run is cancelled, its message archived.
-      perform pgflow._cancel_run_tasks(fail_task.run_id);
+      -- The step and the run fail, announced in that order (an unmet condition with
+      -- when_unmet=fail does the same). complete_task's type violation fails both
+      -- without this function: pgflow announces run:failed first there, without
+      -- error_message.
+      perform pgflow._fail_step_and_run(fail_task.run_id, fail_task.step_slug, fail_task.error_message);
     else
       -- skip / skip-cascade: the step is skipped with the handler's error and the run goes
       -- on without it. Its other unfinished tasks are skipped and their messages archived.

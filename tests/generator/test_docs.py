@@ -107,6 +107,26 @@ def test_docs_mention_every_table_function_and_state() -> None:
     assert everything.count("```mermaid") == 1 + len(schema.state_machines)
 
 
+def test_event_facts_are_one_list_item_each() -> None:
+    """Each fact of an event (payload keys, each variant, helpers, emitters) is its own item."""
+    schema = load_ir(SPEC)
+    lines = (DOCS / "events.md").read_text(encoding="utf-8").splitlines()
+    for event_ir in schema.events:
+        start = lines.index(f"## {event_ir.name} {{ #{anchor(event_ir.name)} }}")
+        items = [line for line in lines[start:] if line.startswith("- ")]
+        items = items[: 5 + len(event_ir.variants)]
+        labels = [item.split(":", 1)[0] for item in items]
+        variants = [f"- Variant `{v.name}` adds" for v in event_ir.variants]
+        assert labels == [
+            "- Broadcast name",
+            "- Topic",
+            "- Payload keys",
+            *variants,
+            "- Helpers",
+            "- Emitted by",
+        ], event_ir.name
+
+
 def test_diagrams_follow_the_spec() -> None:
     schema = load_ir(SPEC)
     diagram = er_diagram(schema)
@@ -120,7 +140,8 @@ def test_diagrams_follow_the_spec() -> None:
         "    [*] --> started: start_flow, start_flows, _start_runs, resume_run",
         "    started --> cancelled: cancel_run",
         "    started --> completed: maybe_complete_run, _complete_final_tasks",
-        "    started --> failed: fail_task, complete_task, cascade_resolve_conditions",
+        "    started --> failed: fail_task, complete_task, cascade_resolve_conditions,"
+        " _fail_step_and_run",
         "    completed --> [*]",
         "    failed --> [*]",
         "    cancelled --> [*]",

@@ -101,6 +101,31 @@ CASES = [
         (PRIORITY,),
     ),
     Case(
+        "change_state_machine",
+        (
+            ("    initial: placed\n", "    initial: draft\n"),
+            (
+                "      placed: {timestamp: placed_at}\n",
+                "      draft: {}\n      placed: {timestamp: placed_at}\n",
+            ),
+            (
+                "      - {from: [], to: placed, by: [place_order]}\n",
+                "      - {from: [], to: draft, by: [place_order]}\n"
+                "      - {from: draft, to: placed, by: [place_order]}\n",
+            ),
+            (
+                "returning *",
+                "returning *;\nupdate shop.orders as o set status = 'placed'\n"
+                "where o.order_id = place_order.order_id\nreturning *",
+                "functions/place_order.sql",
+            ),
+            (
+                "      cancelled: {timestamp: cancelled_at, after: [placed]}\n",
+                "      cancelled: {timestamp: cancelled_at}\n",
+            ),
+        ),
+    ),
+    Case(
         "set_not_null",
         (
             (

@@ -144,7 +144,7 @@ def test_json_schema_has_every_shape() -> None:
         assert list(row["properties"]) == columns
         assert row["required"] == columns
         assert insert["required"] == [
-            c.name for c in table.columns if not c.nullable and c.default is None
+            c.name for c in table.columns if not c.nullable and not c.has_default
         ]
         assert update["required"] == []
         assert insert["additionalProperties"] is False

@@ -236,3 +236,48 @@ def test_events_need_a_broadcast_function(mini: SpecCopy) -> None:
     assert any("events: the event helpers call function _broadcast" in p for p in problems(mini)), (
         problems(mini)
     )
+
+
+def test_body_calling_an_event_helper_must_declare_the_event(mini: SpecCopy) -> None:
+    mini.replace("    emits: [order:shipped]\n", "")
+    body = mini.root / "functions" / "ship_order.sql"
+    assert (
+        f"{body}:10: functions.ship_order.body: calls shop._emit_order_shipped but "
+        "'order:shipped' is not in the 'emits' of ship_order"
+    ) in problems(mini)
+
+
+def test_body_building_an_event_must_declare_it_too(mini: SpecCopy) -> None:
+    body = edit_body(
+        mini,
+        "cancel_order.sql",
+        "where",
+        "where shop._event_order_shipped(order_id, now()) is not null and",
+    )
+    found = [p for p in problems(mini) if "cancel_order" in p]
+    assert found == [
+        f"{body}:3: functions.cancel_order.body: calls shop._event_order_shipped but "
+        "'order:shipped' is not in the 'emits' of cancel_order"
+    ]
+
+
+def test_declared_event_no_body_emits_is_an_error(mini: SpecCopy) -> None:
+    line = mini.replace(
+        "    body: functions/cancel_order.sql\n",
+        "    body: functions/cancel_order.sql\n    emits: [order:shipped]\n",
+    )
+    assert (
+        f"{mini.file}:{line + 1}: functions.cancel_order.emits[0]: no body of cancel_order "
+        "(or of a function it calls) emits 'order:shipped'"
+    ) in problems(mini)
+
+
+def test_declared_event_emitted_by_a_callee_is_enough(mini: SpecCopy) -> None:
+    edit_body(mini, "cancel_order.sql", "where", "where shop.ship_order(order_id) is null and")
+    mini.replace(
+        "    body: functions/cancel_order.sql\n",
+        "    body: functions/cancel_order.sql\n    emits: [order:shipped]\n",
+    )
+    cancel = next(f for f in load_ir(mini.file).functions if f.name == "cancel_order")
+    assert cancel.emits == ("order:shipped",)
+    assert "ship_order" in cancel.calls

@@ -34,7 +34,7 @@ RUN_TRANSITIONS: Final[tuple[tuple[RunStatus | None, RunStatus, tuple[str, ...]]
     (
         RunStatus.STARTED,
         RunStatus.FAILED,
-        ("fail_task", "complete_task", "cascade_resolve_conditions"),
+        ("fail_task", "complete_task", "cascade_resolve_conditions", "_fail_step_and_run"),
     ),
 )
 """(from, to, functions performing it); ``None`` as source is the insert creating the row."""
@@ -87,13 +87,21 @@ STEP_STATE_TRANSITIONS: Final[
         StepStateStatus.SKIPPED,
         ("cascade_resolve_conditions", "_cascade_force_skip_steps", "resume_run"),
     ),
-    (StepStateStatus.CREATED, StepStateStatus.FAILED, ("cascade_resolve_conditions",)),
+    (
+        StepStateStatus.CREATED,
+        StepStateStatus.FAILED,
+        ("cascade_resolve_conditions", "_fail_step_and_run"),
+    ),
     (
         StepStateStatus.STARTED,
         StepStateStatus.COMPLETED,
         ("complete_task", "_complete_final_tasks"),
     ),
-    (StepStateStatus.STARTED, StepStateStatus.FAILED, ("fail_task", "complete_task")),
+    (
+        StepStateStatus.STARTED,
+        StepStateStatus.FAILED,
+        ("fail_task", "complete_task", "_fail_step_and_run"),
+    ),
     (StepStateStatus.STARTED, StepStateStatus.SKIPPED, ("fail_task", "_cascade_force_skip_steps")),
 )
 """(from, to, functions performing it); ``None`` as source is the insert creating the row."""

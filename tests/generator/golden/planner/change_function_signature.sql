@@ -30,6 +30,7 @@ begin
   if not found then
     raise exception 'Order not found: %', ship_order.order_id;
   end if;
+  perform shop._emit_order_shipped(ship_order.order_id, now());
 end;
 $body$;
 comment on function shop.ship_order(bigint, text) is 'Ship a placed order.';
