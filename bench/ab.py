@@ -4,8 +4,8 @@
     python -m bench.ab --baseline REV --workloads W1,W2,W3-1k,W4 --drivers raw-task,raw-batch
 
 Two templates in one durable cluster: the migrations of git revision REV ("old") and the
-generated ones ("new"). Each repetition runs every workload x driver x K on old, then on new,
-so the sides alternate. The raw drivers are SQL only, so the engines are compared without
+generated ones ("new"). Each repetition runs every workload x driver x K on both sides, old
+first in even repetitions and new first in odd ones (ABBA), so neither side always goes first. The raw drivers are SQL only, so the engines are compared without
 any Python worker code in between: ``raw-task`` is pgflow's per-task protocol
 (``read_with_poll`` → ``start_tasks`` → ``complete_task``), ``raw-batch`` the batch protocol.
 Runs are started with ``start_flow`` per run on both sides (the old engine may lack
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         for rep in range(args.repeat):
             for workload, driver, k in cases:
                 key = f"{workload} {driver} K={k}"
-                for side in SIDES:
+                # ABBA: the side that goes first alternates, so an order effect cancels out
+                for side in SIDES if rep % 2 == 0 else tuple(reversed(SIDES)):
                     with phase(console, f"{key}, {side}, run {rep + 1}/{args.repeat}"):
                         case = run_case(
                             server,
