@@ -42,7 +42,7 @@ select i,
        gen_random_uuid() as run_id,
        case when mod(i, 20) < 12 then 'hist_single' when mod(i, 20) < 17 then 'hist_chain'
             else 'hist_map' end as flow_slug,
-       case when mod(i, 20) >= 17 then 1 + mod(i * 7919, 16) else 0 end as elements,
+       case when mod(i, 20) >= 17 then 1 + mod(i::bigint * 7919, 16)::int else 0 end as elements,
        now() - interval '1 minute'
          - make_interval(secs => (%(runs)s - i)::float8 * %(span)s / %(runs)s) as started_at,
        make_interval(secs => (5 + mod(i, 11)) / 1000.0 / 3) as u

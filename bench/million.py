@@ -46,6 +46,9 @@ from bench.runner import Options, phase, run_case
 from bench.workloads import Workload, workloads
 from pgweave import listing
 
+PROPOSED_INDEX = "create index idx_step_tasks_last_worker_id on pgflow.step_tasks (last_worker_id)"
+"""The index ``--proposed-index`` adds to both databases (see bench/README.md)."""
+
 BIG_TABLES = {"runs", "step_states", "step_tasks"} | {f"a_{f}" for f in history.FLOWS}
 
 
@@ -352,12 +355,13 @@ class Alongside:
 
 
 def prune(
-    server: Server, db: str, days: float, batch_size: int, console: Console
+    server: Server, db: str, days: float, batch_size: int, limit_s: float, console: Console
 ) -> dict[str, Any]:
-    """Batched pruning of two thirds of the history beside W1, then one prune_data_older_than
-    call for half of the rest; times, W1 beside them, and what is left."""
+    """Batched pruning of two thirds of the history beside W1 (stopped after ``limit_s``),
+    then one prune_data_older_than call for the next day of it; times, W1 beside them, and
+    what is left."""
     keep_batched = f"{days / 3} days"
-    keep_single = f"{days / 6} days"
+    keep_single = f"{days / 3 - 1} days"
     out: dict[str, Any] = {"batch_size": batch_size}
     with psycopg.connect(server.dsn(db), autocommit=True) as conn:
         recorder = PlanRecorder(conn)
@@ -370,6 +374,7 @@ def prune(
         out["first_batch_seq_scans"] = sorted({s for e in logged for s in seq_scans(e, BIG_TABLES)})
         removed: dict[str, int] = {name: int(n) for name, n in first}
         batch_s: list[float] = []
+        stopped = False
         t0 = time.perf_counter()
         with Alongside(server, db) as alongside:
             while True:
@@ -382,6 +387,9 @@ def prune(
                 for name, n in rows:
                     removed[name] = removed.get(name, 0) + int(n)
                 if all(int(n) == 0 for _, n in rows):
+                    break
+                if time.perf_counter() - t0 > limit_s:
+                    stopped = True
                     break
                 if len(batch_s) % 100 == 0:
                     console.print(
@@ -397,8 +405,16 @@ def prune(
                 round(1000 * statistics.median(part), 1) for part in _tenths(batch_s)
             ],
             "removed": removed,
+            "stopped_after_limit": stopped,
             "alongside": alongside.report(),
         }
+        if stopped:
+            console.print(f"  stopped after {limit_s:g} s: prune_data_older_than not timed")
+            out["single_call"] = None
+            row = conn.execute("select now() - %s::interval", (keep_batched,)).fetchone()
+            assert row is not None
+            out["left"] = left_after(conn, row[0])
+            return out
         row = conn.execute("select now() - %s::interval", (keep_single,)).fetchone()
         assert row is not None
         with Alongside(server, db) as alongside:
@@ -462,12 +478,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drivers", default="raw-batch,raw-task")
     parser.add_argument("--plan-iterations", type=int, default=7)
     parser.add_argument("--prune-batch", type=int, default=1000)
+    parser.add_argument(
+        "--prune-seconds", type=float, default=300, help="stop the batched pruning after this"
+    )
+    parser.add_argument(
+        "--proposed-index",
+        action="store_true",
+        help="add the proposed index on step_tasks (last_worker_id) to both databases",
+    )
     parser.add_argument("--dsn", help="an existing server (needs CREATE DATABASE, superuser)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "out" / "million.json")
     args = parser.parse_args(argv)
     if args.runs < 20:
         parser.error("--runs must be at least 20 (one run of each kind)")
-    console = Console()
+    console = Console(soft_wrap=True)
     keys = args.workloads.split(",")
     cases = [w for w in workloads(False) if w.key in keys]
     doc: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -483,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
                     history.define_flows(conn)
         with phase(console, f"history: {args.runs:,} runs over {args.days:g} days"):
             doc["history"] = fill(server, dbs["filled"], args.runs, args.days, console)
+        if args.proposed_index:
+            for db in dbs.values():
+                with psycopg.connect(server.dsn(db), autocommit=True) as conn:
+                    conn.execute(PROPOSED_INDEX)
+                    conn.execute("analyze pgflow.step_tasks")
         with phase(console, "throughput, empty vs filled"):
             doc["throughput"] = throughput(
                 server, dbs, cases, args.drivers.split(","), args.repeat, console
@@ -490,7 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         with phase(console, "plans of the hot calls (filled)"):
             doc["plans"] = plans(server, dbs["filled"], args.plan_iterations, console)
         with phase(console, "pruning (filled)"):
-            doc["prune"] = prune(server, dbs["filled"], args.days, args.prune_batch, console)
+            doc["prune"] = prune(
+                server, dbs["filled"], args.days, args.prune_batch, args.prune_seconds, console
+            )
     finally:
         server.stop()
     doc["total_s"] = time.perf_counter() - started
@@ -521,7 +552,10 @@ def report(doc: dict[str, Any], console: Console) -> list[str]:
         f" removed {batched['removed']}"
     )
     console.print(f"  first batch: sequential scans {pruned['first_batch_seq_scans'] or 'none'}")
-    for label, part in (("batched", batched), ("single call", pruned["single_call"])):
+    single = pruned["single_call"]
+    for label, part in (("batched", batched), ("single call", single)):
+        if part is None:
+            continue
         beside = part["alongside"]
         console.print(
             f"  W1 beside {label}: {beside['w1_cases']} cases, median"
@@ -529,10 +563,9 @@ def report(doc: dict[str, Any], console: Console) -> list[str]:
             f" lock waits in {beside['lock_wait_samples']} of {beside['samples']} samples"
         )
         problems += [f"W1 beside {label}: {p}" for p in beside["w1_problems"]]
-    console.print(
-        f"prune_data_older_than ({pruned['single_call']['retention']}):"
-        f" {pruned['single_call']['seconds']:.1f} s; left: {pruned['left']}"
-    )
+    if single is not None:
+        console.print(f"prune_data_older_than ({single['retention']}): {single['seconds']:.1f} s")
+    console.print(f"left: {pruned['left']}")
     problems += [
         f"{table}: {n['older_than_retention']} rows older than the retention left"
         for table, n in pruned["left"].items()
