@@ -38,16 +38,34 @@ DEFINE = [
 # One row per run: its flow (by i mod 20), map size, start time and task duration unit u.
 RUNS = """
 create temp table fill_runs as
-select i,
-       gen_random_uuid() as run_id,
-       case when mod(i, 20) < 12 then 'hist_single' when mod(i, 20) < 17 then 'hist_chain'
-            else 'hist_map' end as flow_slug,
-       case when mod(i, 20) >= 17 then 1 + mod(i::bigint * 7919, 16)::int else 0 end as elements,
-       now() - interval '1 minute'
-         - make_interval(secs => (%(runs)s - i)::float8 * %(span)s / %(runs)s) as started_at,
-       make_interval(secs => (5 + mod(i, 11)) / 1000.0 / 3) as u
-from generate_series(1, %(runs)s) as i
+select g.*, {run_id} as run_id
+from (
+  select i,
+         case when mod(i, 20) < 12 then 'hist_single' when mod(i, 20) < 17 then 'hist_chain'
+              else 'hist_map' end as flow_slug,
+         case when mod(i, 20) >= 17 then 1 + mod(i::bigint * 7919, 16)::int else 0 end
+           as elements,
+         now() - interval '1 minute'
+           - make_interval(secs => (%(runs)s - i)::float8 * %(span)s / %(runs)s) as started_at,
+         make_interval(secs => (5 + mod(i, 11)) / 1000.0 / 3) as u
+  from generate_series(1, %(runs)s) as i
+) as g
 """
+
+UUID_V7 = """
+create function pgflow._bench_uuid_v7(at timestamptz default clock_timestamp()) returns uuid
+language sql volatile parallel safe as $$
+  select encode(
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+              placing substring(int8send(floor(extract(epoch from at) * 1000)::bigint) from 3)
+              from 1 for 6),
+      52, 1), 53, 1),
+    'hex')::uuid
+$$
+"""
+"""A time-ordered UUID (version 7: milliseconds since 1970, then random bits), for
+``--uuidv7``: PostgreSQL 15 has no uuidv7()."""
 
 # One row per task: when it was queued, started and completed, its output and message id.
 TASKS = """
@@ -164,9 +182,25 @@ def define_flows(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
-def fill(conn: psycopg.Connection, runs: int, days: float) -> dict[str, float]:
+def use_uuid_v7(conn: psycopg.Connection) -> None:
+    """New runs get time-ordered ids: the engine's start (``_start_runs``) and the column
+    default call :data:`UUID_V7` instead of ``gen_random_uuid()`` (the spec change this
+    measures, made by hand in one database)."""
+    conn.execute(UUID_V7)
+    row = conn.execute("select pg_get_functiondef('pgflow._start_runs'::regproc)").fetchone()
+    assert row is not None
+    if "gen_random_uuid()" not in row[0]:
+        raise RuntimeError("_start_runs no longer calls gen_random_uuid(): --uuidv7 is stale")
+    conn.execute(row[0].replace("gen_random_uuid()", "pgflow._bench_uuid_v7()"))
+    conn.execute("alter table pgflow.runs alter column run_id set default pgflow._bench_uuid_v7()")
+
+
+def fill(
+    conn: psycopg.Connection, runs: int, days: float, *, uuid_v7: bool = False
+) -> dict[str, float]:
     """Write ``runs`` completed runs spread over the past ``days`` into the engine's tables
-    (one transaction); returns the seconds of every step."""
+    (one transaction); returns the seconds of every step. With ``uuid_v7`` the run ids are
+    time-ordered (:func:`use_uuid_v7` must have run)."""
     seconds: dict[str, float] = {}
 
     def timed(name: str, statement: str | sql.Composed, **params: Any) -> None:
@@ -177,7 +211,8 @@ def fill(conn: psycopg.Connection, runs: int, days: float) -> dict[str, float]:
     with conn.transaction():
         conn.execute("set local session_replication_role = replica")
         conn.execute("set local work_mem = '256MB'")
-        timed("plan runs", RUNS, runs=runs, span=days * 86400)
+        run_id = "pgflow._bench_uuid_v7(g.started_at)" if uuid_v7 else "gen_random_uuid()"
+        timed("plan runs", RUNS.format(run_id=run_id), runs=runs, span=days * 86400)
         timed("plan tasks", TASKS)
         for name, statement in STEPS:
             timed(name, statement)

@@ -60,7 +60,9 @@ def cleanup(server: Server, db: str, flow: str) -> None:
         conn.execute(f"truncate pgmq.a_{flow}")
 
 
-def fill(server: Server, db: str, runs: int, days: float, console: Console) -> dict[str, Any]:
+def fill(
+    server: Server, db: str, runs: int, days: float, console: Console, *, uuid_v7: bool = False
+) -> dict[str, Any]:
     """The history in ``db`` (with a large max_wal_size while writing), checked and vacuumed."""
     with server.admin() as admin:
         admin.execute("alter system set max_wal_size = '16GB'")
@@ -68,7 +70,7 @@ def fill(server: Server, db: str, runs: int, days: float, console: Console) -> d
     try:
         with psycopg.connect(server.dsn(db), autocommit=True) as conn:
             t0 = time.perf_counter()
-            steps = history.fill(conn, runs, days)
+            steps = history.fill(conn, runs, days, uuid_v7=uuid_v7)
             fill_s = time.perf_counter() - t0
             console.print(f"  fill: {fill_s:.1f} s {_rounded(steps)}")
             vacuum_s = history.vacuum_analyze(conn)
@@ -486,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add the proposed index on step_tasks (last_worker_id) to both databases",
     )
+    parser.add_argument(
+        "--uuidv7",
+        action="store_true",
+        help="time-ordered run ids (history and new runs) in both databases",
+    )
     parser.add_argument("--dsn", help="an existing server (needs CREATE DATABASE, superuser)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "out" / "million.json")
     args = parser.parse_args(argv)
@@ -505,8 +512,12 @@ def main(argv: list[str] | None = None) -> int:
             for db in dbs.values():
                 with psycopg.connect(server.dsn(db), autocommit=True) as conn:
                     history.define_flows(conn)
+                    if args.uuidv7:
+                        history.use_uuid_v7(conn)
         with phase(console, f"history: {args.runs:,} runs over {args.days:g} days"):
-            doc["history"] = fill(server, dbs["filled"], args.runs, args.days, console)
+            doc["history"] = fill(
+                server, dbs["filled"], args.runs, args.days, console, uuid_v7=args.uuidv7
+            )
         if args.proposed_index:
             for db in dbs.values():
                 with psycopg.connect(server.dsn(db), autocommit=True) as conn:
