@@ -41,7 +41,7 @@ from rich.console import Console
 
 from bench import PROJECT_ROOT, history
 from bench.cluster import Server
-from bench.plans import PlanRecorder, seq_scans, summary
+from bench.plans import PlanRecorder, grouped, seq_scans, summary
 from bench.runner import Options, phase, run_case
 from bench.workloads import Workload, workloads
 from pgweave import listing
@@ -276,7 +276,7 @@ def plans(server: Server, db: str, iterations: int, console: Console) -> dict[st
                 for entry in logged:
                     flagged.setdefault(name, set()).update(seq_scans(entry, BIG_TABLES))
                 if it == iterations - 1:
-                    result[name] = {"ms": ms, "statements": [summary(e) for e in logged]}
+                    result[name] = {"ms": ms, "statements": grouped([summary(e) for e in logged])}
     for name in result:
         result[name]["big_seq_scans"] = sorted(flagged.get(name, set()))
         worst = max((s["ms"] for s in result[name]["statements"]), default=0.0)
@@ -372,7 +372,7 @@ def prune(
                 "select * from pgflow.prune_data_older_than_batched(%s, %s, 1)",
                 (keep_batched, batch_size),
             ).fetchall()
-        out["first_batch_plans"] = [summary(e) for e in logged]
+        out["first_batch_plans"] = grouped([summary(e) for e in logged])
         out["first_batch_seq_scans"] = sorted({s for e in logged for s in seq_scans(e, BIG_TABLES)})
         removed: dict[str, int] = {name: int(n) for name, n in first}
         batch_s: list[float] = []

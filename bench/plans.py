@@ -100,3 +100,18 @@ def seq_scans(entry: dict[str, Any], big: set[str], min_rows: int = 10_000) -> l
         if relation in big or seen * int(node.get("Actual Loops", 1)) >= min_rows:
             found.append(f"{relation} ({seen} rows x {node.get('Actual Loops', 1)} loops)")
     return found
+
+
+def grouped(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Summaries of the same statement text (a foreign-key check run once per row, say)
+    folded into one: the first one's nodes, with ``calls`` and the total and largest ms."""
+    by_query: dict[str, dict[str, Any]] = {}
+    for entry in summaries:
+        folded = by_query.get(entry["query"])
+        if folded is None:
+            by_query[entry["query"]] = {**entry, "calls": 1, "max_ms": entry["ms"]}
+            continue
+        folded["calls"] += 1
+        folded["ms"] = round(folded["ms"] + entry["ms"], 3)
+        folded["max_ms"] = max(folded["max_ms"], entry["ms"])
+    return list(by_query.values())
