@@ -170,15 +170,15 @@ def hot_calls(
     def one(query: str, *params: Any) -> Any:
         return conn.execute(query, params).fetchall()
 
-    def w1_complete() -> Any:
-        rows = state["w1_tasks"]
+    def complete_batch(key: str) -> Any:
+        rows = state[key]
         return one(
             "select count(*) from pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[],"
             " %s::jsonb[])",
             [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
-            [Jsonb({"n": 0}) for _ in rows],
+            [Jsonb(1) for _ in rows],
         )
 
     def w2_start_tasks() -> Any:
@@ -217,7 +217,7 @@ def hot_calls(
                 worker,
             )
         ),
-        "complete_tasks": w1_complete,
+        "complete_tasks": lambda: complete_batch("w1_tasks"),
         "start_flow (chain)": lambda: one(
             "select run_id from pgflow.start_flow('bench_w2', %s)", Jsonb({"n": it})
         ),
@@ -227,6 +227,18 @@ def hot_calls(
         "start_tasks": w2_start_tasks,
         "complete_task": w2_complete_one,
         "fail_task": w2_fail_next,
+        "start_flows (10 chains)": lambda: one(
+            "select count(*) from pgflow.start_flows('bench_w2', %s::jsonb[])",
+            [Jsonb({"n": i}) for i in range(10)],
+        ),
+        "read_and_start_tasks (chain)": lambda: state.update(
+            w2_batch=one(
+                "select run_id, step_slug, task_index"
+                " from pgflow.read_and_start_tasks('bench_w2', %s, 50, 30)",
+                worker,
+            )
+        ),
+        "complete_tasks (chain: starts the next steps)": lambda: complete_batch("w2_batch"),
         "get_run_with_states (old run)": lambda: one(
             "select pgflow.get_run_with_states(%s)", old_run
         ),
