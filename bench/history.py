@@ -52,8 +52,8 @@ from (
 ) as g
 """
 
-UUID_V7 = """
-create function pgflow._bench_uuid_v7(at timestamptz default clock_timestamp()) returns uuid
+UUID_V7_AT = """
+create function pg_temp.uuid_v7_at(at timestamptz) returns uuid
 language sql volatile parallel safe as $$
   select encode(
     set_bit(set_bit(
@@ -64,8 +64,9 @@ language sql volatile parallel safe as $$
     'hex')::uuid
 $$
 """
-"""A time-ordered UUID (version 7: milliseconds since 1970, then random bits), for
-``--uuidv7``: PostgreSQL 15 has no uuidv7()."""
+"""The engine's time-ordered run id (``pgflow._uuid_v7()``: version 7, milliseconds since
+1970, then random bits) for a given start time, so the history's ids are what the engine
+would have written then."""
 
 # One row per task: when it was queued, started and completed, its output and message id.
 TASKS = """
@@ -182,25 +183,10 @@ def define_flows(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
-def use_uuid_v7(conn: psycopg.Connection) -> None:
-    """New runs get time-ordered ids: the engine's start (``_start_runs``) and the column
-    default call :data:`UUID_V7` instead of ``gen_random_uuid()`` (the spec change this
-    measures, made by hand in one database)."""
-    conn.execute(UUID_V7)
-    row = conn.execute("select pg_get_functiondef('pgflow._start_runs'::regproc)").fetchone()
-    assert row is not None
-    if "gen_random_uuid()" not in row[0]:
-        raise RuntimeError("_start_runs no longer calls gen_random_uuid(): --uuidv7 is stale")
-    conn.execute(row[0].replace("gen_random_uuid()", "pgflow._bench_uuid_v7()"))
-    conn.execute("alter table pgflow.runs alter column run_id set default pgflow._bench_uuid_v7()")
-
-
-def fill(
-    conn: psycopg.Connection, runs: int, days: float, *, uuid_v7: bool = False
-) -> dict[str, float]:
+def fill(conn: psycopg.Connection, runs: int, days: float) -> dict[str, float]:
     """Write ``runs`` completed runs spread over the past ``days`` into the engine's tables
-    (one transaction); returns the seconds of every step. With ``uuid_v7`` the run ids are
-    time-ordered (:func:`use_uuid_v7` must have run)."""
+    (one transaction, time-ordered run ids as the engine picks them); returns the seconds of
+    every step."""
     seconds: dict[str, float] = {}
 
     def timed(name: str, statement: str | sql.Composed, **params: Any) -> None:
@@ -211,8 +197,13 @@ def fill(
     with conn.transaction():
         conn.execute("set local session_replication_role = replica")
         conn.execute("set local work_mem = '256MB'")
-        run_id = "pgflow._bench_uuid_v7(g.started_at)" if uuid_v7 else "gen_random_uuid()"
-        timed("plan runs", RUNS.format(run_id=run_id), runs=runs, span=days * 86400)
+        conn.execute(UUID_V7_AT)
+        timed(
+            "plan runs",
+            RUNS.format(run_id="pg_temp.uuid_v7_at(g.started_at)"),
+            runs=runs,
+            span=days * 86400,
+        )
         timed("plan tasks", TASKS)
         for name, statement in STEPS:
             timed(name, statement)

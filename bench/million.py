@@ -46,9 +46,6 @@ from bench.runner import Options, phase, run_case
 from bench.workloads import Workload, workloads
 from pgweave import listing
 
-PROPOSED_INDEX = "create index idx_step_tasks_last_worker_id on pgflow.step_tasks (last_worker_id)"
-"""The index ``--proposed-index`` adds to both databases (see bench/README.md)."""
-
 BIG_TABLES = {"runs", "step_states", "step_tasks"} | {f"a_{f}" for f in history.FLOWS}
 
 
@@ -60,9 +57,7 @@ def cleanup(server: Server, db: str, flow: str) -> None:
         conn.execute(f"truncate pgmq.a_{flow}")
 
 
-def fill(
-    server: Server, db: str, runs: int, days: float, console: Console, *, uuid_v7: bool = False
-) -> dict[str, Any]:
+def fill(server: Server, db: str, runs: int, days: float, console: Console) -> dict[str, Any]:
     """The history in ``db`` (with a large max_wal_size while writing), checked and vacuumed."""
     with server.admin() as admin:
         admin.execute("alter system set max_wal_size = '16GB'")
@@ -70,7 +65,7 @@ def fill(
     try:
         with psycopg.connect(server.dsn(db), autocommit=True) as conn:
             t0 = time.perf_counter()
-            steps = history.fill(conn, runs, days, uuid_v7=uuid_v7)
+            steps = history.fill(conn, runs, days)
             fill_s = time.perf_counter() - t0
             console.print(f"  fill: {fill_s:.1f} s {_rounded(steps)}")
             vacuum_s = history.vacuum_analyze(conn)
@@ -495,16 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prune-seconds", type=float, default=300, help="stop the batched pruning after this"
     )
-    parser.add_argument(
-        "--proposed-index",
-        action="store_true",
-        help="add the proposed index on step_tasks (last_worker_id) to both databases",
-    )
-    parser.add_argument(
-        "--uuidv7",
-        action="store_true",
-        help="time-ordered run ids (history and new runs) in both databases",
-    )
     parser.add_argument("--dsn", help="an existing server (needs CREATE DATABASE, superuser)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "out" / "million.json")
     args = parser.parse_args(argv)
@@ -524,17 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             for db in dbs.values():
                 with psycopg.connect(server.dsn(db), autocommit=True) as conn:
                     history.define_flows(conn)
-                    if args.uuidv7:
-                        history.use_uuid_v7(conn)
         with phase(console, f"history: {args.runs:,} runs over {args.days:g} days"):
-            doc["history"] = fill(
-                server, dbs["filled"], args.runs, args.days, console, uuid_v7=args.uuidv7
-            )
-        if args.proposed_index:
-            for db in dbs.values():
-                with psycopg.connect(server.dsn(db), autocommit=True) as conn:
-                    conn.execute(PROPOSED_INDEX)
-                    conn.execute("analyze pgflow.step_tasks")
+            doc["history"] = fill(server, dbs["filled"], args.runs, args.days, console)
         with phase(console, "throughput, empty vs filled"):
             doc["throughput"] = throughput(
                 server, dbs, cases, args.drivers.split(","), args.repeat, console

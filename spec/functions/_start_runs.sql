@@ -37,7 +37,7 @@ begin
   end if;
 
   new_ids := array(
-    select coalesce(i.run_id, gen_random_uuid())
+    select coalesce(i.run_id, pgflow._uuid_v7())
     from unnest(_start_runs.inputs, _start_runs.run_ids) with ordinality as i(input, run_id, ord)
     order by i.ord
   );

@@ -11,8 +11,9 @@ begin
   -- What the source finished without failing is carried over: its completed and skipped
   -- steps (a step only finishes after its dependencies did, so they are carried too).
   -- Everything else starts afresh.
-  insert into pgflow.runs (flow_slug, status, input, remaining_steps, restart_of_run_id)
+  insert into pgflow.runs (run_id, flow_slug, status, input, remaining_steps, restart_of_run_id)
   select
+    pgflow._uuid_v7(),
     v_source.flow_slug,
     'started',
     v_source.input,

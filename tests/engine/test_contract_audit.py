@@ -498,6 +498,8 @@ def test_indexes(conn: psycopg.Connection) -> None:
             "restart_of_run_id",
             "(restart_of_run_id IS NOT NULL)",
         ),
+        # README difference 11: removing a worker finds its tasks by index
+        ("step_tasks", "idx_step_tasks_last_worker_id"): ("last_worker_id", None),
     }
     assert actual == INDEXES | added
 
