@@ -281,21 +281,22 @@ def _find_drops_and_adds(new: SchemaIR, base: Baseline, dropped: set[str]) -> Co
                 found.drop_indexes[name] = drop
             if add:
                 found.add_indexes[name] = add
-    # foreign keys pointing at a key that is dropped must go first and come back after
+    # foreign keys pointing at a key that is dropped must go first and come back after (a
+    # foreign key depends on the unique index of exactly its referenced columns)
     rebuilt_keys = {
-        table
+        (table, frozenset(c.columns))
         for table, name in found.drop_constraints
-        if any(
-            c.name == name and c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE)
-            for c in base.tables[table].constraints
-        )
+        for c in base.tables[table].constraints
+        if c.name == name and c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE)
     }
     for table in base.common(new):
         wanted_names = {c.name for c in table.constraints}
         for constraint in base.tables[table.name].constraints:
             key = (table.name, constraint.name)
             target = constraint.references
-            rebuilt = target is not None and target.table in rebuilt_keys
+            rebuilt = (
+                target is not None and (target.table, frozenset(target.columns)) in rebuilt_keys
+            )
             if rebuilt and key not in found.drop_constraints:
                 found.drop_constraints[key] = "its referenced key is rebuilt"
                 if constraint.name in wanted_names:

@@ -232,6 +232,17 @@ CASES = [
         ),
     ),
     Case(
+        # orders' foreign key references customers' primary key, not the dropped key: kept
+        "drop_unique_key",
+        (),
+        (
+            (
+                "    primary_key: [customer_id]\n",
+                "    primary_key: [customer_id]\n    unique: [{columns: [name]}]\n",
+            ),
+        ),
+    ),
+    Case(
         "new_role",
         (
             (
