@@ -6,8 +6,10 @@ dedicated connection listening there and tells its subscribers:
 
 - ``run:cancelled`` → ``on_cancel(run_id)`` of every subscriber (running handlers of the
   run are stopped);
-- ``run:started`` / ``step:started`` of a flow → ``on_wake(flow_slug)`` (an idle worker
-  polls at once instead of waiting for its long poll's next check).
+- ``run:started`` (also after ``retry_run`` / ``resume_run``), ``run:unpaused`` and
+  ``flow:unpaused`` of a flow → ``on_wake()`` of its subscribers (an idle worker polls at
+  once instead of waiting for its long poll's next check). Step events carry no flow slug:
+  the worker that completes a step wakes itself for the steps depending on it.
 
 A lost connection is reopened after a growing pause and LISTEN is issued again; after each
 (re)subscription ``on_resubscribed`` lets subscribers look up what they may have missed.
@@ -30,8 +32,8 @@ from pgweave.worker.retry import Backoff
 log = logging.getLogger("pgweave.worker")
 
 CHANNEL = "pgweave:events"
-WAKING_EVENTS = frozenset({"run:started", "step:started"})
-"""Events after which a flow's queue may hold new messages."""
+WAKING_EVENTS = frozenset({"run:started", "run:unpaused", "flow:unpaused"})
+"""Events after which a flow's queue may hold new (or newly readable) messages."""
 
 
 class Subscriber(Protocol):
