@@ -483,10 +483,10 @@ LATENCY_TIMES = (
 
 
 def measure_latency(server: Server, runs: int, options: Options) -> dict[str, Any]:
-    """W6: one real worker (pgflow's default polling), runs started one at a time, alternately
-    with the event-driven client (``Client.start_flow`` + ``wait``: a new connection per
-    call) and with ``pgflow.start_flow`` over one kept connection (run end seen on
-    ``pgweave:events``). Start -> first task started and -> run completed from the database's
+    """W6: one real worker (pgflow's default polling), runs started one at a time: first with
+    the event-driven client (``Client.start_flow`` + ``wait``: a new connection per call),
+    then as many with ``pgflow.start_flow`` over one kept connection (run end seen on
+    ``pgweave:events``; apart, as the client's new backends load the machine). Start -> first task started and -> run completed from the database's
     timestamps (``runs.started_at`` is the start's transaction start); the client's run
     completed also on its own clock, as before."""
     db = server.case_database()
@@ -510,8 +510,7 @@ def measure_latency(server: Server, runs: int, options: Options) -> dict[str, An
             psycopg.connect(dsn, autocommit=True) as events,
         ):
             events.execute('listen "pgweave:events"')
-            for i in range(2 * runs):
-                name = "kept" if i % 2 else "client"
+            for name, i in [(name, i) for name in ("client", "kept") for i in range(runs)]:
                 t0 = time.perf_counter()
                 if name == "kept":
                     row = conn.execute(
