@@ -7,6 +7,7 @@ tests force the wake-up at the moment the long poll's read returns its rows.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -157,4 +158,28 @@ def test_a_completed_step_wakes_its_worker_for_the_steps_that_depend_on_it(
     run = Client(db).start_flow("arithmetic", {"a": 2, "b": 3})
     with WorkerThread([arithmetic], db, config):  # reads 'add' and 'multiply' at once
         state = run.wait(timeout=15)
+    assert state.status == "completed"
+
+
+@pytest.mark.parametrize("held_by", ["flow", "run"])
+def test_unpausing_wakes_an_idle_worker(db: str, conn: psycopg.Connection, held_by: str) -> None:
+    # The queue is checked every 20 s: only the unpause events can wake the worker in time.
+    config = WorkerConfig(max_poll_seconds=30, poll_interval_ms=20_000, requeue_interval=0)
+    with WorkerThread([arithmetic], db, config):
+        conn.execute("select pgflow.pause_flow('arithmetic')")
+        run = Client(db).start_flow("arithmetic", {"a": 2, "b": 3})  # starts and waits
+        if held_by == "run":
+            conn.execute("select pgflow.pause_run(%s)", (run.run_id,))
+            conn.execute("select pgflow.unpause_flow('arithmetic')")
+        time.sleep(0.5)  # the worker is back in its long poll, the tasks held
+        held = conn.execute(
+            "select count(*) from pgflow.step_tasks where run_id = %s and status = 'queued'",
+            (run.run_id,),
+        ).fetchone()
+        if held_by == "run":
+            conn.execute("select pgflow.unpause_run(%s)", (run.run_id,))
+        else:
+            conn.execute("select pgflow.unpause_flow('arithmetic')")
+        state = run.wait(timeout=15)
+    assert held == (2,)
     assert state.status == "completed"
