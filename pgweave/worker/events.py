@@ -34,6 +34,8 @@ log = logging.getLogger("pgweave.worker")
 CHANNEL = "pgweave:events"
 WAKING_EVENTS = frozenset({"run:started", "run:unpaused", "flow:unpaused"})
 """Events after which a flow's queue may hold new (or newly readable) messages."""
+HANDLED_EVENTS = (*WAKING_EVENTS, "run:cancelled")
+"""The events workers act on; the others (most: steps, completions) are skipped unparsed."""
 
 
 class Subscriber(Protocol):
@@ -118,6 +120,8 @@ class EventListener:
             for subscriber in self.subscribers:
                 subscriber.on_resubscribed()
             async for notify in conn.notifies():
+                if not any(name in notify.payload for name in HANDLED_EVENTS):
+                    continue  # cheaper than parsing: every task brings several such events
                 event = Event.parse(notify.payload)
                 if event is not None:
                     self.dispatch(event)

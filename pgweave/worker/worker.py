@@ -344,17 +344,15 @@ class Worker:
         try:
             await self._handle(record, context)
         except asyncio.CancelledError:
-            fields_ = {**self._log_fields, **task_fields(record)}
             if record.key not in self.executor.discarded:
-                log.warning("task.cancelled", extra=fields(**fields_))
+                log.warning("task.cancelled", extra=self._task_log(record))
                 raise
             self.stats.discarded += 1  # its run was cancelled: nothing to report
-            log.info("task.discarded", extra=fields(**fields_, reason="run cancelled"))
+            log.info("task.discarded", extra=self._task_log(record, reason="run cancelled"))
 
     async def _handle(self, record: TaskRecord, context: TaskContext | None) -> None:
-        fields_ = {**self._log_fields, **task_fields(record)}
         if log.isEnabledFor(logging.DEBUG):  # skips building the record's fields on a hot path
-            log.debug("task.started", extra=fields(**fields_))
+            log.debug("task.started", extra=self._task_log(record))
         outcome = await self.executor.execute(record, context)
         if outcome.ok:
             assert outcome.output is not None
@@ -363,7 +361,7 @@ class Worker:
             log.warning(
                 "task.failed",
                 exc_info=outcome.exception if log.isEnabledFor(logging.DEBUG) else None,
-                extra=fields(**fields_, error=outcome.error),
+                extra=self._task_log(record, error=outcome.error),
             )
             reported = await self.reporter.fail(record, outcome.error or "", outcome)
         self.stats.count(reported)
@@ -371,7 +369,11 @@ class Worker:
             if record.step_slug in self._feeding:
                 self.wake.set()  # the steps depending on it may have been started
             if log.isEnabledFor(logging.INFO):
-                log.info("task.completed", extra=fields(**fields_))
+                log.info("task.completed", extra=self._task_log(record))
+
+    def _task_log(self, record: TaskRecord, **more: Any) -> dict[str, Any]:
+        """``extra=`` of a log record about one task (built only when logged)."""
+        return fields(**self._log_fields, **task_fields(record), **more)
 
 
 def _describe(exc: BaseException) -> str:
