@@ -25,6 +25,7 @@ from pgweave.worker import WorkerThread
 from pgweave.worker.poller import Poller
 from pgweave_client import AsyncPgflowClient
 from tests.runtime.flows import arithmetic
+from tests.runtime.processes import wait_for
 
 T = TypeVar("T")
 # A long poll checking the queue every 50 ms for up to 30 s; read messages stay invisible for
@@ -32,6 +33,7 @@ T = TypeVar("T")
 CONFIG = WorkerConfig(max_poll_seconds=30, poll_interval_ms=50, visibility_timeout=60)
 LONG_POLLS = ('"poll_messages"(', "pgmq.read_with_poll(")
 """How the poller's long polls call the database (pgweave's function, pgflow's)."""
+PARKED = "select count(*) from pgmq.q_arithmetic where vt >= '9000-01-01'"
 LONG_POLL_ACTIVE = (
     "select count(*) from pg_stat_activity where datname = current_database()"
     " and state = 'active' and (query like '%%poll_messages%%' or query like '%%read_with_poll%%')"
@@ -168,6 +170,9 @@ def test_unpausing_wakes_an_idle_worker(db: str, conn: psycopg.Connection, held_
     with WorkerThread([arithmetic], db, config):
         conn.execute("select pgflow.pause_flow('arithmetic')")
         run = Client(db).start_flow("arithmetic", {"a": 2, "b": 3})  # starts and waits
+        # the worker, woken, reads the tasks and parks them (a pause_run racing that read
+        # would leave them hidden for the read's visibility timeout: the engine's design)
+        wait_for(lambda: conn.execute(PARKED).fetchone() == (2,), 10, "the tasks parked")
         if held_by == "run":
             conn.execute("select pgflow.pause_run(%s)", (run.run_id,))
             conn.execute("select pgflow.unpause_flow('arithmetic')")
