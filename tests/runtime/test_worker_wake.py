@@ -24,6 +24,7 @@ from pgweave.config import WorkerConfig
 from pgweave.worker import WorkerThread
 from pgweave.worker.poller import Poller
 from pgweave_client import AsyncPgflowClient
+from tests.engine.logins import Logins
 from tests.runtime.flows import arithmetic
 from tests.runtime.processes import wait_for
 
@@ -188,3 +189,18 @@ def test_unpausing_wakes_an_idle_worker(db: str, conn: psycopg.Connection, held_
         state = run.wait(timeout=15)
     assert held == (2,)
     assert state.status == "completed"
+
+
+def test_a_least_privilege_worker_login_ends_its_own_long_poll(
+    db: str, conn: psycopg.Connection
+) -> None:
+    logins = Logins(conn, db)
+    config = WorkerConfig(max_poll_seconds=30, poll_interval_ms=20_000, requeue_interval=0)
+    try:
+        with WorkerThread([arithmetic], logins.dsn("pgflow_worker"), config) as thread:
+            time.sleep(0.5)  # in its long poll, which checks the queue every 20 s
+            state = Client(db).start_flow("arithmetic", {"a": 1, "b": 2}).wait(timeout=15)
+            failures = thread.workers[0].stats.poll_failures
+    finally:
+        logins.drop()
+    assert (state.status, failures) == ("completed", 0)
