@@ -153,14 +153,18 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
         )
     lat = doc.get("latency")
     if lat:
-        for key, label in (
-            ("first_task_started", "start_flow -> first task started"),
-            ("run_completed", "start_flow -> run completed"),
+        kept = lat.get("kept_connection") or {}
+        for figures, key, label in (
+            (lat, "first_task_started", "Client.start_flow -> first task started"),
+            (lat, "run_completed", "Client.start_flow -> run completed (wait returned)"),
+            (kept, "first_task_started", "start_flow, kept connection -> first task started"),
+            (kept, "run_completed_db", "start_flow, kept connection -> run completed"),
         ):
-            engine.add_row(
-                f"W6 {label} p50 / p99",
-                f"{_fmt(lat[key]['p50_ms'], 1)} / {_fmt(lat[key]['p99_ms'], 1)} ms",
-            )
+            if key in figures:
+                engine.add_row(
+                    f"W6 {label} p50 / p99",
+                    f"{_fmt(figures[key]['p50_ms'], 1)} / {_fmt(figures[key]['p99_ms'], 1)} ms",
+                )
     mem = doc.get("memory")
     if mem:
         engine.add_row(

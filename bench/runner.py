@@ -474,13 +474,26 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+LATENCY_TIMES = (
+    "select extract(epoch from min(t.started_at) - r.started_at),"
+    " extract(epoch from r.completed_at - r.started_at)"
+    " from pgflow.step_tasks t join pgflow.runs r using (run_id)"
+    " where r.run_id = %s group by r.started_at, r.completed_at"
+)
+
+
 def measure_latency(server: Server, runs: int, options: Options) -> dict[str, Any]:
-    """W6: one real worker (pgflow's default polling), runs started one at a time with the
-    event-driven client; start_flow -> first task started, and -> run completed."""
+    """W6: one real worker (pgflow's default polling), runs started one at a time: first with
+    the event-driven client (``Client.start_flow`` + ``wait``: a new connection per call),
+    then as many with ``pgflow.start_flow`` over one kept connection (run end seen on
+    ``pgweave:events``; apart, as the client's new backends load the machine). Start -> first task started and -> run completed from the database's
+    timestamps (``runs.started_at`` is the start's transaction start); the client's run
+    completed also on its own clock, as before."""
     db = server.case_database()
     dsn = server.dsn(db)
-    first: list[float] = []
-    completed: list[float] = []
+    series: dict[str, dict[str, list[float]]] = {
+        name: {"first": [], "completed": [], "waited": []} for name in ("client", "kept")
+    }
     problems: list[str] = []
     latency_options = Options(
         ks=[1], drivers=["worker"], batch=10, logs=options.logs, poll_seconds=options.poll_seconds
@@ -492,22 +505,32 @@ def measure_latency(server: Server, runs: int, options: Options) -> dict[str, An
         procs.wait_ready()
         procs.go()
         client = Client(dsn)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for i in range(runs):
+        with (
+            psycopg.connect(dsn, autocommit=True) as conn,
+            psycopg.connect(dsn, autocommit=True) as events,
+        ):
+            events.execute('listen "pgweave:events"')
+            for name, i in [(name, i) for name in ("client", "kept") for i in range(runs)]:
                 t0 = time.perf_counter()
-                run = client.start_flow("bench_w6", {"n": i})
-                state = run.wait(timeout=30)
-                completed.append(time.perf_counter() - t0)
-                if state.status != "completed" or state.output != {"second": i + 1}:
-                    problems.append(f"run {i}: {state.status} {state.output!r}")
-                row = conn.execute(
-                    "select extract(epoch from min(t.started_at) - r.started_at)"
-                    " from pgflow.step_tasks t join pgflow.runs r using (run_id)"
-                    " where r.run_id = %s group by r.started_at",
-                    (run.run_id,),
-                ).fetchone()
-                if row and row[0] is not None:
-                    first.append(float(row[0]))
+                if name == "kept":
+                    row = conn.execute(
+                        "select run_id from pgflow.start_flow('bench_w6', %s)", (Jsonb({"n": i}),)
+                    ).fetchone()
+                    assert row is not None
+                    run_id, status = row[0], _wait_run_end(events, row[0], 30.0)
+                else:
+                    run = client.start_flow("bench_w6", {"n": i})
+                    state = run.wait(timeout=30)
+                    run_id, status = run.run_id, state.status
+                    if state.output != {"second": i + 1}:
+                        problems.append(f"run {i}: output {state.output!r}")
+                series[name]["waited"].append(time.perf_counter() - t0)
+                if status != "completed":
+                    problems.append(f"run {i} ({name}): {status}")
+                times = conn.execute(LATENCY_TIMES, (run_id,)).fetchone()
+                if times and times[0] is not None and times[1] is not None:
+                    series[name]["first"].append(float(times[0]))
+                    series[name]["completed"].append(float(times[1]))
                 time.sleep(0.02)
     finally:
         procs.stop()
@@ -522,12 +545,32 @@ def measure_latency(server: Server, runs: int, options: Options) -> dict[str, An
             "max_ms": 1000 * max(values),
         }
 
+    client_series, kept = series["client"], series["kept"]
     return {
         "runs": runs,
-        "first_task_started": summary(first),
-        "run_completed": summary(completed),
+        "first_task_started": summary(client_series["first"]),
+        "run_completed": summary(client_series["waited"]),
+        "run_completed_db": summary(client_series["completed"]),
+        "kept_connection": {
+            "first_task_started": summary(kept["first"]),
+            "run_completed_db": summary(kept["completed"]),
+        },
         "problems": problems,
     }
+
+
+def _wait_run_end(events: psycopg.Connection, run_id: uuid.UUID, timeout: float) -> str:
+    """The status the run ends with, from the brief events on ``events`` ("timeout" if none)."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        for notify in events.notifies(timeout=remaining, stop_after=1):
+            event = json.loads(notify.payload)
+            if event.get("run_id") == str(run_id) and event["event"] in (
+                "run:completed",
+                "run:failed",
+            ):
+                return str(event["event"]).removeprefix("run:")
+    return "timeout"
 
 
 def _vm_rss_kb(pid: int) -> int:

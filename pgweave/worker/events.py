@@ -6,8 +6,10 @@ dedicated connection listening there and tells its subscribers:
 
 - ``run:cancelled`` → ``on_cancel(run_id)`` of every subscriber (running handlers of the
   run are stopped);
-- ``run:started`` / ``step:started`` of a flow → ``on_wake(flow_slug)`` (an idle worker
-  polls at once instead of waiting for its long poll's next check).
+- ``run:started`` (also after ``retry_run`` / ``resume_run``), ``run:unpaused`` and
+  ``flow:unpaused`` of a flow → ``on_wake()`` of its subscribers (an idle worker polls at
+  once instead of waiting for its long poll's next check). Step events carry no flow slug:
+  the worker that completes a step wakes itself for the steps depending on it.
 
 A lost connection is reopened after a growing pause and LISTEN is issued again; after each
 (re)subscription ``on_resubscribed`` lets subscribers look up what they may have missed.
@@ -30,8 +32,10 @@ from pgweave.worker.retry import Backoff
 log = logging.getLogger("pgweave.worker")
 
 CHANNEL = "pgweave:events"
-WAKING_EVENTS = frozenset({"run:started", "step:started"})
-"""Events after which a flow's queue may hold new messages."""
+WAKING_EVENTS = frozenset({"run:started", "run:unpaused", "flow:unpaused"})
+"""Events after which a flow's queue may hold new (or newly readable) messages."""
+HANDLED_EVENTS = (*WAKING_EVENTS, "run:cancelled")
+"""The events workers act on; the others (most: steps, completions) are skipped unparsed."""
 
 
 class Subscriber(Protocol):
@@ -116,6 +120,8 @@ class EventListener:
             for subscriber in self.subscribers:
                 subscriber.on_resubscribed()
             async for notify in conn.notifies():
+                if not any(name in notify.payload for name in HANDLED_EVENTS):
+                    continue  # cheaper than parsing: every task brings several such events
                 event = Event.parse(notify.payload)
                 if event is not None:
                     self.dispatch(event)

@@ -133,7 +133,6 @@ class Executor:
         """Run ``work`` (the handler and its report) as a task counted against the limit."""
         task = asyncio.create_task(work())
         self._running[task] = record
-        self._cancel_events[record.key] = threading.Event()
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -152,7 +151,7 @@ class Executor:
         for task, record in self._running.items():
             if record.run_id == run_id and record.key not in self.discarded:
                 self.discarded.add(record.key)
-                self._cancel_events[record.key].set()
+                self._cancel_event(record.key).set()
                 task.cancel()
                 stopped.append(record)
         return stopped
@@ -189,7 +188,6 @@ class Executor:
 
     async def execute(self, record: TaskRecord, context: TaskContext | None) -> Outcome:
         """Run the record's handler; its output as storable JSON, or why the task fails."""
-        cancel_event = self._cancel_events.get(record.key) or threading.Event()
         try:
             step = self._step(record)
             timeout = self._timeouts[step.slug]
@@ -197,9 +195,9 @@ class Executor:
             with task_span(ref, self.metrics):
                 async with asyncio.timeout(timeout) as limit:
                     try:
-                        result = await self._call(step, record, context, cancel_event)
+                        result = await self._call(step, record, context)
                     except asyncio.CancelledError:
-                        cancel_event.set()  # a sync handler's thread runs on: tell it
+                        self._cancel_event(record.key).set()  # a sync handler runs on: tell it
                         raise
             return Outcome(output=stored_json(result))
         except asyncio.CancelledError:
@@ -226,7 +224,6 @@ class Executor:
         step: StepDefinition,
         record: TaskRecord,
         context: TaskContext | None,
-        cancel_event: threading.Event,
     ) -> Any:
         info = step.info
         # start_tasks hands a root single step {} as input and the run's input separately.
@@ -235,7 +232,7 @@ class Executor:
         if info.takes_context:
             if context is None:
                 raise WorkerError(f"no context loaded for step {record.step_slug!r}")
-            args.append(self._context(record, context, cancel_event))
+            args.append(self._context(record, context))
         if info.is_async:
             return await step.handler(*args)
         thread = self._threads.submit(step.handler, *args)
@@ -246,9 +243,15 @@ class Executor:
             result = await result
         return result
 
-    def _context(
-        self, record: TaskRecord, context: TaskContext, cancel_event: threading.Event
-    ) -> StepContext:
+    def _cancel_event(self, key: tuple[uuid.UUID, str, int]) -> threading.Event:
+        """The event telling the task's handler it is stopped (made when first needed: only
+        handlers taking a context see it)."""
+        event = self._cancel_events.get(key)
+        if event is None:
+            event = self._cancel_events[key] = threading.Event()
+        return event
+
+    def _context(self, record: TaskRecord, context: TaskContext) -> StepContext:
         return StepContext(
             run_id=record.run_id,
             flow_slug=record.flow_slug,
@@ -259,5 +262,5 @@ class Executor:
             worker_id=self.worker_id,
             attempt=context.attempt,
             shutdown_event=self.shutdown_event,
-            cancel_event=cancel_event,
+            cancel_event=self._cancel_event(record.key),
         )

@@ -5,7 +5,9 @@ for messages; on pgweave through ``poll_messages``, as workers have no queue acc
 ``start_tasks`` on the ids read. Where the engine offers the batch
 protocol, a busy queue is read and started in one call (``read_and_start_tasks``) and the
 long poll is kept for an empty queue. Rows come from the generated client's ``_raw``
-variants: plain dicts, not validated into models, on this hot path.
+variants: plain dicts, not validated into models, on this hot path. A wake-up (new messages
+announced) ends the long poll by cancelling its statement in the database; whatever the
+long poll read before is still used.
 
 For handlers that take a :class:`~pgweave.dsl.StepContext`, one more query per poll loads
 each task's real attempt number and its run's input.
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgweave.config import WorkerConfig
@@ -34,6 +37,11 @@ BATCH_PROTOCOL_CHECK = (
 )
 # pgflow's own schema has no poll_messages: there the worker long-polls pgmq directly.
 READ_WITH_POLL = "select msg_id from pgmq.read_with_poll(%s, %s, %s, %s, %s)"
+# Ends a long poll's wait early (the worker's role may cancel its own sessions' statements).
+INTERRUPT = "select pg_cancel_backend(%s)"
+INTERRUPT_FIRST_PAUSE = 0.01
+INTERRUPT_MAX_PAUSE = 1.0
+"""Seconds to wait for a cancelled long poll to end before cancelling it again."""
 TASK_CONTEXTS = (
     "select t.run_id, t.step_slug, t.task_index, t.attempts_count, r.input"
     " from unnest(%s::uuid[], %s::text[], %s::integer[]) as k(run_id, step_slug, task_index)"
@@ -80,7 +88,8 @@ class Poller:
         self, qty: int, stopping: Callable[[], bool], wake: asyncio.Event | None = None
     ) -> list[TaskRecord]:
         """Start up to ``qty`` tasks; [] after an empty long poll, when ``stopping()``, or
-        when ``wake`` is set during the long poll (the caller then polls again at once)."""
+        when ``wake`` ended the long poll before it read anything (the caller then polls
+        again at once)."""
         if wake is not None:
             wake.clear()  # what arrives from now on ends the long poll below
         if self.batch_protocol:
@@ -89,8 +98,9 @@ class Poller:
             )
             if rows:
                 return [TaskRecord.from_row(row) for row in rows]
-        long_poll = self._read_with_poll(qty)
-        ids = await (long_poll if wake is None else _unless_woken(long_poll, wake))
+        if stopping():
+            return []
+        ids = await self._long_poll(qty, wake)
         if not ids or stopping():
             # Read during shutdown: left alone, they reappear after the visibility timeout.
             return []
@@ -98,27 +108,69 @@ class Poller:
         self.ignored += len(ids) - len(rows)
         return [TaskRecord.from_row(row) for row in rows]
 
-    async def _read_with_poll(self, qty: int) -> list[int]:
+    async def _long_poll(self, qty: int, wake: asyncio.Event | None) -> list[int]:
+        """The ids a long poll read; a ``wake`` ends its wait early.
+
+        The wait is ended in the database (its statement is cancelled there), never by
+        dropping the call: its outcome is always read, so messages the database read
+        before the cancel arrived are returned, not lost until their visibility timeout.
+        """
+        async with self.pool.connection() as conn:
+            call = asyncio.ensure_future(self._read_with_poll(conn, qty))
+            if wake is None:
+                return await call
+            woken = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait({call, woken}, return_when=asyncio.FIRST_COMPLETED)
+                if call.done():
+                    return call.result()
+                await self._interrupt(conn.info.backend_pid, call)
+                try:
+                    return await call
+                except psycopg.errors.QueryCanceled:
+                    return []
+            finally:
+                woken.cancel()
+                if not call.done():  # this poll itself is cancelled (a forced stop)
+                    call.cancel()
+                    await asyncio.gather(call, return_exceptions=True)
+
+    async def _interrupt(self, backend_pid: int, call: asyncio.Future[list[int]]) -> None:
+        """Cancel ``call``'s statement in its backend until it ends.
+
+        A cancel reaching the backend before the statement executes (between the messages
+        of the extended protocol) is ignored, so it is sent again after a growing pause.
+        Each is sent while ``call`` is unfinished, and the caller hands the connection back
+        only after ``call`` ended: a cancel arriving after the statement is ignored by the
+        idle backend, never hits another statement.
+        """
+        pause = INTERRUPT_FIRST_PAUSE
+        while not call.done():
+            async with self.pool.connection() as conn:
+                await conn.execute(INTERRUPT, (backend_pid,))
+            await asyncio.wait({call}, timeout=pause)
+            pause = min(2 * pause, INTERRUPT_MAX_PAUSE)
+
+    async def _read_with_poll(self, conn: psycopg.AsyncConnection[Any], qty: int) -> list[int]:
         if self.batch_protocol:  # pgweave: the worker role reads queues only through the engine
-            return await self.api.poll_messages(
+            return await AsyncPgflowClient(conn).poll_messages(
                 self.flow_slug,
                 self.config.visibility_timeout,
                 qty,
                 self.config.max_poll_seconds,
                 self.config.poll_interval_ms,
             )
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                READ_WITH_POLL,
-                (
-                    self.flow_slug,
-                    self.config.visibility_timeout,
-                    qty,
-                    self.config.max_poll_seconds,
-                    self.config.poll_interval_ms,
-                ),
-            )
-            return [row[0] for row in await cursor.fetchall()]
+        cursor = await conn.execute(
+            READ_WITH_POLL,
+            (
+                self.flow_slug,
+                self.config.visibility_timeout,
+                qty,
+                self.config.max_poll_seconds,
+                self.config.poll_interval_ms,
+            ),
+        )
+        return [row[0] for row in await cursor.fetchall()]
 
     async def contexts(self, records: Sequence[TaskRecord]) -> dict[ContextKey, TaskContext]:
         """Each started task's attempt number (``attempts_count``) and its run's input."""
@@ -135,19 +187,3 @@ class Poller:
             (run_id, step_slug, task_index): TaskContext(attempt=attempts, flow_input=run_input)
             for run_id, step_slug, task_index, attempts, run_input in rows
         }
-
-
-async def _unless_woken(call: Awaitable[list[int]], wake: asyncio.Event) -> list[int]:
-    """``call``'s result, or [] when ``wake`` is set first (the call is then cancelled: a
-    long poll cancelled mid-statement reads nothing)."""
-    task = asyncio.ensure_future(call)
-    waiter = asyncio.create_task(wake.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return []

@@ -14,7 +14,8 @@ requeues them later), then the worker records ``mark_worker_stopped``.
 
 A worker is a :class:`~pgweave.worker.events.Subscriber` of the process's engine events: a
 cancelled run's handlers are stopped and their results discarded (:meth:`Worker.on_cancel`),
-and a wake-up ends an idle long poll so new messages are read at once (:meth:`Worker.on_wake`).
+and a wake-up ends an idle long poll so new messages are read at once (:meth:`Worker.on_wake`;
+a completed task of a step others depend on and a stop request wake the worker too).
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ class Worker:
         self.forced = asyncio.Event()
         self.shutdown_event = threading.Event()
         self.wake = asyncio.Event()
-        """Set by engine events that may have queued messages for this flow."""
+        """Set when this flow's queue may have new messages (engine events, completions
+        of steps others depend on) and by a stop: ends an idle long poll."""
+        self._feeding = frozenset(dep for step in flow.steps for dep in step.dependencies)
+        """The steps whose completion may start others."""
         self._checks: set[asyncio.Task[None]] = set()
         self.api = AsyncPgflowClient(pool)
         self._log_fields: dict[str, Any] = {"worker_id": self.worker_id, "flow": flow.slug}
@@ -109,6 +113,7 @@ class Worker:
             log.info("worker.stopping", extra=fields(**self._log_fields, reason=reason))
         self.stopping.set()
         self.shutdown_event.set()
+        self.wake.set()
 
     def force_stop(self, reason: str = "forced") -> None:
         """Stop now: in-flight tasks are cancelled and reported as abandoned."""
@@ -308,8 +313,9 @@ class Worker:
     async def _unless_stopping(self, call: Coroutine[Any, Any, T]) -> T | None:
         """``call``'s result, or None when a stop cut it short.
 
-        On a stop a healthy poll may finish its long poll; one waiting for an unreachable
-        database (or any poll, on a forced stop) is cancelled at once.
+        On a stop a healthy poll may finish (the stop wakes its long poll, see
+        :meth:`request_stop`); one waiting for an unreachable database (or any poll, on a
+        forced stop) is cancelled at once.
         """
         task = asyncio.create_task(call)
         stop = asyncio.create_task(self.stopping.wait())
@@ -318,7 +324,9 @@ class Worker:
             if not task.done():
                 grace = 0.0 if self._database_down else self.config.max_poll_seconds + 1.0
                 forced = asyncio.create_task(self.forced.wait())
-                await asyncio.wait({task, forced}, timeout=grace)
+                await asyncio.wait(
+                    {task, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+                )
                 forced.cancel()
             if not task.done():
                 task.cancel()
@@ -336,17 +344,15 @@ class Worker:
         try:
             await self._handle(record, context)
         except asyncio.CancelledError:
-            fields_ = {**self._log_fields, **task_fields(record)}
             if record.key not in self.executor.discarded:
-                log.warning("task.cancelled", extra=fields(**fields_))
+                log.warning("task.cancelled", extra=self._task_log(record))
                 raise
             self.stats.discarded += 1  # its run was cancelled: nothing to report
-            log.info("task.discarded", extra=fields(**fields_, reason="run cancelled"))
+            log.info("task.discarded", extra=self._task_log(record, reason="run cancelled"))
 
     async def _handle(self, record: TaskRecord, context: TaskContext | None) -> None:
-        fields_ = {**self._log_fields, **task_fields(record)}
         if log.isEnabledFor(logging.DEBUG):  # skips building the record's fields on a hot path
-            log.debug("task.started", extra=fields(**fields_))
+            log.debug("task.started", extra=self._task_log(record))
         outcome = await self.executor.execute(record, context)
         if outcome.ok:
             assert outcome.output is not None
@@ -355,12 +361,19 @@ class Worker:
             log.warning(
                 "task.failed",
                 exc_info=outcome.exception if log.isEnabledFor(logging.DEBUG) else None,
-                extra=fields(**fields_, error=outcome.error),
+                extra=self._task_log(record, error=outcome.error),
             )
             reported = await self.reporter.fail(record, outcome.error or "", outcome)
         self.stats.count(reported)
-        if reported is Reported.COMPLETED and log.isEnabledFor(logging.INFO):
-            log.info("task.completed", extra=fields(**fields_))
+        if reported is Reported.COMPLETED:
+            if record.step_slug in self._feeding:
+                self.wake.set()  # the steps depending on it may have been started
+            if log.isEnabledFor(logging.INFO):
+                log.info("task.completed", extra=self._task_log(record))
+
+    def _task_log(self, record: TaskRecord, **more: Any) -> dict[str, Any]:
+        """``extra=`` of a log record about one task (built only when logged)."""
+        return fields(**self._log_fields, **task_fields(record), **more)
 
 
 def _describe(exc: BaseException) -> str:
