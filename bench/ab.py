@@ -19,7 +19,6 @@ medians, and new/old ratios. Written to ``bench/out/ab.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from bench import PROJECT_ROOT
 from bench.cluster import Server
+from bench.report import finish_ab
 from bench.runner import Options, phase, run_case
 from bench.startpath import baseline_migrations
 from bench.workloads import workloads
@@ -115,23 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 else ""
             )
         )
-    if problems:
-        console.print(f"[red]problems: {problems}[/red]")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ab.json").write_text(
-        json.dumps(
-            {
-                "baseline": args.baseline,
-                "repeat": args.repeat,
-                "samples": samples,
-                "summary": summary,
-                "problems": problems,
-            },
-            indent=2,
-        )
+    finish_ab(
+        console,
+        args.out / "ab.json",
+        {"baseline": args.baseline, "repeat": args.repeat, "samples": samples, "summary": summary},
+        problems,
     )
-    if problems:
-        raise SystemExit(1)
 
 
 def _median(values: list[float | None]) -> float | None:

@@ -201,6 +201,16 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def finish_ab(console: Console, path: Path, doc: dict[str, Any], problems: list[str]) -> None:
+    """The end of an A/B run: its problems printed, ``doc`` (with them) written as JSON, and
+    exit status 1 when there were any."""
+    if problems:
+        console.print(f"[red]problems: {problems}[/red]")
+    write_json(path, {**doc, "problems": problems})
+    if problems:
+        raise SystemExit(1)
+
+
 def write_plot(path: Path, doc: dict[str, Any]) -> None:
     """Bars of tasks/s per workload and K for each driver, pgbench TPS and PgQueuer beside."""
     import matplotlib

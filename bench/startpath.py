@@ -20,7 +20,6 @@ The medians of each side and their ratios (new / old) go to the terminal and to
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.console import Console
 
 from bench import PROJECT_ROOT
 from bench.cluster import Server
+from bench.report import finish_ab
 from bench.runner import Options, phase, run_case, time_start_flow, time_type_violation
 from bench.workloads import Workload
 
@@ -117,24 +117,18 @@ def main(argv: list[str] | None = None) -> None:
             f"{key:>26}: old {medians['old'][key]:10.3f}  new {medians['new'][key]:10.3f}"
             f"  new/old {ratios[key]:.2f}"
         )
-    if problems:
-        console.print(f"[red]problems: {problems}[/red]")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "startpath.json").write_text(
-        json.dumps(
-            {
-                "baseline": args.baseline,
-                "repeat": args.repeat,
-                "samples": samples,
-                "medians": medians,
-                "ratios_new_over_old": ratios,
-                "problems": problems,
-            },
-            indent=2,
-        )
+    finish_ab(
+        console,
+        args.out / "startpath.json",
+        {
+            "baseline": args.baseline,
+            "repeat": args.repeat,
+            "samples": samples,
+            "medians": medians,
+            "ratios_new_over_old": ratios,
+        },
+        problems,
     )
-    if problems:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":
