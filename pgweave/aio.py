@@ -43,6 +43,7 @@ from pgweave.runs import (
     RunState,
     RunTimeoutError,
     apply_events,
+    end_event,
     listen_statement,
     missed_events,
     state_of,
@@ -190,28 +191,40 @@ class AsyncClient:
         raise RunTimeoutError.waiting_for(run_id, timeout, state)
 
     async def events(
-        self, run_id: uuid.UUID | str, *, timeout: float | None = None
+        self,
+        run_id: uuid.UUID | str,
+        *,
+        timeout: float | None = None,
+        known: RunState | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """The run's events as they happen, until it completes or fails (or ``timeout``)."""
+        """The run's events as they happen, until it completes, fails or is cancelled (or
+        ``timeout``). What happened after ``known`` (a state of the run the caller saw) is
+        replayed first; a run that had already ended gives its end event (replayed)."""
         received: list[RunEvent] = []
-        async for _state in self._follow(
-            uuid.UUID(str(run_id)), timeout, lambda e, _s: received.append(e)
+        last: RunState | None = None
+        async for state in self._follow(
+            uuid.UUID(str(run_id)), timeout, lambda e, _s: received.append(e), known
         ):
+            last = state
             while received:
                 event = received.pop(0)
                 yield event
                 if event.is_run_terminal:
                     return
+        end = None if last is None else end_event(last)
+        if end is not None:
+            yield end
 
     async def _follow(
         self,
         run_id: uuid.UUID,
         timeout: float | None,
         on_event: Callable[[RunEvent, RunState], None] | None,
+        known: RunState | None = None,
     ) -> AsyncIterator[RunState]:
         deadline = None if timeout is None else time.monotonic() + timeout
         reconnection = Reconnection(deadline)
-        seen: RunState | None = None  # the last state a caller saw, kept across reconnects
+        seen = known  # the last state the caller saw, kept across reconnects
         while True:
             try:
                 async with await self._connect() as listener, await self._connect() as reader:
@@ -275,5 +288,5 @@ class AsyncFlowRun(RunHandle[AsyncClient]):
         return self.state
 
     def events(self, *, timeout: float | None = None) -> AsyncIterator[RunEvent]:
-        """The run's events from now on, until it ends."""
-        return self.client.events(self.run_id, timeout=timeout)
+        """The run's events since this handle's state was read, until it ends."""
+        return self.client.events(self.run_id, timeout=timeout, known=self.state)

@@ -198,11 +198,21 @@ def missed_events(before: RunState, after: RunState) -> list[RunEvent]:
             events.append(
                 _replayed("run:paused", "run:paused", {**run, "paused_at": after.paused_at})
             )
-    if after.status in _RUN_EVENT_FIELDS and not before.is_terminal:
-        fields = {key: getattr(after, key) for key in _RUN_EVENT_FIELDS[after.status]}
-        name = f"run:{after.status}"
-        events.append(_replayed(name, name, {**run, "status": after.status, **fields}))
+    end = end_event(after)
+    if end is not None and not before.is_terminal:
+        events.append(end)
     return events
+
+
+def end_event(state: RunState) -> RunEvent | None:
+    """The ``run:completed``/``run:failed``/``run:cancelled`` event of an ended run, rebuilt
+    from its state (``"replayed": true``); None while it runs."""
+    if state.status not in _RUN_EVENT_FIELDS:
+        return None
+    fields = {key: getattr(state, key) for key in _RUN_EVENT_FIELDS[state.status]}
+    name = f"run:{state.status}"
+    run = {"run_id": str(state.run_id), "flow_slug": state.flow_slug, "status": state.status}
+    return _replayed(name, name, {**run, **fields})
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:

@@ -117,6 +117,32 @@ def test_a_run_finished_before_waiting_is_seen_by_the_re_read(
     assert (final.status, final.output) == ("completed", {"b": "done"})
 
 
+def test_events_of_a_run_that_ended_before_following_are_replayed(
+    db: str, conn: psycopg.Connection, chain: Flow[Any]
+) -> None:
+    client = Client(db)
+    run = client.start_flow(chain, None)
+    for _ in range(2):
+        for task in read_and_start(conn, "chain"):
+            complete(conn, task, "done")
+    # the handle knows the state start_flow returned: everything after it is replayed
+    events = list(run.events(timeout=5))
+    assert [(e.event, e.payload.get("replayed")) for e in events] == [
+        ("step:a:completed", True),
+        ("step:b:started", True),
+        ("step:b:completed", True),
+        ("run:completed", True),
+    ]
+    assert events[-1].payload["output"] == {"b": "done"}
+    # by id alone nothing is known: the stream is the end of the run
+    [end] = list(client.events(run.run_id, timeout=5))
+    assert (end.event, end.status, end.payload["output"]) == (
+        "run:completed",
+        "completed",
+        {"b": "done"},
+    )
+
+
 def test_truncated_events_trigger_a_re_read(db: str, chain: Flow[Any]) -> None:
     big = {"blob": "x" * 20000}
     client = Client(db)
