@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from rich.console import Console
 
 from bench import PROJECT_ROOT
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the A/B and print the medians and ratios."""
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--baseline", default=BEFORE_ISSUE_12, help="git revision of 'old'")
+    parser.add_argument(
+        "--old-sql",
+        type=Path,
+        help="SQL run on the old side's template after its migrations (e.g. with"
+        " --baseline HEAD: today's engine with one change, to measure that change)",
+    )
     parser.add_argument("--workloads", default="W1,W2,W3-1k,W4")
     parser.add_argument("--drivers", default="raw-task,raw-batch")
     parser.add_argument("--ks", default="1")
@@ -72,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
             server.prepare_template(
                 "bench_template_old", baseline_migrations(args.baseline, args.out)
             )
+            if args.old_sql:
+                with psycopg.connect(server.dsn("bench_template_old"), autocommit=True) as conn:
+                    conn.execute(args.old_sql.read_text())
             server.prepare_template()
         templates = {"old": "bench_template_old", "new": server.template}
         for rep in range(args.repeat):
@@ -118,7 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     finish_ab(
         console,
         args.out / "ab.json",
-        {"baseline": args.baseline, "repeat": args.repeat, "samples": samples, "summary": summary},
+        {
+            "baseline": args.baseline,
+            "old_sql": args.old_sql.read_text() if args.old_sql else None,
+            "repeat": args.repeat,
+            "samples": samples,
+            "summary": summary,
+        },
         problems,
     )
 

@@ -76,6 +76,9 @@ def test_ab_compares_an_older_engine_with_the_generated_one(tmp_path: Path) -> N
 
     args = ["--quick", "--repeat", "1", "--workloads", "W1", "--drivers", "raw-task,raw-batch"]
     args += ["--baseline", "HEAD", "--out", str(tmp_path)]  # HEAD: present in any clone
+    change = tmp_path / "change.sql"
+    change.write_text("drop index pgflow.idx_step_tasks_last_worker_id")
+    args += ["--old-sql", str(change)]  # old = today's engine with one change
     if os.environ.get("PGFLOW_TEST_DSN"):
         args += ["--dsn", os.environ["PGFLOW_TEST_DSN"]]
     ab.main(args)  # raises SystemExit when a case's verification failed
@@ -88,3 +91,4 @@ def test_ab_compares_an_older_engine_with_the_generated_one(tmp_path: Path) -> N
         assert entry["new"]["tasks_per_s"] > 0
         assert entry["ratio"]["tasks_per_s"] > 0
     assert (tmp_path / "baseline-HEAD" / "0001_initial.sql").exists()
+    assert doc["old_sql"] == "drop index pgflow.idx_step_tasks_last_worker_id"
