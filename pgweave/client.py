@@ -4,7 +4,7 @@
     run = client.start_flow("analyze_website", {"url": "https://example.com"})
     runs = client.start_flows("analyze_website", [{"url": u} for u in urls])  # one call
     final = run.wait(timeout=60)            # RunState, completed or failed
-    for event in client.events(run.run_id):  # live events until the run ends
+    for event in run.events():  # since start_flow (replayed), then live, until the run ends
         print(event.event, event.payload)
     client.cancel_run(run.run_id, reason="not needed")   # run control (see the README)
     again = client.resume_run(run.run_id)                  # a handle on the new run
