@@ -52,22 +52,6 @@ from (
 ) as g
 """
 
-UUID_V7_AT = """
-create function pg_temp.uuid_v7_at(at timestamptz) returns uuid
-language sql volatile parallel safe as $$
-  select encode(
-    set_bit(set_bit(
-      overlay(uuid_send(gen_random_uuid())
-              placing substring(int8send(floor(extract(epoch from at) * 1000)::bigint) from 3)
-              from 1 for 6),
-      52, 1), 53, 1),
-    'hex')::uuid
-$$
-"""
-"""The engine's time-ordered run id (``pgflow._uuid_v7()``: version 7, milliseconds since
-1970, then random bits) for a given start time, so the history's ids are what the engine
-would have written then."""
-
 # One row per task: when it was queued, started and completed, its output and message id.
 TASKS = """
 create temp table fill_tasks as
@@ -197,10 +181,9 @@ def fill(conn: psycopg.Connection, runs: int, days: float) -> dict[str, float]:
     with conn.transaction():
         conn.execute("set local session_replication_role = replica")
         conn.execute("set local work_mem = '256MB'")
-        conn.execute(UUID_V7_AT)
         timed(
             "plan runs",
-            RUNS.format(run_id="pg_temp.uuid_v7_at(g.started_at)"),
+            RUNS.format(run_id="pgflow._uuid_v7(g.started_at)"),
             runs=runs,
             span=days * 86400,
         )

@@ -844,13 +844,14 @@ comment on function pgflow.fail_task(uuid, text, integer, text) is 'Record a tas
 
 -- Function _uuid_v7
 create function pgflow._uuid_v7(
+  at timestamptz default clock_timestamp()
 )
 returns uuid
 language sql
 volatile
 set search_path = ''
 as $body$
--- A random (version 4) UUID with its first 48 bits replaced by the time in milliseconds
+-- A random (version 4) UUID with its first 48 bits replaced by `at` in milliseconds
 -- and its version bits turned from 0100 into 0111 (set_bit counts bits from the right of
 -- each byte: bits 52 and 53 are the low bits of byte 6's high nibble).
 select encode(
@@ -858,7 +859,7 @@ select encode(
     set_bit(
       overlay(
         uuid_send(gen_random_uuid())
-        placing substring(int8send(floor(extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+        placing substring(int8send(floor(extract(epoch from _uuid_v7.at) * 1000)::bigint) from 3)
         from 1 for 6
       ),
       52, 1
@@ -868,8 +869,8 @@ select encode(
   'hex'
 )::uuid
 $body$;
-comment on function pgflow._uuid_v7() is 'A time-ordered run id (UUID version 7: the milliseconds since 1970 in the first 48 bits, then random bits), so new runs'' index entries land at the end of the run_id indexes instead of on random pages (PostgreSQL 15 has no uuidv7()).';
-revoke execute on function pgflow._uuid_v7() from public;
+comment on function pgflow._uuid_v7(timestamptz) is 'A time-ordered run id (UUID version 7: the milliseconds since 1970 in the first 48 bits, then random bits), so new runs'' index entries land at the end of the run_id indexes instead of on random pages (PostgreSQL 15 has no uuidv7()).';
+revoke execute on function pgflow._uuid_v7(timestamptz) from public;
 
 -- Function _fail_step_and_run
 create function pgflow._fail_step_and_run(

@@ -74,3 +74,11 @@ def test_removing_a_worker_finds_its_tasks_by_index(conn: psycopg.Connection) ->
         uuid.uuid4(),
     )
     assert "idx_step_tasks_last_worker_id" in str(plan)
+
+
+def test_an_id_can_carry_a_given_time(conn: psycopg.Connection) -> None:
+    # what bench/history.py uses to write a past run's id as the engine would have then
+    at = scalar(conn, "select timestamptz '2026-01-02 03:04:05.678+00'")
+    run_id = scalar(conn, "select pgflow._uuid_v7(%s)", at)
+    assert_version_7(run_id)
+    assert milliseconds(run_id) == round(at.timestamp() * 1000)
