@@ -1,10 +1,17 @@
 """The event helpers the generator adds to the schema: one pair per payload shape.
 
 For each event of the spec and each of its variants, ``_emit_<event>[_<variant>]``
-(PL/pgSQL, broadcasts one event) and ``_event_<event>[_<variant>]`` (SQL, returns the
-event as ``{"event", "topic", "payload"}`` for set-based bodies). Their arguments are the
-payload keys, base keys first, with the declared types; bodies call them instead of
-building payloads, so a payload cannot drift from its declaration.
+(broadcasts one event) and ``_event_<event>[_<variant>]`` (returns the event as
+``{"event", "topic", "payload"}`` for set-based bodies). Their arguments are the payload
+keys, base keys first, with the declared types; bodies call them instead of building
+payloads, so a payload cannot drift from its declaration.
+
+Both are single-expression SQL functions without SET clauses, so PostgreSQL inlines them
+into their callers: no function call at all on the hot paths (a PL/pgSQL emitter with its
+own search_path cost ~0.03 ms per completed task, measured with ``bench.ab``). Without a
+search_path of their own they stay safe: their bodies name every object with its schema,
+EXECUTE on them is revoked from public, and their callers are engine functions, which all
+fix ``search_path = ''``.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ def _helper(
     body: str,
     calls: tuple[str, ...],
 ) -> FunctionIR:
-    """An internal, security invoker helper with a fixed empty search_path."""
+    """An internal, security invoker SQL helper PostgreSQL can inline (no SET clause)."""
     result, language, volatility, parallel = kind
     return FunctionIR(
         name=name,
@@ -77,7 +84,7 @@ def _helper(
         volatility=volatility,
         parallel=parallel,
         security=Security.INVOKER,
-        search_path="",
+        search_path=None,
         strict=False,
         body=body,
         body_file="",
@@ -128,7 +135,7 @@ def helper_functions(spec: sm.Spec, resolve: Resolve, error: Report) -> dict[str
                 emit,
                 f"Generated from the events catalogue: broadcast {what}.",
                 args,
-                ("void", Language.PLPGSQL, Volatility.VOLATILE, Parallel.UNSAFE),
+                ("void", Language.SQL, Volatility.VOLATILE, Parallel.UNSAFE),
                 emitter_body(schema, name, event.event, event.topic, keys, emit),
                 ("_broadcast",),
             )

@@ -49,15 +49,13 @@ def payload_sql(event_type: str, keys: tuple[str, ...], function: str, indent: s
 def emitter_body(
     schema: str, event_type: str, event: str, topic: str, keys: tuple[str, ...], function: str
 ) -> str:
-    """A PL/pgSQL body broadcasting the payload through ``<schema>._broadcast``."""
+    """A single-expression SQL body broadcasting the payload through ``<schema>._broadcast``."""
     return (
-        "begin\n"
-        f"  perform {schema}._broadcast(\n"
-        f"    {payload_sql(event_type, keys, function, '    ')},\n"
-        f"    {template_sql(event, function)},\n"
-        f"    {template_sql(topic, function)}\n"
-        "  );\n"
-        "end;"
+        f"select {schema}._broadcast(\n"
+        f"  {payload_sql(event_type, keys, function, '  ')},\n"
+        f"  {template_sql(event, function)},\n"
+        f"  {template_sql(topic, function)}\n"
+        ")"
     )
 
 

@@ -49,16 +49,19 @@ begin
           e.ord,
           row_number() over (partition by e.run_id order by e.ord) = 1
           and exists (
+            -- Every row is found by its primary key. The run's status is read by a scalar
+            -- subquery on run_id alone: as a join condition beside run_id, status = 'started'
+            -- let the cached plan of a young database (no statistics yet) pick idx_runs_status
+            -- and scan every started run for each entry (W2's batch drain lost ~20 %).
             select 1
-            from pgflow.runs as r
-            join pgflow.step_states as ss
-              on ss.run_id = r.run_id and ss.step_slug = e.step_slug
+            from pgflow.step_states as ss
             join pgflow.steps as s
-              on s.flow_slug = r.flow_slug and s.step_slug = e.step_slug
+              on s.flow_slug = ss.flow_slug and s.step_slug = ss.step_slug
             join pgflow.step_tasks as t
-              on t.run_id = r.run_id and t.step_slug = e.step_slug and t.task_index = e.task_index
-            where r.run_id = e.run_id
-              and r.status = 'started'
+              on t.run_id = ss.run_id and t.step_slug = ss.step_slug and t.task_index = e.task_index
+            where ss.run_id = e.run_id
+              and ss.step_slug = e.step_slug
+              and (select r.status from pgflow.runs as r where r.run_id = e.run_id) = 'started'
               and ss.status = 'started'
               and ss.remaining_tasks = 1
               and s.step_type = 'single'
@@ -67,7 +70,7 @@ begin
               and not exists (
                 select 1
                 from pgflow.steps as c
-                where c.flow_slug = r.flow_slug
+                where c.flow_slug = ss.flow_slug
                   and (c.required_input_pattern is not null or c.forbidden_input_pattern is not null)
               )
               -- no map depends on the step (no type check, no task count to set)
@@ -75,7 +78,7 @@ begin
                 select 1
                 from pgflow.deps as d
                 join pgflow.steps as c on c.flow_slug = d.flow_slug and c.step_slug = d.step_slug
-                where d.flow_slug = r.flow_slug
+                where d.flow_slug = ss.flow_slug
                   and d.dep_slug = e.step_slug
                   and c.step_type = 'map'
               )
@@ -83,7 +86,7 @@ begin
               and not exists (
                 select 1
                 from pgflow.step_states as x
-                where x.run_id = r.run_id
+                where x.run_id = e.run_id
                   and x.status = 'created'
                   and x.initial_tasks = 0
               )
