@@ -25,6 +25,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from pgweave_client import statuses
+from pgweave_client.events import EVENTS, Event
 from pgweave_client.models import RunStatus, StepStateStatus
 
 ClientT = TypeVar("ClientT")
@@ -132,28 +133,33 @@ def apply_events(state: RunState, batch: Sequence[RunEvent]) -> tuple[RunState, 
     return state, reread or state.is_terminal
 
 
-_STEP_EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "started": ("started_at", "remaining_tasks", "remaining_deps"),
-    "completed": ("output", "completed_at"),
-    "failed": ("error_message", "failed_at"),
-    "skipped": ("skip_reason", "skipped_at"),
+_IDENTITY = frozenset({"event_type", "run_id", "flow_slug", "step_slug", "status"})
+"""Payload keys a replayed event fills from the run and the event, not from the moved row."""
+_STEP_EVENTS: Mapping[str, Event] = {
+    event.name.removeprefix("step:"): event
+    for event in EVENTS.values()
+    if event.name.startswith("step:")
 }
-"""The step statuses that have an event, and the step columns each event carries."""
-_RUN_EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "completed": ("output", "completed_at"),
-    "failed": ("error_message", "failed_at"),
-    "cancelled": ("cancel_reason", "cancelled_at"),
+"""The step statuses that have an event (``step:<status>`` in the catalogue), and that event."""
+_RUN_END_EVENTS: Mapping[str, Event] = {
+    status.value: EVENTS[f"run:{status.value}"] for status in statuses.RUN_TERMINAL
 }
-"""The terminal run statuses, and the run columns each of their events carries."""
+"""The terminal run statuses, and the event each is announced by."""
+
+
+def _columns(event: Event, row: object, variant: str | None = None) -> dict[str, Any]:
+    """The values a row gives an event's payload shape: its keys beyond :data:`_IDENTITY`."""
+    return {key: getattr(row, key) for key in event.keys(variant) if key not in _IDENTITY}
 
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _replayed(name: str, event_type: str, fields: Mapping[str, Any]) -> RunEvent:
-    payload = {"event_type": event_type, **{k: _json_value(v) for k, v in fields.items()}}
-    return RunEvent(event=name, payload={**payload, "replayed": True})
+def _replayed(event: Event, fields: Mapping[str, Any]) -> RunEvent:
+    """``event`` rebuilt from ``fields`` (its name from the catalogue's pattern), marked replayed."""
+    payload = {"event_type": event.name, **{k: _json_value(v) for k, v in fields.items()}}
+    return RunEvent(event=event.event.format_map(payload), payload={**payload, "replayed": True})
 
 
 def _step_events(run_id: uuid.UUID, before: StepState | None, after: StepState) -> list[RunEvent]:
@@ -164,16 +170,11 @@ def _step_events(run_id: uuid.UUID, before: StepState | None, after: StepState) 
         reached.insert(0, "started")
     events = []
     for status in reached:
-        if status not in _STEP_EVENT_FIELDS or _STEP_RANK.get(status, 0) <= rank:
+        event = _STEP_EVENTS.get(status)
+        if event is None or _STEP_RANK.get(status, 0) <= rank:
             continue
-        fields = {key: getattr(after, key) for key in _STEP_EVENT_FIELDS[status]}
-        events.append(
-            _replayed(
-                f"step:{after.step_slug}:{status}",
-                f"step:{status}",
-                {"run_id": str(run_id), "step_slug": after.step_slug, "status": status, **fields},
-            )
-        )
+        step = {"run_id": str(run_id), "step_slug": after.step_slug, "status": status}
+        events.append(_replayed(event, {**step, **_columns(event, after)}))
     return events
 
 
@@ -193,11 +194,9 @@ def missed_events(before: RunState, after: RunState) -> list[RunEvent]:
     events = [event for _at, event in sorted(timed, key=lambda pair: (not pair[0], pair[0]))]
     if after.paused_at != before.paused_at and not after.is_terminal:
         if after.paused_at is None:
-            events.append(_replayed("run:unpaused", "run:unpaused", run))
+            events.append(_replayed(EVENTS["run:unpaused"], run))
         else:
-            events.append(
-                _replayed("run:paused", "run:paused", {**run, "paused_at": after.paused_at})
-            )
+            events.append(_replayed(EVENTS["run:paused"], {**run, "paused_at": after.paused_at}))
     end = end_event(after)
     if end is not None and not before.is_terminal:
         events.append(end)
@@ -206,13 +205,18 @@ def missed_events(before: RunState, after: RunState) -> list[RunEvent]:
 
 def end_event(state: RunState) -> RunEvent | None:
     """The ``run:completed``/``run:failed``/``run:cancelled`` event of an ended run, rebuilt
-    from its state (``"replayed": true``); None while it runs."""
-    if state.status not in _RUN_EVENT_FIELDS:
+    from its state (``"replayed": true``); None while it runs. Its payload has the shape the
+    engine sends: a variant's keys (``run:failed``'s ``error_message``) only when the run
+    has values for them."""
+    event = _RUN_END_EVENTS.get(state.status)
+    if event is None:
         return None
-    fields = {key: getattr(state, key) for key in _RUN_EVENT_FIELDS[state.status]}
-    name = f"run:{state.status}"
+    variant = next(
+        (v.name for v in event.variants if all(getattr(state, k) is not None for k in v.keys)),
+        None,
+    )
     run = {"run_id": str(state.run_id), "flow_slug": state.flow_slug, "status": state.status}
-    return _replayed(name, name, {**run, **fields})
+    return _replayed(event, {**run, **_columns(event, state, variant)})
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:

@@ -1,4 +1,4 @@
-"""Python client target: sync and async clients, errors, statuses and result types.
+"""Python client target: sync and async clients, errors, statuses, events and result types.
 
 One method per public function (not marked ``internal`` in the spec) with the spec's
 argument names, types and defaults; results are the models of ``models.py``. The package
@@ -7,11 +7,13 @@ imports only psycopg, psycopg-pool and pydantic, so it can be vendored as it is.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 from pgweave_generator.ir import ErrorIR, FunctionIR, SchemaIR
 from pgweave_generator.render import GeneratedFile, header
+from pgweave_generator.render.event_helpers import helper_stem
 from pgweave_generator.render.pyformat import format_python
 from pgweave_generator.render.python_models import (
     args_model,
@@ -67,6 +69,12 @@ def py_literal(text: str) -> str:
         if "'" not in text:
             return f"r'{text}'"
     return repr(text)
+
+
+def py_tuple(texts: tuple[str, ...]) -> str:
+    """Python source of a tuple of strings."""
+    items = ", ".join(json.dumps(text) for text in texts)
+    return f"({items},)" if len(texts) == 1 else f"({items})"
 
 
 def py_doc(text: str) -> str:
@@ -216,6 +224,16 @@ def render_python_client(schema: SchemaIR, targets: Targets, source: str) -> lis
         }
         for m in schema.state_machines
     ]
+    events = [
+        {
+            "event": e,
+            "constant": helper_stem(e.name).upper(),
+            "doc": py_doc(e.doc),
+            "payload": py_tuple(e.payload),
+            "variants": [{"name": v.name, "added": py_tuple(v.keys)} for v in e.variants],
+        }
+        for e in schema.events
+    ]
     results = [
         {
             "alias": f"{camel(f.name)}Result",
@@ -230,6 +248,7 @@ def render_python_client(schema: SchemaIR, targets: Targets, source: str) -> lis
         "methods": methods,
         "errors": error_views,
         "machines": machines,
+        "events": events,
         "results": results,
         "result_models": sorted({m.model for m in methods if m.model is not None}),
         "array_helpers_import": "".join(
@@ -257,6 +276,7 @@ def render_python_client(schema: SchemaIR, targets: Targets, source: str) -> lis
         python("_base.py", "python/_base.py.j2"),
         python("errors.py", "python/errors.py.j2"),
         python("statuses.py", "python/statuses.py.j2"),
+        python("events.py", "python/events.py.j2"),
         python("results.py", "python/results.py.j2"),
         python("client.py", "python/client.py.j2", is_async=False),
         python("aio.py", "python/client.py.j2", is_async=True),

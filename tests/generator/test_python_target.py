@@ -86,6 +86,7 @@ def test_python_target_is_deterministic(tmp_path: Path) -> None:
             "aio.py",
             "client.py",
             "errors.py",
+            "events.py",
             "models.py",
             "py.typed",
             "results.py",

@@ -3,12 +3,12 @@
 
 :class:`PgflowClient` (sync) and :class:`AsyncPgflowClient` (async) have one method per
 public SQL function; :mod:`.models` holds the pydantic models, :mod:`.statuses` the state
-machines, :mod:`.errors` the documented errors.
+machines, :mod:`.events` the realtime events, :mod:`.errors` the documented errors.
 """
 
 from __future__ import annotations
 
-from . import errors, models, results, statuses
+from . import errors, events, models, results, statuses
 from ._base import DEFAULT, SCHEMA, JsonInput, SqlDefault
 from .aio import AsyncPgflowClient
 from .client import PgflowClient
@@ -25,6 +25,7 @@ __all__ = [
     "PgflowError",
     "SqlDefault",
     "errors",
+    "events",
     "models",
     "results",
     "statuses",
