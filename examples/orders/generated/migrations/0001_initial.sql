@@ -359,32 +359,6 @@ select pg_notify(
 $body$;
 comment on function fulfilment._broadcast(jsonb, text, text) is 'Send an event built by a generated helper on its topic''s channel (pg_notify on orders:<order_id>): the payload''s keys with the event''s name under "event".';
 
--- Function _emit_order_placed
-create function fulfilment._emit_order_placed(
-  order_id uuid,
-  customer_id uuid,
-  total_cents integer
-)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $body$
-begin
-  perform fulfilment._broadcast(
-    jsonb_build_object(
-      'event_type', 'order:placed',
-      'order_id', _emit_order_placed.order_id,
-      'customer_id', _emit_order_placed.customer_id,
-      'total_cents', _emit_order_placed.total_cents
-    ),
-    'order:placed',
-    'orders:' || _emit_order_placed.order_id
-  );
-end;
-$body$;
-comment on function fulfilment._emit_order_placed(uuid, uuid, integer) is 'Generated from the events catalogue: broadcast order:placed.';
-
 -- Function _event_order_placed
 create function fulfilment._event_order_placed(
   order_id uuid,
@@ -394,7 +368,6 @@ create function fulfilment._event_order_placed(
 returns jsonb
 language sql
 stable parallel safe
-set search_path = ''
 as $body$
 select jsonb_build_object(
   'event', 'order:placed',
@@ -409,30 +382,6 @@ select jsonb_build_object(
 $body$;
 comment on function fulfilment._event_order_placed(uuid, uuid, integer) is 'Generated from the events catalogue: order:placed as {event, topic, payload}, for bodies that broadcast events they collect.';
 
--- Function _emit_order_paid
-create function fulfilment._emit_order_paid(
-  order_id uuid,
-  paid_at timestamptz
-)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $body$
-begin
-  perform fulfilment._broadcast(
-    jsonb_build_object(
-      'event_type', 'order:paid',
-      'order_id', _emit_order_paid.order_id,
-      'paid_at', _emit_order_paid.paid_at
-    ),
-    'order:paid',
-    'orders:' || _emit_order_paid.order_id
-  );
-end;
-$body$;
-comment on function fulfilment._emit_order_paid(uuid, timestamptz) is 'Generated from the events catalogue: broadcast order:paid.';
-
 -- Function _event_order_paid
 create function fulfilment._event_order_paid(
   order_id uuid,
@@ -441,7 +390,6 @@ create function fulfilment._event_order_paid(
 returns jsonb
 language sql
 stable parallel safe
-set search_path = ''
 as $body$
 select jsonb_build_object(
   'event', 'order:paid',
@@ -455,30 +403,6 @@ select jsonb_build_object(
 $body$;
 comment on function fulfilment._event_order_paid(uuid, timestamptz) is 'Generated from the events catalogue: order:paid as {event, topic, payload}, for bodies that broadcast events they collect.';
 
--- Function _emit_order_shipped
-create function fulfilment._emit_order_shipped(
-  order_id uuid,
-  tracking_code text
-)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $body$
-begin
-  perform fulfilment._broadcast(
-    jsonb_build_object(
-      'event_type', 'order:shipped',
-      'order_id', _emit_order_shipped.order_id,
-      'tracking_code', _emit_order_shipped.tracking_code
-    ),
-    'order:shipped',
-    'orders:' || _emit_order_shipped.order_id
-  );
-end;
-$body$;
-comment on function fulfilment._emit_order_shipped(uuid, text) is 'Generated from the events catalogue: broadcast order:shipped.';
-
 -- Function _event_order_shipped
 create function fulfilment._event_order_shipped(
   order_id uuid,
@@ -487,7 +411,6 @@ create function fulfilment._event_order_shipped(
 returns jsonb
 language sql
 stable parallel safe
-set search_path = ''
 as $body$
 select jsonb_build_object(
   'event', 'order:shipped',
@@ -501,30 +424,6 @@ select jsonb_build_object(
 $body$;
 comment on function fulfilment._event_order_shipped(uuid, text) is 'Generated from the events catalogue: order:shipped as {event, topic, payload}, for bodies that broadcast events they collect.';
 
--- Function _emit_order_delivered
-create function fulfilment._emit_order_delivered(
-  order_id uuid,
-  delivered_at timestamptz
-)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $body$
-begin
-  perform fulfilment._broadcast(
-    jsonb_build_object(
-      'event_type', 'order:delivered',
-      'order_id', _emit_order_delivered.order_id,
-      'delivered_at', _emit_order_delivered.delivered_at
-    ),
-    'order:delivered',
-    'orders:' || _emit_order_delivered.order_id
-  );
-end;
-$body$;
-comment on function fulfilment._emit_order_delivered(uuid, timestamptz) is 'Generated from the events catalogue: broadcast order:delivered.';
-
 -- Function _event_order_delivered
 create function fulfilment._event_order_delivered(
   order_id uuid,
@@ -533,7 +432,6 @@ create function fulfilment._event_order_delivered(
 returns jsonb
 language sql
 stable parallel safe
-set search_path = ''
 as $body$
 select jsonb_build_object(
   'event', 'order:delivered',
@@ -547,30 +445,6 @@ select jsonb_build_object(
 $body$;
 comment on function fulfilment._event_order_delivered(uuid, timestamptz) is 'Generated from the events catalogue: order:delivered as {event, topic, payload}, for bodies that broadcast events they collect.';
 
--- Function _emit_order_cancelled
-create function fulfilment._emit_order_cancelled(
-  order_id uuid,
-  reason text
-)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $body$
-begin
-  perform fulfilment._broadcast(
-    jsonb_build_object(
-      'event_type', 'order:cancelled',
-      'order_id', _emit_order_cancelled.order_id,
-      'reason', _emit_order_cancelled.reason
-    ),
-    'order:cancelled',
-    'orders:' || _emit_order_cancelled.order_id
-  );
-end;
-$body$;
-comment on function fulfilment._emit_order_cancelled(uuid, text) is 'Generated from the events catalogue: broadcast order:cancelled.';
-
 -- Function _event_order_cancelled
 create function fulfilment._event_order_cancelled(
   order_id uuid,
@@ -579,7 +453,6 @@ create function fulfilment._event_order_cancelled(
 returns jsonb
 language sql
 stable parallel safe
-set search_path = ''
 as $body$
 select jsonb_build_object(
   'event', 'order:cancelled',
@@ -593,6 +466,113 @@ select jsonb_build_object(
 $body$;
 comment on function fulfilment._event_order_cancelled(uuid, text) is 'Generated from the events catalogue: order:cancelled as {event, topic, payload}, for bodies that broadcast events they collect.';
 
+-- Function _emit_order_placed
+create function fulfilment._emit_order_placed(
+  order_id uuid,
+  customer_id uuid,
+  total_cents integer
+)
+returns void
+language sql
+volatile
+as $body$
+select fulfilment._broadcast(
+  jsonb_build_object(
+    'event_type', 'order:placed',
+    'order_id', _emit_order_placed.order_id,
+    'customer_id', _emit_order_placed.customer_id,
+    'total_cents', _emit_order_placed.total_cents
+  ),
+  'order:placed',
+  'orders:' || _emit_order_placed.order_id
+)
+$body$;
+comment on function fulfilment._emit_order_placed(uuid, uuid, integer) is 'Generated from the events catalogue: broadcast order:placed.';
+
+-- Function _emit_order_paid
+create function fulfilment._emit_order_paid(
+  order_id uuid,
+  paid_at timestamptz
+)
+returns void
+language sql
+volatile
+as $body$
+select fulfilment._broadcast(
+  jsonb_build_object(
+    'event_type', 'order:paid',
+    'order_id', _emit_order_paid.order_id,
+    'paid_at', _emit_order_paid.paid_at
+  ),
+  'order:paid',
+  'orders:' || _emit_order_paid.order_id
+)
+$body$;
+comment on function fulfilment._emit_order_paid(uuid, timestamptz) is 'Generated from the events catalogue: broadcast order:paid.';
+
+-- Function _emit_order_shipped
+create function fulfilment._emit_order_shipped(
+  order_id uuid,
+  tracking_code text
+)
+returns void
+language sql
+volatile
+as $body$
+select fulfilment._broadcast(
+  jsonb_build_object(
+    'event_type', 'order:shipped',
+    'order_id', _emit_order_shipped.order_id,
+    'tracking_code', _emit_order_shipped.tracking_code
+  ),
+  'order:shipped',
+  'orders:' || _emit_order_shipped.order_id
+)
+$body$;
+comment on function fulfilment._emit_order_shipped(uuid, text) is 'Generated from the events catalogue: broadcast order:shipped.';
+
+-- Function _emit_order_delivered
+create function fulfilment._emit_order_delivered(
+  order_id uuid,
+  delivered_at timestamptz
+)
+returns void
+language sql
+volatile
+as $body$
+select fulfilment._broadcast(
+  jsonb_build_object(
+    'event_type', 'order:delivered',
+    'order_id', _emit_order_delivered.order_id,
+    'delivered_at', _emit_order_delivered.delivered_at
+  ),
+  'order:delivered',
+  'orders:' || _emit_order_delivered.order_id
+)
+$body$;
+comment on function fulfilment._emit_order_delivered(uuid, timestamptz) is 'Generated from the events catalogue: broadcast order:delivered.';
+
+-- Function _emit_order_cancelled
+create function fulfilment._emit_order_cancelled(
+  order_id uuid,
+  reason text
+)
+returns void
+language sql
+volatile
+as $body$
+select fulfilment._broadcast(
+  jsonb_build_object(
+    'event_type', 'order:cancelled',
+    'order_id', _emit_order_cancelled.order_id,
+    'reason', _emit_order_cancelled.reason
+  ),
+  'order:cancelled',
+  'orders:' || _emit_order_cancelled.order_id
+)
+$body$;
+comment on function fulfilment._emit_order_cancelled(uuid, text) is 'Generated from the events catalogue: broadcast order:cancelled.';
+
 -- Privileges: nothing for PUBLIC; each role gets what the spec grants it.
 revoke all on schema fulfilment from public;
 revoke execute on function fulfilment.register_customer(text, text) from public;
@@ -605,16 +585,16 @@ revoke execute on function fulfilment.cancel_order(uuid, text) from public;
 revoke execute on function fulfilment.get_order(uuid) from public;
 revoke execute on function fulfilment._lock_order(uuid, text[], text) from public;
 revoke execute on function fulfilment._broadcast(jsonb, text, text) from public;
-revoke execute on function fulfilment._emit_order_placed(uuid, uuid, integer) from public;
 revoke execute on function fulfilment._event_order_placed(uuid, uuid, integer) from public;
-revoke execute on function fulfilment._emit_order_paid(uuid, timestamptz) from public;
 revoke execute on function fulfilment._event_order_paid(uuid, timestamptz) from public;
-revoke execute on function fulfilment._emit_order_shipped(uuid, text) from public;
 revoke execute on function fulfilment._event_order_shipped(uuid, text) from public;
-revoke execute on function fulfilment._emit_order_delivered(uuid, timestamptz) from public;
 revoke execute on function fulfilment._event_order_delivered(uuid, timestamptz) from public;
-revoke execute on function fulfilment._emit_order_cancelled(uuid, text) from public;
 revoke execute on function fulfilment._event_order_cancelled(uuid, text) from public;
+revoke execute on function fulfilment._emit_order_placed(uuid, uuid, integer) from public;
+revoke execute on function fulfilment._emit_order_paid(uuid, timestamptz) from public;
+revoke execute on function fulfilment._emit_order_shipped(uuid, text) from public;
+revoke execute on function fulfilment._emit_order_delivered(uuid, timestamptz) from public;
+revoke execute on function fulfilment._emit_order_cancelled(uuid, text) from public;
 
 -- Role orders_clerk
 do $pgweave$
