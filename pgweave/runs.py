@@ -193,10 +193,10 @@ def missed_events(before: RunState, after: RunState) -> list[RunEvent]:
             timed.append((str(event.payload.get(f"{event.status}_at") or ""), event))
     events = [event for _at, event in sorted(timed, key=lambda pair: (not pair[0], pair[0]))]
     if after.paused_at != before.paused_at and not after.is_terminal:
-        event = EVENTS["run:unpaused" if after.paused_at is None else "run:paused"]
+        move = EVENTS["run:unpaused" if after.paused_at is None else "run:paused"]
         # a key the run does not store (unpaused_at) is replayed as null
-        fields = {k: getattr(after, k, None) for k in event.keys(None) if k not in _IDENTITY}
-        events.append(_replayed(event, {**run, "status": after.status, **fields}))
+        fields = {k: getattr(after, k, None) for k in move.keys(None) if k not in _IDENTITY}
+        events.append(_replayed(move, {**run, "status": after.status, **fields}))
     end = end_event(after)
     if end is not None and not before.is_terminal:
         events.append(end)
