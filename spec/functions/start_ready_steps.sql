@@ -1,14 +1,17 @@
 declare
   run_flow_slug text;
+  run_status text;
   step record;
   msg_ids bigint[];
   messages jsonb[];
 begin
-  select r.flow_slug into run_flow_slug
+  -- By run_id alone (the status is checked apart): beside run_id, "status = 'started'"
+  -- lets a plan cached on a young database with no statistics yet pick idx_runs_status
+  -- and walk every started run on each call.
+  select r.flow_slug, r.status into run_flow_slug, run_status
   from pgflow.runs as r
-  where r.run_id = start_ready_steps.run_id
-    and r.status = 'started';
-  if not found then
+  where r.run_id = start_ready_steps.run_id;
+  if run_status is distinct from 'started' then
     -- Unknown or terminal run: nothing to start.
     return;
   end if;
