@@ -6,10 +6,10 @@ one call opens no pool). From the second call on, calls borrow an autocommit con
 from a pool of ``min_size`` to ``max_size`` connections that is checked before each use: a
 connection broken by a crash, a failover or ``pg_terminate_backend`` is replaced, never
 handed out. When the pool cannot give one within :data:`POOL_WAIT` seconds (the server is
-down, or every connection is busy; also when it cannot open its first connection that fast)
-the call connects directly instead, so it fails with the
-connection's error or goes on over a connection of its own. ``close()`` closes the pool; a
-closed client opens a new one if it is used again.
+down, every connection is busy, or the pool's first connection takes longer) the call
+connects directly instead, so it fails with the connection's error or goes on over a
+connection of its own. ``close()`` closes the pool; a closed client opens a new one if it
+is used again.
 
 Waits (LISTEN) do not use these: a connection subscribed to a channel never returns to a pool.
 """
