@@ -484,7 +484,7 @@ LATENCY_TIMES = (
 
 def measure_latency(server: Server, runs: int, options: Options) -> dict[str, Any]:
     """W6: one real worker (pgflow's default polling), runs started one at a time: first with
-    the event-driven client (``Client.start_flow`` + ``wait``: a new connection per call),
+    the event-driven client (``Client.start_flow`` over its kept connections, + ``wait``),
     then as many with ``pgflow.start_flow`` over one kept connection (run end seen on
     ``pgweave:events``; apart, as the client's new backends load the machine). Start -> first task started and -> run completed from the database's
     timestamps (``runs.started_at`` is the start's transaction start); the client's run
@@ -504,8 +504,8 @@ def measure_latency(server: Server, runs: int, options: Options) -> dict[str, An
     try:
         procs.wait_ready()
         procs.go()
-        client = Client(dsn)
         with (
+            Client(dsn) as client,
             psycopg.connect(dsn, autocommit=True) as conn,
             psycopg.connect(dsn, autocommit=True) as events,
         ):

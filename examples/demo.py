@@ -49,16 +49,16 @@ def run_demo(which: str = "all", console: Console | None = None) -> int:
         failures = 0
         with WorkerThread([flow for flow, _ in chosen], dsn, config):
             console.print("workers: " + ", ".join(flow.slug for flow, _ in chosen))
-            client = Client(dsn)
-            for flow, flow_input in chosen:
-                run = client.start_flow(flow, flow_input)
-                console.rule(f"{flow.slug}  run {run.run_id}")
-                final = run.wait(timeout=60)
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    console.print(run_view(final, fetch_tasks(conn, run.run_id)))
-                console.print("[bold]output[/]")
-                console.print_json(data=final.output)
-                failures += final.status != "completed"
+            with Client(dsn) as client:
+                for flow, flow_input in chosen:
+                    run = client.start_flow(flow, flow_input)
+                    console.rule(f"{flow.slug}  run {run.run_id}")
+                    final = run.wait(timeout=60)
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        console.print(run_view(final, fetch_tasks(conn, run.run_id)))
+                    console.print("[bold]output[/]")
+                    console.print_json(data=final.output)
+                    failures += final.status != "completed"
     console.print(
         "[green]demo complete[/]" if not failures else f"[red]{failures} run(s) failed[/]"
     )

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from pgweave.client import state_of_row
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
+from pgweave.kept import MAX_SIZE, MIN_SIZE, AsyncKeptConnections
 from pgweave.listing import (
     FlowSummary,
     Query,
@@ -55,12 +56,28 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """An asyncio client over a DSN (one short connection per call, two while waiting)."""
+    """An asyncio client over a DSN, safe to share between tasks of one event loop.
 
-    def __init__(self, dsn: str) -> None:
+    It keeps a few connections between calls (see :mod:`pgweave.kept`); a wait uses two of
+    its own. ``await close()`` when done, or ``async with AsyncClient(dsn) as client: ...``.
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> None:
         self.dsn = dsn
+        self._kept = AsyncKeptConnections(dsn, min_size, max_size)
+
+    async def close(self) -> None:
+        """Close the connections kept between calls."""
+        await self._kept.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def _connect(self) -> psycopg.AsyncConnection:
+        """A connection of its own (a wait's listener and reader)."""
         return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
 
     async def start_flow(
@@ -76,7 +93,7 @@ class AsyncClient:
         slug = flow.slug if isinstance(flow, Flow) else flow
         flow_input = Jsonb(to_json(input))
         if idempotency_key is None and run_id is None:
-            async with await self._connect() as conn:
+            async with self._kept.connection() as conn:
                 result = await AsyncPgflowClient(conn).start_flow_with_states(slug, flow_input)
             state = state_of(result, f"start_flow_with_states returned {result!r}")
             return AsyncFlowRun(self, state.run_id, state)
@@ -144,17 +161,17 @@ class AsyncClient:
         return await self._fetch(tasks_query(uuid.UUID(str(run_id)), status=status))
 
     async def _call(self, call: Callable[[AsyncPgflowClient], Awaitable[T]]) -> T:
-        async with await self._connect() as conn:
+        async with self._kept.connection() as conn:
             return await call(AsyncPgflowClient(conn))
 
     async def _fetch(self, query: Query[T]) -> list[T]:
-        async with await self._connect() as conn:
+        async with self._kept.connection() as conn:
             return await query.run_async(conn)
 
     async def _new_run(
         self, call: Callable[[AsyncPgflowClient], Awaitable[RunsRow]]
     ) -> AsyncFlowRun:
-        async with await self._connect() as conn:
+        async with self._kept.connection() as conn:
             row = await call(AsyncPgflowClient(conn))
             state = await _read_run(conn, row.run_id)
         return AsyncFlowRun(self, state.run_id, state)
@@ -164,7 +181,7 @@ class AsyncClient:
         all runs or, on an engine error, none); the handles in input order. Their states
         hold the run row without steps (``refresh`` reads the steps)."""
         slug = flow.slug if isinstance(flow, Flow) else flow
-        async with await self._connect() as conn:
+        async with self._kept.connection() as conn:
             rows = await AsyncPgflowClient(conn).start_flows(
                 slug, [Jsonb(to_json(i)) for i in inputs]
             )
@@ -172,7 +189,7 @@ class AsyncClient:
 
     async def get_run(self, run_id: uuid.UUID | str) -> RunState:
         """The run with its steps (``pgflow.get_run_with_states``)."""
-        async with await self._connect() as conn:
+        async with self._kept.connection() as conn:
             return await _read_run(conn, uuid.UUID(str(run_id)))
 
     async def wait(

@@ -22,13 +22,14 @@ import time
 import uuid
 from collections.abc import Callable, Container, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from pgweave.dsl import Flow
 from pgweave.handlers import to_json
+from pgweave.kept import MAX_SIZE, MIN_SIZE, KeptConnections
 from pgweave.listing import (
     FlowSummary,
     Query,
@@ -59,12 +60,29 @@ T = TypeVar("T")
 
 
 class Client:
-    """A synchronous client over a DSN (one short connection per call, two while waiting)."""
+    """A synchronous client over a DSN, safe to share between threads.
 
-    def __init__(self, dsn: str) -> None:
+    It keeps a few connections between calls (see :mod:`pgweave.kept`: none until the first
+    call, at most ``max_size``); a wait uses two of its own. ``close()`` them when done, or
+    use the client as a context manager (``with Client(dsn) as client: ...``).
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> None:
         self.dsn = dsn
+        self._kept = KeptConnections(dsn, min_size, max_size)
+
+    def close(self) -> None:
+        """Close the connections kept between calls."""
+        self._kept.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _connect(self) -> psycopg.Connection:
+        """A connection of its own (a wait's listener and reader)."""
         return psycopg.connect(self.dsn, autocommit=True)
 
     def start_flow(
@@ -85,7 +103,7 @@ class Client:
         slug = flow.slug if isinstance(flow, Flow) else flow
         flow_input = Jsonb(to_json(input))
         if idempotency_key is None and run_id is None:
-            with self._connect() as conn:
+            with self._kept.connection() as conn:
                 result = PgflowClient(conn).start_flow_with_states(slug, flow_input)
             state = state_of(result, f"start_flow_with_states returned {result!r}")
             return FlowRun(self, state.run_id, state)
@@ -153,15 +171,15 @@ class Client:
         return self._fetch(tasks_query(uuid.UUID(str(run_id)), status=status))
 
     def _call(self, call: Callable[[PgflowClient], T]) -> T:
-        with self._connect() as conn:
+        with self._kept.connection() as conn:
             return call(PgflowClient(conn))
 
     def _fetch(self, query: Query[T]) -> list[T]:
-        with self._connect() as conn:
+        with self._kept.connection() as conn:
             return query.run(conn)
 
     def _new_run(self, call: Callable[[PgflowClient], RunsRow]) -> FlowRun:
-        with self._connect() as conn:
+        with self._kept.connection() as conn:
             state = _read_run(conn, call(PgflowClient(conn)).run_id)
         return FlowRun(self, state.run_id, state)
 
@@ -170,13 +188,13 @@ class Client:
         all runs or, on an engine error, none); the handles in input order. Their states
         hold the run row without steps (``refresh`` reads the steps)."""
         slug = flow.slug if isinstance(flow, Flow) else flow
-        with self._connect() as conn:
+        with self._kept.connection() as conn:
             rows = PgflowClient(conn).start_flows(slug, [Jsonb(to_json(i)) for i in inputs])
         return [FlowRun(self, row.run_id, state_of_row(row)) for row in rows]
 
     def get_run(self, run_id: uuid.UUID | str) -> RunState:
         """The run with its steps (``pgflow.get_run_with_states``)."""
-        with self._connect() as conn:
+        with self._kept.connection() as conn:
             return _read_run(conn, uuid.UUID(str(run_id)))
 
     def run(self, run_id: uuid.UUID | str) -> FlowRun:

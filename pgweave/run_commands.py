@@ -75,7 +75,8 @@ def runs(
     """List runs, newest first: a table, or the run rows as JSON."""
     from pgweave.status import runs_table
 
-    found = Client(dsn).list_runs(flow=flow, status=status, since=since, limit=limit)
+    with Client(dsn) as client:
+        found = client.list_runs(flow=flow, status=status, since=since, limit=limit)
     _print(as_json, [_as_json(run) for run in found], runs_table(found))
 
 
@@ -85,7 +86,8 @@ def runs(
 @click.option("--reason", default=None, help="Why (kept in runs.cancel_reason).")
 def cancel(run_id: uuid.UUID, dsn: str, reason: str | None) -> None:
     """Cancel a started or paused run: its unfinished tasks are cancelled, nothing more starts."""
-    row = Client(dsn).cancel_run(run_id, reason)
+    with Client(dsn) as client:
+        row = client.cancel_run(run_id, reason)
     because = f" ({row.cancel_reason})" if row.cancel_reason else ""
     click.echo(f"cancelled run {row.run_id} of flow {row.flow_slug!r}{because}")
 
@@ -105,13 +107,13 @@ def _pause_command(
     def command(run_id: uuid.UUID | None, flow: str | None, dsn: str) -> None:
         if (run_id is None) == (flow is None):
             raise click.UsageError(f"name a run or --flow FLOW to {verb} (one of them)")
-        client = Client(dsn)
-        if run_id is not None:
-            row = on_run(client, run_id)
-            click.echo(f"{verb}d run {row.run_id} of flow {row.flow_slug!r}")
-        elif flow is not None:
-            on_flow(client, flow)
-            click.echo(f"{verb}d flow {flow!r}")
+        with Client(dsn) as client:
+            if run_id is not None:
+                row = on_run(client, run_id)
+                click.echo(f"{verb}d run {row.run_id} of flow {row.flow_slug!r}")
+            elif flow is not None:
+                on_flow(client, flow)
+                click.echo(f"{verb}d flow {flow!r}")
 
     return command
 
@@ -141,17 +143,17 @@ def _restart_command(verb: str, restart: Callable[[Client, uuid.UUID], FlowRun])
     @click.option("--timeout", type=float, default=None, help="Seconds to wait (with --wait).")
     def command(run_id: uuid.UUID, dsn: str, wait: bool, timeout: float | None) -> None:
         timeout_needs_wait(wait, timeout)
-        client = Client(dsn)
-        new = restart(client, run_id)
-        done = sum(1 for step in new.state.steps.values() if step.is_terminal)
-        console = Console(log_path=False)
-        console.print(
-            f"started run {new.run_id} of flow {new.state.flow_slug!r} ({new.status}), "
-            f"{verb} of run {run_id}: {done} of {len(new.state.steps)} steps already done",
-            soft_wrap=True,
-        )
-        if wait:
-            sys.exit(wait_and_show(client, new.run_id, timeout, console))
+        with Client(dsn) as client:
+            new = restart(client, run_id)
+            done = sum(1 for step in new.state.steps.values() if step.is_terminal)
+            console = Console(log_path=False)
+            console.print(
+                f"started run {new.run_id} of flow {new.state.flow_slug!r} ({new.status}), "
+                f"{verb} of run {run_id}: {done} of {len(new.state.steps)} steps already done",
+                soft_wrap=True,
+            )
+            if wait:
+                sys.exit(wait_and_show(client, new.run_id, timeout, console))
 
     return command
 
@@ -169,7 +171,8 @@ def flows(dsn: str, as_json: bool) -> None:
     """List the flows: steps, started runs, paused or not, retry and timeout options."""
     from pgweave.status import flows_table
 
-    found = Client(dsn).list_flows()
+    with Client(dsn) as client:
+        found = client.list_flows()
     rows = [_as_json(f.flow, step_count=f.step_count, active_runs=f.active_runs) for f in found]
     _print(as_json, rows, flows_table(found))
 
@@ -183,7 +186,8 @@ def workers(dsn: str, flow: str | None, include_stopped: bool, as_json: bool) ->
     """List the registered workers (not stopped, or --all) with their last heartbeat."""
     from pgweave.status import workers_table
 
-    found = Client(dsn).list_workers(flow=flow, include_stopped=include_stopped)
+    with Client(dsn) as client:
+        found = client.list_workers(flow=flow, include_stopped=include_stopped)
     age = "heartbeat_age_seconds"
     rows = [_as_json(w.worker, **{age: w.heartbeat_age.total_seconds()}) for w in found]
     _print(as_json, rows, workers_table(found))

@@ -132,6 +132,8 @@ class Starter(threading.Thread):
                 time.sleep(self.interval)
         except BaseException as exc:  # reported by finish()
             self.error = exc
+        finally:
+            self.client.close()
 
     def _start(self, flow: str, value: Any, run_id: uuid.UUID) -> None:
         deadline = time.monotonic() + 30
@@ -163,10 +165,10 @@ class Starter(threading.Thread):
 
 def wait_all(dsn: str, run_ids: Sequence[uuid.UUID], deadline: float) -> None:
     """Wait (by events) until every run ended; each must have completed."""
-    client = Client(dsn)
-    for run_id in run_ids:
-        final = client.wait(run_id, timeout=max(deadline - time.monotonic(), 0.1))
-        assert final.status == "completed", final
+    with Client(dsn) as client:
+        for run_id in run_ids:
+            final = client.wait(run_id, timeout=max(deadline - time.monotonic(), 0.1))
+            assert final.status == "completed", final
 
 
 @dataclass(frozen=True)

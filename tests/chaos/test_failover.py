@@ -184,3 +184,4 @@ def test_workers_and_clients_ride_through_a_failover_to_the_standby(
         )
     finally:
         fleet.stop()
+        client.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pgweave import runs
+from pgweave import kept, runs
 from pgweave.aio import AsyncClient
 from pgweave.client import Client
 from pgweave.embedded import EmbeddedPostgres
@@ -127,12 +127,12 @@ def test_a_sync_wait_reconnects_and_receives_the_events_after_a_crash(
 
 def test_an_async_wait_reconnects_after_a_crash(server: EmbeddedPostgres, dsn: str) -> None:
     async def scenario() -> RunState:
-        client = AsyncClient(dsn)
-        run = await client.start_flow("one", {})
-        waiting = asyncio.create_task(run.wait(timeout=60))
-        await asyncio.to_thread(crash_restart_while_listening, server, run.run_id)
-        await asyncio.to_thread(complete_the_task, dsn, run.run_id)
-        return await asyncio.wait_for(waiting, 30)
+        async with AsyncClient(dsn) as client:
+            run = await client.start_flow("one", {})
+            waiting = asyncio.create_task(run.wait(timeout=60))
+            await asyncio.to_thread(crash_restart_while_listening, server, run.run_id)
+            await asyncio.to_thread(complete_the_task, dsn, run.run_id)
+            return await asyncio.wait_for(waiting, 30)
 
     final = asyncio.run(scenario())
     assert (final.status, final.output) == ("completed", {"only": "done"})
@@ -228,3 +228,19 @@ def test_a_wait_on_an_unreachable_server_fails_at_once(server: EmbeddedPostgres)
     with pytest.raises(psycopg.OperationalError):
         Client(unreachable).wait(uuid.uuid4(), timeout=60)
     assert time.monotonic() - started < runs.RECONNECT_PAUSE * 5
+
+
+def test_client_calls_fail_while_the_server_is_down_and_work_again_after_its_restart(
+    server: EmbeddedPostgres, dsn: str
+) -> None:
+    with Client(dsn) as client:
+        client.start_flow("one", {})
+        run = client.start_flow("one", {})  # the second call: over the kept connection
+        server.crash()
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            client.get_run(run.run_id)  # the broken kept connection is not handed out
+        assert time.monotonic() - started < kept.POOL_WAIT + 5
+        server.restart()
+        assert client.get_run(run.run_id).status == "started"
+        assert client.start_flow("one", {}).status == "started"

@@ -16,19 +16,19 @@ from tests.runtime.flows import arithmetic, squares
 
 def test_async_start_wait_and_events(db: str) -> None:
     async def scenario() -> None:
-        client = AsyncClient(db)
-        first = await client.start_flow(arithmetic, {"a": 3, "b": 4})
-        second = await client.start_flow("squares", [2, 3])
-        events = [e.event async for e in first.events(timeout=60)]
-        final = await second.wait(timeout=60)
-        assert (await client.get_run(first.run_id)).output == {
-            "report": {"sum": 7, "product": 12, "input": {"a": 3, "b": 4}}
-        }
-        assert final.output == {"total": 13}
-        assert events[-1] == "run:completed"
-        assert "step:report:completed" in events
-        with pytest.raises(RunNotFoundError):
-            await client.get_run(uuid.uuid4())
+        async with AsyncClient(db) as client:
+            first = await client.start_flow(arithmetic, {"a": 3, "b": 4})
+            second = await client.start_flow("squares", [2, 3])
+            events = [e.event async for e in first.events(timeout=60)]
+            final = await second.wait(timeout=60)
+            assert (await client.get_run(first.run_id)).output == {
+                "report": {"sum": 7, "product": 12, "input": {"a": 3, "b": 4}}
+            }
+            assert final.output == {"total": 13}
+            assert events[-1] == "run:completed"
+            assert "step:report:completed" in events
+            with pytest.raises(RunNotFoundError):
+                await client.get_run(uuid.uuid4())
 
     config = WorkerConfig(max_poll_seconds=1, requeue_interval=0)
     with WorkerThread([arithmetic, squares], db, config):
@@ -37,13 +37,13 @@ def test_async_start_wait_and_events(db: str) -> None:
 
 def test_async_wait_times_out_without_workers(db: str) -> None:
     async def scenario() -> None:
-        client = AsyncClient(db)
-        with WorkerThread([squares], db, WorkerConfig(compile_flow=True)):
-            pass  # only to compile the flow
-        run = await client.start_flow(squares, [1])
-        with pytest.raises(RunTimeoutError) as caught:
-            await run.wait(timeout=0.3)
-        assert caught.value.state is not None
-        assert caught.value.state.status == "started"
+        async with AsyncClient(db) as client:
+            with WorkerThread([squares], db, WorkerConfig(compile_flow=True)):
+                pass  # only to compile the flow
+            run = await client.start_flow(squares, [1])
+            with pytest.raises(RunTimeoutError) as caught:
+                await run.wait(timeout=0.3)
+            assert caught.value.state is not None
+            assert caught.value.state.status == "started"
 
     asyncio.run(scenario())

@@ -43,10 +43,10 @@ def test_a_bad_input_starts_none_of_the_runs(db: str, conn: psycopg.Connection) 
 
 def test_async_start_flows(db: str) -> None:
     async def scenario() -> list[object]:
-        client = AsyncClient(db)
-        runs = await client.start_flows("squares", [[1], [2, 2], []])
-        assert [r.state.input for r in runs] == [[1], [2, 2], []]
-        return [(await r.wait(timeout=60)).output for r in runs]
+        async with AsyncClient(db) as client:
+            runs = await client.start_flows("squares", [[1], [2, 2], []])
+            assert [r.state.input for r in runs] == [[1], [2, 2], []]
+            return [(await r.wait(timeout=60)).output for r in runs]
 
     with WorkerThread([squares], db, WorkerConfig(max_poll_seconds=1, requeue_interval=0)):
         outputs = asyncio.run(scenario())

@@ -33,51 +33,53 @@ def test_async_run_control(db: str, conn: psycopg.Connection) -> None:
     worker = ensure_worker(conn, "waiting", uuid.uuid4())
 
     async def scenario() -> None:
-        client = AsyncClient(db)
-        listed = [r.run_id for r in await client.list_runs()]
-        assert listed == [waiting, mapped, failed, done]
-        assert [r.run_id for r in await client.list_runs(status="failed", limit=1)] == [mapped]
-        first = (await client.list_runs(limit=1))[0]
-        assert [r.run_id for r in await client.list_runs(before=first, limit=1)] == [mapped]
-        assert await client.list_runs(flow="chain", since=timedelta(0)) == []
+        async with AsyncClient(db) as client:
+            listed = [r.run_id for r in await client.list_runs()]
+            assert listed == [waiting, mapped, failed, done]
+            assert [r.run_id for r in await client.list_runs(status="failed", limit=1)] == [mapped]
+            first = (await client.list_runs(limit=1))[0]
+            assert [r.run_id for r in await client.list_runs(before=first, limit=1)] == [mapped]
+            assert await client.list_runs(flow="chain", since=timedelta(0)) == []
 
-        waiter = asyncio.ensure_future(client.wait(waiting, timeout=30))
-        row = await client.cancel_run(waiting, reason="async")
-        assert row.status == "cancelled"
-        final = await asyncio.wait_for(waiter, 30)
-        assert final.status == "cancelled"
-        assert final.cancel_reason == "async"
-        with pytest.raises(errors.RunNotCancellableError):
-            await client.cancel_run(done)
+            waiter = asyncio.ensure_future(client.wait(waiting, timeout=30))
+            row = await client.cancel_run(waiting, reason="async")
+            assert row.status == "cancelled"
+            final = await asyncio.wait_for(waiter, 30)
+            assert final.status == "cancelled"
+            assert final.cancel_reason == "async"
+            with pytest.raises(errors.RunNotCancellableError):
+                await client.cancel_run(done)
 
-        other = await client.start_flow("waiting", {"k": 1}, idempotency_key="k1")
-        same = await client.start_flow("waiting", {"k": 1}, idempotency_key="k1")
-        assert same.run_id == other.run_id
-        with pytest.raises(errors.IdempotencyConflictError):
-            await client.start_flow("chain", {"k": 1}, idempotency_key="k1")
-        assert (await client.pause_run(other.run_id)).paused_at is not None
-        assert (await client.unpause_run(other.run_id)).paused_at is None
-        with pytest.raises(errors.RunNotPausableError):
-            await client.pause_run(done)
-        assert (await client.pause_flow("waiting")).paused_at is not None
-        assert (await client.unpause_flow("waiting")).paused_at is None
-        with pytest.raises(errors.UnknownFlowError):
-            await client.pause_flow("nope")
+            other = await client.start_flow("waiting", {"k": 1}, idempotency_key="k1")
+            same = await client.start_flow("waiting", {"k": 1}, idempotency_key="k1")
+            assert same.run_id == other.run_id
+            with pytest.raises(errors.IdempotencyConflictError):
+                await client.start_flow("chain", {"k": 1}, idempotency_key="k1")
+            assert (await client.pause_run(other.run_id)).paused_at is not None
+            assert (await client.unpause_run(other.run_id)).paused_at is None
+            with pytest.raises(errors.RunNotPausableError):
+                await client.pause_run(done)
+            assert (await client.pause_flow("waiting")).paused_at is not None
+            assert (await client.unpause_flow("waiting")).paused_at is None
+            with pytest.raises(errors.UnknownFlowError):
+                await client.pause_flow("nope")
 
-        retry = await client.retry_run(failed)
-        assert retry.state.restart_of_run_id == failed
-        assert retry.status == "started"
-        resumed = await client.resume_run(mapped)
-        tasks = await client.get_tasks(resumed.run_id)
-        assert [t.status for t in tasks] == ["completed", "completed", "queued"]
-        with pytest.raises(errors.RunNotRestartableError):
-            await client.resume_run(done)
-        [broken] = await client.get_tasks(failed, status="failed")
-        assert broken.error_type == "ValueError"
-        assert broken.error_traceback == TRACEBACK
+            retry = await client.retry_run(failed)
+            assert retry.state.restart_of_run_id == failed
+            assert retry.status == "started"
+            resumed = await client.resume_run(mapped)
+            tasks = await client.get_tasks(resumed.run_id)
+            assert [t.status for t in tasks] == ["completed", "completed", "queued"]
+            with pytest.raises(errors.RunNotRestartableError):
+                await client.resume_run(done)
+            [broken] = await client.get_tasks(failed, status="failed")
+            assert broken.error_type == "ValueError"
+            assert broken.error_traceback == TRACEBACK
 
-        flows = {f.flow.flow_slug: f.active_runs for f in await client.list_flows()}
-        assert flows == {"chain": 1, "spread": 1, "waiting": 1}
-        assert [w.worker.worker_id for w in await client.list_workers(flow="waiting")] == [worker]
+            flows = {f.flow.flow_slug: f.active_runs for f in await client.list_flows()}
+            assert flows == {"chain": 1, "spread": 1, "waiting": 1}
+            assert [w.worker.worker_id for w in await client.list_workers(flow="waiting")] == [
+                worker
+            ]
 
     asyncio.run(scenario())
