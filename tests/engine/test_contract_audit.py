@@ -390,7 +390,6 @@ def test_constraint_names(conn: psycopg.Connection, table: str) -> None:
     }
     added = {
         "runs": {
-            "runs_idempotency_key_key",
             "runs_restart_of_run_id_fkey",
             "cancelled_at_is_after_started_at",
         }
@@ -493,7 +492,10 @@ def test_indexes(conn: psycopg.Connection) -> None:
         columns = definition.split(" USING btree (", 1)[1].split(")", 1)[0]
         actual[(table, index)] = (columns, predicate)
     added = {
-        ("runs", "runs_idempotency_key_key"): ("idempotency_key", None),
+        ("runs", "idx_runs_idempotency_key"): (
+            "idempotency_key",
+            "(idempotency_key IS NOT NULL)",
+        ),
         ("runs", "idx_runs_restart_of_run_id"): (
             "restart_of_run_id",
             "(restart_of_run_id IS NOT NULL)",
