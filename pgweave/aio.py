@@ -199,10 +199,13 @@ class AsyncClient:
         status: Container[str] = ("completed", "failed"),
         timeout: float | None = None,
         on_event: Callable[[RunEvent, RunState], None] | None = None,
+        known: RunState | None = None,
     ) -> RunState:
-        """Wait until the run's status is in ``status`` (or it ended); :class:`RunTimeoutError`."""
+        """Wait until the run's status is in ``status`` (or it ended); :class:`RunTimeoutError`.
+        With ``known`` (a state of the run the caller saw), ``on_event`` is first given what
+        happened since, replayed (see :meth:`events`)."""
         state: RunState | None = None
-        async for state in self._follow(uuid.UUID(str(run_id)), timeout, on_event):
+        async for state in self._follow(uuid.UUID(str(run_id)), timeout, on_event, known):
             if state.reached(status):
                 return state
         raise RunTimeoutError.waiting_for(run_id, timeout, state)
@@ -298,9 +301,10 @@ class AsyncFlowRun(RunHandle[AsyncClient]):
         timeout: float | None = None,
         on_event: Callable[[RunEvent, RunState], None] | None = None,
     ) -> RunState:
-        """Wait until the run completes or fails (or reaches ``status``)."""
+        """Wait until the run completes or fails (or reaches ``status``); ``on_event`` is
+        first given what happened since the handle's state (replayed)."""
         self.state = await self.client.wait(
-            self.run_id, status=status, timeout=timeout, on_event=on_event
+            self.run_id, status=status, timeout=timeout, on_event=on_event, known=self.state
         )
         return self.state
 

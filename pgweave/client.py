@@ -209,10 +209,17 @@ class Client:
         status: Container[str] = ("completed", "failed"),
         timeout: float | None = None,
         on_event: Callable[[RunEvent, RunState], None] | None = None,
+        known: RunState | None = None,
     ) -> RunState:
-        """Block until the run's status is in ``status``; :class:`RunTimeoutError` otherwise."""
+        """Block until the run's status is in ``status``; :class:`RunTimeoutError` otherwise.
+        With ``known`` (a state of the run the caller saw), ``on_event`` is first given what
+        happened since, replayed (see :meth:`events`)."""
         return self.wait_until(
-            run_id, lambda state: state.reached(status), timeout=timeout, on_event=on_event
+            run_id,
+            lambda state: state.reached(status),
+            timeout=timeout,
+            on_event=on_event,
+            known=known,
         )
 
     def wait_until(
@@ -222,10 +229,15 @@ class Client:
         *,
         timeout: float | None = None,
         on_event: Callable[[RunEvent, RunState], None] | None = None,
+        known: RunState | None = None,
     ) -> RunState:
-        """Block until ``predicate(state)`` holds, moving the state by the run's events."""
+        """Block until ``predicate(state)`` holds, moving the state by the run's events
+        (``known``: as in :meth:`wait`)."""
         state: RunState | None = None
-        for state in self._follow(uuid.UUID(str(run_id)), timeout=timeout, on_event=on_event):
+        follow = self._follow(
+            uuid.UUID(str(run_id)), timeout=timeout, on_event=on_event, known=known
+        )
+        for state in follow:
             if predicate(state):
                 return state
         raise RunTimeoutError.waiting_for(run_id, timeout, state)
@@ -337,9 +349,10 @@ class FlowRun(RunHandle[Client]):
         timeout: float | None = None,
         on_event: Callable[[RunEvent, RunState], None] | None = None,
     ) -> RunState:
-        """Block until the run completes or fails (or reaches ``status``)."""
+        """Block until the run completes or fails (or reaches ``status``); ``on_event`` is
+        first given what happened since the handle's state (replayed)."""
         self.state = self.client.wait(
-            self.run_id, status=status, timeout=timeout, on_event=on_event
+            self.run_id, status=status, timeout=timeout, on_event=on_event, known=self.state
         )
         return self.state
 

@@ -13,7 +13,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 import psycopg
@@ -24,6 +24,9 @@ from pgweave.cli_errors import describe_database_error, describe_engine_error, f
 from pgweave.config import WorkerConfig
 from pgweave_client import PgflowError
 from pgweave_client.errors import FlowNotFoundError
+
+if TYPE_CHECKING:
+    from pgweave.runs import RunState
 
 dsn_option = click.option(
     "--dsn", envvar="PGWEAVE_DSN", required=True, help="libpq connection string (or $PGWEAVE_DSN)."
@@ -198,7 +201,7 @@ def start(
         console.print(line, soft_wrap=True)
     if not wait:
         return
-    sys.exit(wait_and_show(client, run.run_id, timeout, console))
+    sys.exit(wait_and_show(client, run.run_id, timeout, console, known=run.state))
 
 
 def timeout_needs_wait(wait: bool, timeout: float | None) -> None:
@@ -207,11 +210,18 @@ def timeout_needs_wait(wait: bool, timeout: float | None) -> None:
         raise click.UsageError("--timeout only applies with --wait: add --wait or drop --timeout")
 
 
-def wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console: Console) -> int:
-    """Follow a run with a live progress line, then show it; the exit status: 0 completed,
-    1 failed or cancelled, 2 timed out."""
+def wait_and_show(
+    client: Any,
+    run_id: uuid.UUID,
+    timeout: float | None,
+    console: Console,
+    known: RunState | None = None,
+) -> int:
+    """Follow a run with a live progress line (from ``known``, the state the caller saw: what
+    happened since is replayed), then show it; the exit status: 0 completed, 1 failed or
+    cancelled, 2 timed out."""
     from pgweave.client import RunTimeoutError
-    from pgweave.runs import RunEvent, RunState
+    from pgweave.runs import RunEvent
     from pgweave.status import fetch_tasks, progress_line, run_view
 
     with console.status(f"waiting for run {run_id}…") as status:
@@ -221,7 +231,7 @@ def wait_and_show(client: Any, run_id: uuid.UUID, timeout: float | None, console
             console.log(f"{event.event}")
 
         try:
-            final = client.wait(run_id, timeout=timeout, on_event=on_event)
+            final = client.wait(run_id, timeout=timeout, on_event=on_event, known=known)
         except RunTimeoutError as exc:
             console.print(f"[yellow]{exc}[/]")
             return 2

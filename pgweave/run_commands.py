@@ -153,7 +153,7 @@ def _restart_command(verb: str, restart: Callable[[Client, uuid.UUID], FlowRun])
                 soft_wrap=True,
             )
             if wait:
-                sys.exit(wait_and_show(client, new.run_id, timeout, console))
+                sys.exit(wait_and_show(client, new.run_id, timeout, console, known=new.state))
 
     return command
 

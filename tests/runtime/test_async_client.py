@@ -47,3 +47,23 @@ def test_async_wait_times_out_without_workers(db: str) -> None:
             assert caught.value.state.status == "started"
 
     asyncio.run(scenario())
+
+
+def test_async_wait_on_a_handle_replays_what_happened_since_its_state(db: str) -> None:
+    """The run ends (worker stopped) before the handle waits: on_event still gets its
+    events, replayed from the handle's state."""
+
+    async def scenario() -> None:
+        async with AsyncClient(db) as client:
+            config = WorkerConfig(max_poll_seconds=1, requeue_interval=0)
+            with WorkerThread([squares], db, config):
+                run = await client.start_flow(squares, [2, 3])
+                await client.wait(run.run_id, timeout=60)
+            seen: list[str] = []
+            final = await run.wait(timeout=5, on_event=lambda e, _s: seen.append(e.event))
+            assert final.output == {"total": 13}
+            assert seen[-1] == "run:completed"
+            assert seen[:-1]
+            assert all(e.startswith("step:") for e in seen[:-1])
+
+    asyncio.run(scenario())

@@ -143,6 +143,31 @@ def test_events_of_a_run_that_ended_before_following_are_replayed(
     )
 
 
+def test_a_wait_on_a_handle_replays_what_happened_since_its_state(
+    db: str, conn: psycopg.Connection, chain: Flow[Any]
+) -> None:
+    """A run that ends before the wait subscribes (a fast worker) still reaches on_event:
+    `pgweave start --wait` prints its progress from it."""
+    client = Client(db)
+    run = client.start_flow(chain, None)
+    for _ in range(2):
+        for task in read_and_start(conn, "chain"):
+            complete(conn, task, "done")
+    seen: list[tuple[str, str]] = []
+    final = run.wait(timeout=5, on_event=lambda e, s: seen.append((e.event, s.status)))
+    assert final.status == "completed"
+    assert seen == [
+        ("step:a:completed", "completed"),
+        ("step:b:started", "completed"),
+        ("step:b:completed", "completed"),
+        ("run:completed", "completed"),
+    ]
+    # by id alone nothing is known, so nothing is replayed
+    seen.clear()
+    client.wait(run.run_id, timeout=5, on_event=lambda e, s: seen.append((e.event, s.status)))
+    assert seen == []
+
+
 def test_truncated_events_trigger_a_re_read(db: str, chain: Flow[Any]) -> None:
     big = {"blob": "x" * 20000}
     client = Client(db)
