@@ -363,12 +363,13 @@ declare
   paused_runs uuid[];
 begin
   -- Only queued tasks of started steps of started runs are started; every other id is
-  -- ignored. (A run's status is read by a scalar subquery on run_id alone, here and
-  -- below: beside run_id, "status = 'started'" lets a plan cached on a young database
-  -- with no statistics yet pick idx_runs_status and walk every started run.) Their rows are locked first: start_tasks waits for a row another
+  -- ignored. Their rows are locked first: start_tasks waits for a row another
   -- transaction holds, as one statement would; read_and_start_tasks skips it (that
   -- transaction is cancelling or skipping the task and archives its message next, which
   -- the reader holds since its read: waiting would deadlock).
+  -- A run's status is read by a scalar subquery on run_id alone: beside run_id,
+  -- "status = 'started'" lets a plan cached on a young database (no statistics yet) pick
+  -- idx_runs_status and walk every started run.
   if _start_tasks.skip_locked then
     select array_agg(t.run_id), array_agg(t.step_slug), array_agg(t.task_index)
     into locked_runs, locked_steps, locked_indexes
